@@ -1,0 +1,31 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Both create .venv and install the package (+dev extras) when it is missing or pyproject.toml changed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SAMPLE := data/sample
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: install test demo sample clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name mura --display-name "Python (mura)" >/dev/null
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+sample: $(STAMP)
+	test -f $(SAMPLE)/MURA-v1.1/train_image_paths.csv || $(BIN)/mura sample $(SAMPLE)
+
+demo: $(STAMP) sample
+	$(BIN)/mura reproduce --data-root $(SAMPLE) --out reports --profile demo
+
+clean:
+	rm -rf reports/runs reports/*.md reports/*.csv reports/figures runs data/sample data/mura_cache

@@ -1,0 +1,38 @@
+"""Grad-CAM heatmaps (the ``grad-cam`` package) for one head of a MURA model, and overlays on
+the grayscale radiograph.
+
+The target layer comes from the model registry; ``HeadOutput`` turns the model's dict output
+into the single tensor grad-cam expects.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+from .augment import normalize
+from .models import HeadOutput, MuraNet, cam_target_layer, get_spec
+
+
+def gradcam_heatmaps(model: MuraNet, model_name: str, images: torch.Tensor, head: str = "abnormality",
+                     class_index: int = 0) -> np.ndarray:
+    """Heatmaps in 0..1, shape (N,H,W), for uint8 (N,1,H,W) letterboxed images.
+
+    For the abnormality head the target is its single logit: regions that raise the
+    "abnormal" score light up. For the body-part head pass the class index of the part.
+    """
+    spec = get_spec(model_name)
+    device = next(model.parameters()).device
+    inputs = normalize(images.to(device), spec.mean, spec.std)
+    model.eval()
+    with GradCAM(model=HeadOutput(model, head), target_layers=[cam_target_layer(model, model_name)]) as cam:
+        heatmaps = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(class_index)] * len(inputs))
+    return np.asarray(heatmaps, dtype=np.float32)
+
+
+def overlay(gray: np.ndarray, heatmap: np.ndarray, image_weight: float = 0.6) -> np.ndarray:
+    """An RGB uint8 picture: the radiograph in gray with the heatmap in the jet colour map."""
+    rgb = np.repeat((gray.astype(np.float32) / 255.0)[..., None], 3, axis=2)
+    return show_cam_on_image(rgb, heatmap, use_rgb=True, image_weight=image_weight)

@@ -1,0 +1,187 @@
+"""Predictions as a table (one row per image) and MURA's metrics at image and study level.
+
+MURA is scored per *study*: a study's probability is the mean of its images' probabilities,
+and Cohen's kappa of the thresholded study predictions is the headline number.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import cohen_kappa_score, confusion_matrix, f1_score, roc_auc_score
+from torch.utils.data import DataLoader
+
+from .augment import normalize
+from .constants import BODY_PARTS
+
+METRIC_KEYS = ("accuracy", "auroc", "kappa", "sensitivity", "specificity", "f1")
+
+
+@torch.no_grad()
+def predict_batches(model: torch.nn.Module, loader: DataLoader, device: torch.device, mean: float,
+                    std: float, amp_dtype: torch.dtype | None = None) -> dict[str, np.ndarray]:
+    """Run the model over a loader of raw uint8 batches; returns positions and head outputs."""
+    model.eval()
+    positions, probabilities, part_probabilities = [], [], []
+    for batch in loader:
+        images = normalize(batch["image"].to(device, non_blocking=True), mean, std)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            outputs = model(images)
+        probabilities.append(torch.sigmoid(outputs["abnormality"].float()).cpu())
+        if "body_part" in outputs:
+            part_probabilities.append(torch.softmax(outputs["body_part"].float(), dim=1).cpu())
+        positions.append(torch.as_tensor(batch["position"]))
+    result = {"position": torch.cat(positions).numpy(), "probability": torch.cat(probabilities).numpy()}
+    if part_probabilities:
+        result["body_part_probabilities"] = torch.cat(part_probabilities).numpy()
+    return result
+
+
+def predictions_table(index: pd.DataFrame, outputs: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Join model outputs to their index rows: one row per image, each image exactly once."""
+    order = np.argsort(outputs["position"], kind="stable")
+    positions = outputs["position"][order]
+    if len(np.unique(positions)) != len(positions) or len(positions) != len(index):
+        raise ValueError(f"predictions cover {len(np.unique(positions))} of {len(index)} images "
+                         f"with {len(positions) - len(np.unique(positions))} duplicates")
+    table = index.reset_index(drop=True).iloc[positions].reset_index(drop=True).copy()
+    table["probability"] = outputs["probability"][order]
+    if "body_part_probabilities" in outputs:
+        part_probabilities = outputs["body_part_probabilities"][order]
+        table["predicted_body_part"] = np.asarray(BODY_PARTS)[part_probabilities.argmax(1)]
+        table["body_part_probability"] = part_probabilities.max(1)
+    else:
+        table["predicted_body_part"] = None
+        table["body_part_probability"] = np.nan
+    return table
+
+
+def study_table(predictions: pd.DataFrame) -> pd.DataFrame:
+    """One row per study: its label, body part, number of images and mean image probability."""
+    return (predictions.groupby("study", sort=True)
+            .agg(body_part=("body_part", "first"), label=("label", "first"),
+                 probability=("probability", "mean"), images=("probability", "size"))
+            .reset_index())
+
+
+def binary_metrics(labels, probabilities, threshold: float = 0.5) -> dict[str, float | None]:
+    """Accuracy, AUROC, Cohen's kappa, sensitivity, specificity, F1 at a threshold.
+
+    A metric that is undefined on the data (AUROC with one class) is None, not a made-up number.
+    """
+    labels = np.asarray(labels, dtype=int)
+    probabilities = np.asarray(probabilities, dtype=float)
+    predicted = (probabilities >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
+    both_classes = len(np.unique(labels)) == 2
+    kappa = cohen_kappa_score(labels, predicted) if both_classes or len(np.unique(predicted)) == 2 else 0.0
+    return {
+        "accuracy": float((tp + tn) / len(labels)) if len(labels) else None,
+        "auroc": float(roc_auc_score(labels, probabilities)) if both_classes else None,
+        "kappa": float(kappa) if not np.isnan(kappa) else 0.0,
+        "sensitivity": float(tp / (tp + fn)) if tp + fn else None,
+        "specificity": float(tn / (tn + fp)) if tn + fp else None,
+        "f1": float(f1_score(labels, predicted, zero_division=0)),
+    }
+
+
+def compute_metrics(predictions: pd.DataFrame, threshold: float = 0.5) -> dict:
+    """The full metrics.json: image and study level, per body part, body-part accuracy."""
+    studies = study_table(predictions)
+    per_body_part = {}
+    for part in BODY_PARTS:
+        part_studies = studies[studies["body_part"] == part]
+        if part_studies.empty:
+            continue
+        part_metrics = binary_metrics(part_studies["label"], part_studies["probability"], threshold)
+        per_body_part[part] = {"study_kappa": part_metrics["kappa"], "study_auroc": part_metrics["auroc"],
+                               "studies": int(len(part_studies))}
+    has_parts = predictions["predicted_body_part"].notna().any() if "predicted_body_part" in predictions else False
+    return {
+        "image": binary_metrics(predictions["label"], predictions["probability"], threshold),
+        "study": binary_metrics(studies["label"], studies["probability"], threshold),
+        "per_body_part": per_body_part,
+        "body_part_accuracy": (float((predictions["predicted_body_part"] == predictions["body_part"]).mean())
+                               if has_parts else None),
+        "n_images": int(len(predictions)),
+        "n_studies": int(len(studies)),
+        "threshold": float(threshold),
+    }
+
+
+def choose_threshold(predictions: pd.DataFrame, criterion: str = "kappa") -> float:
+    """A study-level threshold chosen on *validation* predictions (never on the test set):
+    the one maximising kappa (or Youden's J with ``criterion='youden'``)."""
+    studies = study_table(predictions)
+    candidates = np.unique(np.round(studies["probability"].to_numpy(), 4))
+    if len(candidates) == 0 or studies["label"].nunique() < 2:
+        return 0.5
+
+    def score(threshold: float) -> float:
+        metrics = binary_metrics(studies["label"], studies["probability"], threshold)
+        if criterion == "youden":
+            return metrics["sensitivity"] + metrics["specificity"] - 1
+        return metrics["kappa"]
+
+    scores = [score(threshold) for threshold in candidates]
+    return float(candidates[int(np.argmax(scores))])
+
+
+def bootstrap_ci(predictions: pd.DataFrame, statistic, n_resamples: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile CI of ``statistic(predictions_subset)`` resampling whole *studies* with replacement
+    (images of one study are correlated, so resampling images would make the CI too narrow)."""
+    rng = np.random.default_rng(seed)
+    studies = predictions["study"].to_numpy()
+    unique_studies, study_codes = np.unique(studies, return_inverse=True)
+    rows_by_study = np.split(np.argsort(study_codes, kind="stable"),
+                             np.cumsum(np.bincount(study_codes))[:-1])
+    values = []
+    for _ in range(n_resamples):
+        chosen = rng.integers(0, len(unique_studies), len(unique_studies))
+        rows = np.concatenate([rows_by_study[i] for i in chosen])
+        sample = predictions.iloc[rows].copy()
+        # a study drawn twice must count as two studies in study-level statistics
+        sample["study"] = np.repeat(np.arange(len(chosen)), [len(rows_by_study[i]) for i in chosen])
+        value = statistic(sample)
+        if value is not None and not np.isnan(value):
+            values.append(value)
+    if not values:
+        return (float("nan"), float("nan"))
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
+def evaluate_checkpoint(checkpoint_path: str | Path, data_root: str | Path, split: str = "valid",
+                        threshold: float | str = 0.5, batch_size: int = 64, device: str = "auto",
+                        cache_dir: str | Path | None = None, use_cache: bool = True,
+                        progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Predict every image of a MURA split with a checkpoint; returns (predictions, metrics).
+
+    ``threshold`` is a number or 'val', the study-level threshold chosen on the patient-level
+    validation split during training (stored in the checkpoint), never one tuned on this split.
+    """
+    from .checkpoint import load_model
+    from .data import MuraDataset, load_mura_index, open_image_cache
+    from .models import get_spec
+    from .runtime import resolve_device
+
+    torch_device = resolve_device(device)
+    model, checkpoint = load_model(checkpoint_path, torch_device)
+    spec = get_spec(checkpoint["model_name"])
+    img_size = checkpoint.get("img_size") or spec.default_img_size
+    index = load_mura_index(data_root, splits=(split,))
+    cache = open_image_cache(index, img_size, data_root, cache_dir, progress) if use_cache else None
+    dataset = MuraDataset(index, img_size, raw=True, cache=cache)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    outputs = predict_batches(model, loader, torch_device, spec.mean, spec.std)
+    predictions = predictions_table(index, outputs)
+    chosen = float(checkpoint.get("threshold", 0.5)) if threshold == "val" else float(threshold)
+    metrics = compute_metrics(predictions, chosen)
+    metrics["checkpoint"] = str(checkpoint_path)
+    metrics["model"] = checkpoint["model_name"]
+    metrics["multitask"] = bool(checkpoint["multitask"])
+    metrics["split"] = split
+    return predictions, metrics

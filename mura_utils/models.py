@@ -1,0 +1,181 @@
+"""Model registry and factory: timm backbones with one input channel, an abnormality head and an
+optional body-part head.
+
+The abnormality head sees only image features: the body part is a second *output* (multi-task
+learning), never an input, so nothing at test time depends on a ground-truth body part.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import timm
+import torch
+from torch import nn
+
+from .constants import BODY_PARTS
+
+IMAGENET_GRAY_MEAN = (0.485 + 0.456 + 0.406) / 3  # ImageNet RGB statistics averaged to one channel
+IMAGENET_GRAY_STD = (0.229 + 0.224 + 0.225) / 3
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the rest of the package needs to know about one architecture."""
+
+    timm_name: str | None  # None: our own network (custom_cnn)
+    default_img_size: int
+    mean: float
+    std: float
+    cam_layer: str  # Grad-CAM target, a submodule name inside ``MuraNet.backbone``
+
+
+MODEL_REGISTRY: dict[str, ModelSpec] = {
+    "custom_cnn": ModelSpec(None, 224, 0.5, 0.25, "blocks.4.2"),
+    "resnet50": ModelSpec("resnet50.tv_in1k", 224, IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, "layer4"),
+    "densenet169": ModelSpec("densenet169.tv_in1k", 224, IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD,
+                             "features.norm5"),
+    "efficientnet_b0": ModelSpec("efficientnet_b0.ra_in1k", 224, IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD,
+                                 "bn2"),
+}
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """ImageNet weights could not be loaded (usually: no network); the message says what to do."""
+
+
+class CustomCNN(nn.Module):
+    """A small convnet trained from scratch: five conv-BN-ReLU-maxpool blocks, global pooling.
+
+    Few channels at high resolution and global average pooling (not a huge flatten + dense
+    layer) keep it at ~0.4M parameters and ~80 MMAC at 128 px, so it trains on a laptop CPU and
+    works at any input size.
+    """
+
+    def __init__(self, in_chans: int = 1, widths: tuple[int, ...] = (16, 32, 64, 128, 256)):
+        super().__init__()
+        blocks, channels = [], in_chans
+        for width in widths:
+            blocks.append(nn.Sequential(nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                                        nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.MaxPool2d(2)))
+            channels = width
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.num_features = channels
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.blocks(images)).flatten(1)
+
+
+class MuraNet(nn.Module):
+    """Backbone -> pooled features -> {"abnormality": (N,) logit, "body_part": (N,7) logits}."""
+
+    def __init__(self, backbone: nn.Module, num_features: int, multitask: bool = True, dropout: float = 0.2):
+        super().__init__()
+        self.backbone = backbone
+        self.dropout = nn.Dropout(dropout)
+        self.abnormality_head = nn.Linear(num_features, 1)
+        self.body_part_head = nn.Linear(num_features, len(BODY_PARTS)) if multitask else None
+
+    @property
+    def multitask(self) -> bool:
+        return self.body_part_head is not None
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.dropout(self.backbone(images))
+        outputs = {"abnormality": self.abnormality_head(features).squeeze(1)}
+        if self.body_part_head is not None:
+            outputs["body_part"] = self.body_part_head(features)
+        return outputs
+
+
+class HeadOutput(nn.Module):
+    """Wraps MuraNet so it returns one head's logits as a tensor (grad-cam cannot take a dict)."""
+
+    def __init__(self, model: MuraNet, head: str = "abnormality"):
+        super().__init__()
+        self.model, self.head = model, head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.model(images)[self.head]
+        return logits.unsqueeze(1) if logits.ndim == 1 else logits
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in MODEL_REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODEL_REGISTRY)}")
+    return MODEL_REGISTRY[name]
+
+
+def cam_target_layer(model: MuraNet, name: str) -> nn.Module:
+    """The registry's Grad-CAM layer of a built model."""
+    return model.backbone.get_submodule(get_spec(name).cam_layer)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def _hub_offline():
+    """Make huggingface_hub use only its local cache, so an offline machine fails at once
+    instead of after minutes of retries."""
+    import huggingface_hub.constants as hub_constants
+
+    previous = hub_constants.HF_HUB_OFFLINE
+    hub_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub_constants.HF_HUB_OFFLINE = previous
+
+
+def _create_backbone(spec: ModelSpec, pretrained: bool, weights_path: str | None) -> nn.Module:
+    kwargs = dict(in_chans=1, num_classes=0)  # in_chans=1 sums the pretrained RGB kernels
+    if not pretrained:
+        return timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+    if weights_path is not None:
+        if not os.path.isfile(weights_path):
+            raise FileNotFoundError(f"{weights_path}: weights file not found")
+        return timm.create_model(spec.timm_name, pretrained=True,
+                                 pretrained_cfg_overlay=dict(file=str(weights_path)), **kwargs)
+    online = _hub_reachable()
+    try:
+        if online:
+            return timm.create_model(spec.timm_name, pretrained=True, **kwargs)
+        with _hub_offline():
+            return timm.create_model(spec.timm_name, pretrained=True, **kwargs)
+    except Exception as error:  # timm/hub raise many types; all mean "no weights"
+        raise PretrainedWeightsUnavailable(
+            f"cannot load ImageNet weights for timm model {spec.timm_name!r} "
+            f"({'download failed' if online else 'no network and not in the Hugging Face cache'}: "
+            f"{type(error).__name__}: {error}). Either download them on a machine with internet "
+            f"(https://huggingface.co/timm/{spec.timm_name}, file model.safetensors) and pass "
+            "weights_path=... (CLI: --weights PATH), or train from scratch with pretrained=False "
+            "(CLI: --no-pretrained).") from error
+
+
+def build_model(name: str, pretrained: bool = True, multitask: bool = True,
+                weights_path: str | None = None, dropout: float = 0.2) -> MuraNet:
+    """Create a one-channel MURA model by registry name (custom_cnn, resnet50, densenet169,
+    efficientnet_b0). ``pretrained`` loads ImageNet weights through timm (or ``weights_path``)."""
+    spec = get_spec(name)
+    if spec.timm_name is None:
+        backbone = CustomCNN()
+        num_features = backbone.num_features
+    else:
+        backbone = _create_backbone(spec, pretrained, weights_path)
+        num_features = backbone.num_features
+    return MuraNet(backbone, num_features, multitask=multitask, dropout=dropout)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())

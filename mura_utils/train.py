@@ -1,0 +1,210 @@
+"""Training: ``fit(config)`` trains one model on MURA train, choosing the best epoch on a
+patient-level validation split (MURA valid stays untouched as the test set).
+
+Outputs in ``config.out_dir``: best.pt, last.pt (for --resume), history.csv, config.json.
+Runs unchanged under ``torchrun --nproc_per_node=N`` (DDP); only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from tqdm.auto import tqdm
+
+from .augment import AugmentConfig, batch_augment, normalize
+from .checkpoint import read_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .data import MuraDataset, class_weights, load_mura_index, open_image_cache, patient_split
+from .evaluate import choose_threshold, compute_metrics, predict_batches, predictions_table
+from .io import atomic_write_text
+from .models import build_model, get_spec
+from .runtime import Distributed, amp_dtype_for, init_distributed, resolve_device, seed_everything
+
+
+@dataclass
+class FitResult:
+    out_dir: Path
+    best_epoch: int
+    best_metrics: dict
+    threshold: float
+    history: pd.DataFrame
+
+
+def image_cache_for(index: pd.DataFrame, img_size: int, config: TrainConfig, dist: Distributed = Distributed()):
+    """Build (rank 0, others wait) or open the decode-once cache of every image in ``index``."""
+    if not config.use_cache:
+        return None
+    cache = open_image_cache(index, img_size, config.data_root, config.cache_dir, config.progress) if dist.is_main else None
+    dist.barrier()
+    return cache if cache is not None else open_image_cache(index, img_size, config.data_root, config.cache_dir, False)
+
+
+def validation_predictions(model, dataset: MuraDataset, config: TrainConfig, device, amp_dtype,
+                           dist: Distributed = Distributed()) -> pd.DataFrame:
+    """Predict every validation image exactly once, sharded over ranks and gathered on all."""
+    spec = get_spec(config.model)
+    shard = Subset(dataset, list(range(dist.rank, len(dataset), dist.world_size)))
+    loader = DataLoader(shard, batch_size=config.batch_size * 2, shuffle=False, num_workers=config.num_workers)
+    outputs = predict_batches(getattr(model, "module", model), loader, device, spec.mean, spec.std, amp_dtype)
+    gathered = dist.all_gather(outputs)
+    merged = {key: np.concatenate([part[key] for part in gathered]) for key in outputs}
+    return predictions_table(dataset.index, merged)
+
+
+def _loss(outputs: dict, labels, body_parts, abnormal_weights, normal_weights, config: TrainConfig):
+    """MURA's weighted BCE (per-body-part weights) + weight x cross-entropy on the body part."""
+    logits = outputs["abnormality"].float()
+    weights = torch.where(labels > 0.5, abnormal_weights[body_parts], normal_weights[body_parts])
+    if not config.class_weighting:
+        weights = torch.ones_like(weights)
+    loss = (F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights).mean()
+    if "body_part" in outputs and config.body_part_loss_weight > 0:
+        loss = loss + config.body_part_loss_weight * F.cross_entropy(outputs["body_part"].float(), body_parts)
+    return loss
+
+
+def _rng_states(generators: dict[str, torch.Generator]) -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            **{name: generator.get_state() for name, generator in generators.items()}}
+
+
+def _restore_rng_states(states: dict, generators: dict[str, torch.Generator]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    for name, generator in generators.items():
+        generator.set_state(states[name])
+
+
+def fit(config: TrainConfig, resume: bool = False) -> FitResult:
+    """Train ``config.model``; returns the best epoch's validation metrics and the history."""
+    dist = init_distributed()
+    device = resolve_device(config.device, dist.local_rank)
+    seed_everything(config.seed)
+    spec = get_spec(config.model)
+    img_size = config.img_size or spec.default_img_size
+    out_dir = Path(config.out_dir)
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        config.save(out_dir / "config.json")
+
+    index = load_mura_index(config.data_root, splits=("train",))
+    train_index, val_index = patient_split(index, config.val_fraction, config.seed)
+    cache = image_cache_for(index, img_size, config, dist)
+    train_set = MuraDataset(train_index, img_size, raw=True, cache=cache)
+    val_set = MuraDataset(val_index, img_size, raw=True, cache=cache)
+    weights = class_weights(train_index)
+    abnormal_weights = torch.tensor(weights["w_abnormal"].to_numpy(), dtype=torch.float32, device=device)
+    normal_weights = torch.tensor(weights["w_normal"].to_numpy(), dtype=torch.float32, device=device)
+
+    shuffle_generator = torch.Generator().manual_seed(config.seed)
+    augment_generator = torch.Generator().manual_seed(config.seed + 1 + dist.rank)
+    per_rank_batches = len(train_set) // dist.world_size
+    drop_last = per_rank_batches > config.batch_size
+    sampler = (DistributedSampler(train_set, dist.world_size, dist.rank, shuffle=True, seed=config.seed,
+                                  drop_last=True) if dist.enabled else None)
+    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+                              generator=shuffle_generator, num_workers=config.num_workers, drop_last=drop_last,
+                              pin_memory=device.type == "cuda", persistent_workers=config.num_workers > 0)
+
+    model = build_model(config.model, config.pretrained, config.multitask, config.weights_path).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    if dist.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, pct_start=0.2,
+                                                    total_steps=max(1, config.epochs * len(train_loader)))
+    amp_dtype = amp_dtype_for(device, config.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    augment_config = AugmentConfig() if config.augment else None
+    generators = {"shuffle": shuffle_generator, "augment": augment_generator}
+
+    start_epoch, best_score, best_epoch, best_metrics, threshold, stale, history = 1, -math.inf, 0, {}, 0.5, 0, []
+    if resume and (out_dir / "last.pt").is_file():
+        state = read_checkpoint(out_dir / "last.pt")
+        getattr(model, "module", model).load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        _restore_rng_states(state["rng"], generators)
+        start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
+        best_metrics, threshold, stale, history = state["best_metrics"], state["best_threshold"], state["stale"], state["history"]
+
+    for epoch in range(start_epoch, config.epochs + 1):
+        if config.patience and stale >= config.patience:
+            break
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        model.train()
+        started, seen, loss_sum = time.perf_counter(), 0, 0.0
+        bar = tqdm(train_loader, desc=f"{config.model} epoch {epoch}/{config.epochs}", leave=False,
+                   disable=not (config.progress and dist.is_main))
+        for batch in bar:
+            images = batch["image"].to(device, non_blocking=True)
+            if augment_config is not None:
+                images = batch_augment(images, augment_config, augment_generator)
+            images = normalize(images, spec.mean, spec.std)
+            if device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            labels = batch["label"].to(device, non_blocking=True)
+            body_parts = batch["body_part"].to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                outputs = model(images)
+            loss = _loss(outputs, labels, body_parts, abnormal_weights, normal_weights, config)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            seen += len(labels)
+            loss_sum += loss.item() * len(labels)
+            bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{seen / (time.perf_counter() - started):.0f}")
+        train_seconds = time.perf_counter() - started
+
+        predictions = validation_predictions(model, val_set, config, device, amp_dtype, dist)
+        metrics = compute_metrics(predictions)
+        score_key = config.selection_metric.removeprefix("study_")
+        score = metrics["study"][score_key]
+        score = -math.inf if score is None else score
+        row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "lr": scheduler.get_last_lr()[0],
+               "train_seconds": train_seconds, "images_per_second": seen * dist.world_size / train_seconds,
+               **{f"val_image_{k}": v for k, v in metrics["image"].items()},
+               **{f"val_study_{k}": v for k, v in metrics["study"].items()},
+               "val_body_part_accuracy": metrics["body_part_accuracy"]}
+        history.append(row)
+        improved = score > best_score
+        if improved:
+            best_score, best_epoch, stale = score, epoch, 0
+            threshold = choose_threshold(predictions)
+            best_metrics = metrics
+        else:
+            stale += 1
+        if dist.is_main:
+            if improved:
+                save_checkpoint(out_dir / "best.pt", model, config, epoch, metrics, threshold=threshold,
+                                img_size=img_size, selection_metric=config.selection_metric)
+                atomic_write_text(out_dir / "val_predictions.csv", predictions.to_csv(index=False))
+            save_checkpoint(out_dir / "last.pt", model, config, epoch, metrics, threshold=threshold,
+                            img_size=img_size, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                            scaler=scaler.state_dict(), rng=_rng_states(generators), best_score=best_score,
+                            best_epoch=best_epoch, best_metrics=best_metrics, best_threshold=threshold,
+                            stale=stale, history=history)
+            atomic_write_text(out_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
+            if config.verbose:
+                tqdm.write(f"{config.model} epoch {epoch}: loss {row['train_loss']:.4f}, val study AUROC "
+                           f"{metrics['study']['auroc']}, kappa {metrics['study']['kappa']:.3f}"
+                           f"{' (best)' if improved else ''}, {row['images_per_second']:.0f} img/s")
+    dist.barrier()
+    if dist.enabled:
+        torch.distributed.destroy_process_group()
+    return FitResult(out_dir, best_epoch, best_metrics, threshold, pd.DataFrame(history))

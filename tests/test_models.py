@@ -1,0 +1,71 @@
+"""Model factory: four registry entries, one input channel, heads, offline behaviour, local weights."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import timm
+import torch
+
+from mura_utils.models import (MODEL_REGISTRY, HeadOutput, PretrainedWeightsUnavailable, build_model,
+                               cam_target_layer)
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_REGISTRY))
+def test_every_model_takes_one_channel_and_has_both_heads(name):
+    model = build_model(name, pretrained=False).eval()
+    with torch.no_grad():
+        outputs = model(torch.randn(2, 1, 64, 64))
+    assert outputs["abnormality"].shape == (2,)
+    assert outputs["body_part"].shape == (2, 7)
+    assert isinstance(cam_target_layer(model, name), torch.nn.Module)
+
+
+def test_single_task_drops_the_body_part_head():
+    model = build_model("custom_cnn", multitask=False).eval()
+    assert set(model(torch.randn(1, 1, 64, 64))) == {"abnormality"}
+    assert not model.multitask
+
+
+def test_abnormality_head_never_sees_the_body_part():
+    """forward takes only images; the body part is an output, not an input."""
+    model = build_model("custom_cnn").eval()
+    with pytest.raises(TypeError):
+        model(torch.randn(1, 1, 64, 64), torch.tensor([3]))
+
+
+def test_head_output_wrapper_returns_a_tensor_for_grad_cam():
+    model = build_model("custom_cnn").eval()
+    assert HeadOutput(model)(torch.randn(2, 1, 64, 64)).shape == (2, 1)
+    assert HeadOutput(model, "body_part")(torch.randn(2, 1, 64, 64)).shape == (2, 7)
+
+
+def test_custom_cnn_is_small_and_pools_globally():
+    model = build_model("custom_cnn")
+    assert sum(p.numel() for p in model.parameters()) < 3_000_000
+    assert model(torch.randn(2, 1, 96, 160))["abnormality"].shape == (2,)  # any input size
+
+
+def test_pretrained_offline_fails_fast_with_a_way_out(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.perf_counter()
+    with pytest.raises(PretrainedWeightsUnavailable, match="weights_path.*pretrained=False"):
+        build_model("efficientnet_b0", pretrained=True)
+    assert time.perf_counter() - started < 30
+
+
+def test_local_weights_file_sums_rgb_kernels_into_one_channel(tmp_path):
+    """weights_path goes through timm's loader, which adapts the 3-channel stem by summing."""
+    rgb = timm.create_model("resnet50", pretrained=False, num_classes=1000)
+    weights = tmp_path / "resnet50_rgb.pth"
+    torch.save(rgb.state_dict(), weights)
+    model = build_model("resnet50", pretrained=True, weights_path=str(weights))
+    stem = model.backbone.conv1.weight
+    assert stem.shape[1] == 1
+    torch.testing.assert_close(stem, rgb.conv1.weight.sum(dim=1, keepdim=True))
+    torch.testing.assert_close(model.backbone.layer4[0].conv1.weight, rgb.layer4[0].conv1.weight)
+
+
+def test_missing_weights_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        build_model("resnet50", pretrained=True, weights_path=str(tmp_path / "nope.pth"))

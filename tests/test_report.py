@@ -1,0 +1,253 @@
+"""The comparison report on fabricated run folders (2 models x 2 variants, 40 studies, 32 px PNGs)."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from mura_utils.checkpoint import save_checkpoint
+from mura_utils.config import TrainConfig
+from mura_utils.constants import BODY_PARTS
+from mura_utils.evaluate import compute_metrics, study_table
+from mura_utils.models import build_model
+from mura_utils.report import (BOOTSTRAP_STATISTICS, ENSEMBLE_NAME, HEADLINE, TABLE_COLUMNS, Run, cam_gallery,
+                               comparison_table, ensemble_predictions, ensemble_run, gallery_cases, load_runs,
+                               write_comparison, write_report)
+
+MODELS = ("custom_cnn", "resnet50")
+VARIANTS = ("multitask", "single_task")
+N_RESAMPLES = 60
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_test_images(folder: Path, n_studies: int = 40, seed: int = 0) -> pd.DataFrame:
+    """The index of a tiny test set: 1-3 images per study, one 32-40 px PNG per image."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    rows = []
+    for study in range(n_studies):
+        label, part = int(study % 2), BODY_PARTS[study % len(BODY_PARTS)]
+        for image in range(int(rng.integers(1, 4))):
+            pixels = (rng.random((40, 32)) * 60 + np.linspace(0, 150, 32)[None, :]).astype(np.uint8)
+            path = folder / f"study{study:02d}_image{image}.png"
+            Image.fromarray(pixels).save(path)
+            rows.append({"path": str(path), "split": "valid", "body_part": part, "patient": f"patient{study:03d}",
+                         "study": f"valid/XR_{part}/patient{study:03d}/study1", "label": label})
+    return pd.DataFrame(rows)
+
+
+def fabricate_run(runs_dir: Path, index: pd.DataFrame, model: str, variant: str, seed: int,
+                  synthetic: bool = True) -> Path:
+    """A run folder as mura_utils.experiment writes it, with label-correlated probabilities."""
+    rng = np.random.default_rng(seed)
+    folder = runs_dir / f"{model}_{variant}"
+    folder.mkdir(parents=True)
+    predictions = index.copy()
+    logits = (predictions["label"] * 2 - 1) * 1.2 + rng.normal(0, 1.2, len(predictions))
+    predictions["probability"] = 1 / (1 + np.exp(-logits))
+    if variant == "multitask":
+        correct = rng.random(len(predictions)) < 0.8
+        predictions["predicted_body_part"] = np.where(correct, predictions["body_part"], "HAND")
+        predictions["body_part_probability"] = rng.uniform(0.4, 1, len(predictions))
+    else:
+        predictions["predicted_body_part"] = None
+        predictions["body_part_probability"] = np.nan
+    predictions.to_csv(folder / "test_predictions.csv", index=False)
+    history = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [0.7, 0.6, 0.55], "lr": 1e-3,
+                            "train_seconds": 10.0, "images_per_second": 50.0,
+                            "val_study_auroc": rng.uniform(0.6, 0.8, 3).round(3),
+                            "val_study_kappa": [0.2, 0.3, 0.35], "val_body_part_accuracy": 0.5})
+    history.to_csv(folder / "history.csv", index=False)
+    info = {"run_name": folder.name, "model": model, "variant": variant, "parameters": 400_000 + seed,
+            "train_seconds": 30.0, "images_per_second": 50.0, "best_epoch": 2, "threshold": 0.45,
+            "img_size": 32, "epochs": 3, "pretrained": False, "seed": seed, "data_root": str(runs_dir),
+            "synthetic": synthetic}
+    (folder / "run.json").write_text(json.dumps(info))
+    multitask = variant == "multitask"
+    save_checkpoint(folder / "best.pt", build_model("custom_cnn", pretrained=False, multitask=multitask),
+                    TrainConfig(model="custom_cnn", img_size=32, multitask=multitask), epoch=1, img_size=32,
+                    threshold=0.45)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("report")
+    index = write_test_images(root / "images")
+    runs = root / "runs"
+    for seed, (model, variant) in enumerate((m, v) for m in MODELS for v in VARIANTS):
+        fabricate_run(runs, index, model, variant, seed, synthetic=False)
+    (runs / "notes").mkdir()  # a folder without run.json is not a run
+    return runs
+
+
+@pytest.fixture(scope="module")
+def runs(runs_dir) -> list[Run]:
+    return load_runs(runs_dir)
+
+
+@pytest.fixture(scope="module")
+def table(runs) -> pd.DataFrame:
+    return comparison_table(runs, n_resamples=N_RESAMPLES)
+
+
+@pytest.fixture(scope="module")
+def report(runs_dir, tmp_path_factory) -> tuple[Path, dict[str, Path]]:
+    out_dir = tmp_path_factory.mktemp("out")
+    written = write_report(runs_dir, out_dir, "fabricated test runs", synthetic=True, n_resamples=N_RESAMPLES)
+    return out_dir, written
+
+
+def test_load_runs_reads_every_run_in_a_stable_order(runs):
+    assert [(run.model, run.variant) for run in runs] == [(m, v) for m in MODELS for v in VARIANTS]
+    assert runs[0].label == "Custom CNN · multi-task"
+    assert runs[0].info["threshold"] == 0.45 and len(runs[0].history) == 3
+    assert runs[0].predictions["study"].dtype != float and runs[1].predictions["predicted_body_part"].isna().all()
+
+
+def test_run_without_test_predictions_names_its_folder(runs_dir, tmp_path):
+    broken = tmp_path / "runs"
+    shutil.copytree(runs_dir / "resnet50_multitask", broken / "resnet50_multitask")
+    (broken / "resnet50_multitask" / "test_predictions.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="resnet50_multitask.*test_predictions.csv"):
+        load_runs(broken)
+
+
+def test_ensemble_study_probability_is_the_mean_of_the_multitask_runs(runs):
+    ensemble = ensemble_predictions(runs)
+    assert ensemble.attrs["name"] == ENSEMBLE_NAME
+    assert list(ensemble.columns) == list(runs[0].predictions.columns)
+    members = [study_table(run.predictions).set_index("study")["probability"] for run in runs if run.multitask]
+    expected = pd.concat(members, axis=1).mean(axis=1)
+    got = study_table(ensemble).set_index("study")["probability"]
+    np.testing.assert_allclose(got.sort_index(), expected.sort_index())
+
+
+def test_ensemble_matches_images_by_path_not_row_order(runs):
+    shuffled = [Run(r.name, r.model, r.variant, r.info, r.predictions.sample(frac=1, random_state=1))
+                for r in runs]
+    pd.testing.assert_series_equal(
+        ensemble_predictions(shuffled).set_index("path")["probability"].sort_index(),
+        ensemble_predictions(runs).set_index("path")["probability"].sort_index())
+
+
+def test_ensemble_refuses_runs_tested_on_other_images(runs):
+    other = Run("other", "resnet50", "multitask", {}, runs[0].predictions.iloc[:-1])
+    with pytest.raises(ValueError, match="other images"):
+        ensemble_predictions([runs[0], other])
+    assert ensemble_run(runs[:1]) is None  # one multi-task run is no ensemble
+
+
+def test_comparison_table_rows_columns_and_intervals(table, runs):
+    assert list(table.columns) == TABLE_COLUMNS
+    assert list(table["run"]) == [run.name for run in runs] + [ENSEMBLE_NAME]
+    assert (table["threshold"] == 0.5).all()
+    for name in HEADLINE:
+        assert (table[f"{name}_ci_low"] <= table[name]).all() and (table[name] <= table[f"{name}_ci_high"]).all()
+        assert (table[f"{name}_ci_high"] - table[f"{name}_ci_low"] > 0).all()
+    multitask = table["variant"].eq("multitask") & table["model"].ne("ensemble")
+    assert table.loc[multitask, "body_part_accuracy"].notna().all()
+    assert table.loc[~multitask, "body_part_accuracy"].isna().all()
+    ensemble = table.iloc[-1]
+    assert ensemble["parameters"] == sum(r.info["parameters"] for r in runs if r.multitask)
+    assert np.isnan(ensemble["val_threshold"]) and table["val_threshold"].iloc[0] == 0.45
+
+
+def test_bootstrap_statistics_agree_with_compute_metrics(runs):
+    """The lean per-resample statistics must be the same numbers compute_metrics reports."""
+    predictions = runs[0].predictions
+    metrics = compute_metrics(predictions, 0.5)
+    expected = {"image_accuracy": metrics["image"]["accuracy"], "image_auroc": metrics["image"]["auroc"],
+                "study_auroc": metrics["study"]["auroc"], "study_kappa": metrics["study"]["kappa"]}
+    for name, statistic in BOOTSTRAP_STATISTICS.items():
+        assert statistic(predictions) == pytest.approx(expected[name]), name
+
+
+def test_write_comparison_round_trips(table, tmp_path):
+    paths = write_comparison(table, tmp_path)
+    back = pd.read_csv(paths["comparison_csv"])
+    assert list(back["run"]) == list(table["run"]) and list(back.columns) == TABLE_COLUMNS
+    np.testing.assert_allclose(back["study_auroc"], table["study_auroc"])
+    markdown = paths["comparison_md"].read_text()
+    body = [line for line in markdown.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(body) == len(table)
+    for model in ("Custom CNN", "ResNet50", "Ensemble (multi-task mean)"):
+        assert any(line.startswith(f"| {model} |") for line in body)
+    assert re.search(r"\d\.\d{3} \[\d\.\d{2}, \d\.\d{2}\]", markdown)
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files
+
+
+def assert_png(path: Path, min_bytes: int = 8_000) -> None:
+    assert path.is_file(), path
+    assert path.read_bytes()[:8] == PNG_MAGIC, path
+    assert path.stat().st_size > min_bytes, path
+    with Image.open(path) as image:
+        assert min(image.size) > 300, (path, image.size)
+        extrema = image.convert("L").getextrema()
+        assert extrema[1] - extrema[0] > 100, path  # not a blank canvas
+
+
+def test_report_writes_every_table_and_figure(report, runs):
+    out_dir, written = report
+    figures = ["roc_study", "roc_image", "per_body_part_kappa", "confusion_matrices", "training_curves",
+               "reliability", "ablation"]
+    for key in figures:
+        assert_png(written[key])
+        assert written[key].parent == out_dir / "figures"
+    for run in runs:
+        assert_png(written[f"gradcam/{run.name}"])
+    assert written["comparison_csv"].is_file() and written["comparison_md"].is_file()
+    assert not list(out_dir.rglob(".*.tmp"))
+
+
+def test_index_is_loud_about_synthetic_data_and_links_existing_files(report):
+    out_dir, written = report
+    index = written["index"].read_text()
+    assert index.splitlines()[0].startswith("> **SYNTHETIC SAMPLE")
+    assert "abnormal" in index and "not a fracture-only label" in index
+    assert "0.929" in index and "0.871" in index and "mura_utils 0.1.0" in index
+    assert re.search(r"commit `[^`]+`", index) and "UTC" in index
+    links = re.findall(r"\]\(([^)]+)\)", index)
+    assert len(links) >= 9 + 4
+    for link in links:
+        assert (out_dir / link).is_file(), link
+
+
+def test_gallery_cases_are_grouped_most_confident_first():
+    predictions = pd.DataFrame({"study": list("abcdefg"), "label": [1, 1, 0, 0, 1, 1, 0],
+                                "probability": [0.9, 0.7, 0.8, 0.6, 0.2, 0.1, 0.1], "body_part": "HAND",
+                                "path": list("abcdefg")})
+    cases = gallery_cases(predictions, threshold=0.5, per_group=2)
+    assert cases.groupby("group")["study"].apply(list).to_dict() == {"TP": ["a", "b"], "FP": ["c", "d"],
+                                                                     "FN": ["f", "e"]}
+
+
+def test_cam_gallery_draws_tp_fp_fn_rows_and_says_none_for_an_empty_one(runs, tmp_path):
+    cases = cam_gallery(runs[0], tmp_path / "gallery.png", per_group=2)
+    assert set(cases["group"]) == {"TP", "FP", "FN"} and len(cases) <= 6
+    assert_png(tmp_path / "gallery.png")
+    confident = runs[0].predictions.assign(probability=lambda t: t["label"] * 0.8 + 0.1)  # no FP, no FN
+    run = Run(runs[0].name, runs[0].model, runs[0].variant, runs[0].info, confident, path=runs[0].path)
+    cases = cam_gallery(run, tmp_path / "perfect.png", per_group=2, img_size=48)
+    assert set(cases["group"]) == {"TP"}
+    assert_png(tmp_path / "perfect.png")
+
+
+def test_synthetic_runs_force_the_warning_and_a_missing_checkpoint_is_reported(runs_dir, tmp_path):
+    runs = tmp_path / "runs"
+    for name in ("custom_cnn_multitask", "resnet50_multitask"):
+        shutil.copytree(runs_dir / name, runs / name)
+    info = json.loads((runs / "resnet50_multitask" / "run.json").read_text())
+    (runs / "resnet50_multitask" / "run.json").write_text(json.dumps({**info, "synthetic": True}))
+    (runs / "resnet50_multitask" / "best.pt").unlink()
+    with pytest.warns(UserWarning, match="resnet50_multitask"):
+        written = write_report(runs, tmp_path / "out", "real data, supposedly", synthetic=False, n_resamples=10)
+    index = written["index"].read_text()
+    assert index.startswith("> **SYNTHETIC SAMPLE")
+    assert "gradcam/resnet50_multitask" not in written and "not drawn" in index

@@ -1,0 +1,136 @@
+"""Training end to end on a tiny synthetic tree: outputs, determinism, resume, atomic checkpoints,
+evaluation on MURA valid, and 2-process DDP (gloo) on CPU."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from mura_utils import checkpoint as checkpoint_module
+from mura_utils import train as train_module
+from mura_utils.checkpoint import read_checkpoint
+from mura_utils.cli import main as cli_main
+from mura_utils.config import TrainConfig
+from mura_utils.data import load_mura_index, patient_split
+from mura_utils.train import fit
+
+
+def tiny_config(data_root, out_dir, **changes) -> TrainConfig:
+    config = TrainConfig(model="custom_cnn", data_root=str(data_root), out_dir=str(out_dir), epochs=2, img_size=32,
+                         batch_size=16, seed=0, device="cpu", progress=False, verbose=False,
+                         cache_dir=str(Path(out_dir).parent / "cache"))
+    return replace(config, **changes)
+
+
+def test_fit_writes_outputs_and_chooses_on_patient_split(tiny_mura, tmp_path):
+    result = fit(tiny_config(tiny_mura, tmp_path / "run"))
+    for name in ("best.pt", "last.pt", "history.csv", "config.json", "val_predictions.csv"):
+        assert (tmp_path / "run" / name).is_file(), name
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert list(history["epoch"]) == [1, 2]
+    best = read_checkpoint(tmp_path / "run" / "best.pt")
+    assert best["epoch"] == result.best_epoch
+    assert best["config"]["model"] == "custom_cnn" and best["img_size"] == 32
+    # the checkpoint is chosen on patients of MURA *train*, never on MURA valid
+    validation = pd.read_csv(tmp_path / "run" / "val_predictions.csv")
+    assert set(validation["split"]) == {"train"}
+    _, expected_val = patient_split(load_mura_index(tiny_mura, splits=("train",)), 0.1, 0)
+    assert sorted(validation["path"]) == sorted(expected_val["path"])
+    assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+def test_same_seed_gives_identical_metrics(tiny_mura, tmp_path):
+    first = fit(tiny_config(tiny_mura, tmp_path / "a"))
+    second = fit(tiny_config(tiny_mura, tmp_path / "b"))
+    assert json.dumps(first.best_metrics, sort_keys=True) == json.dumps(second.best_metrics, sort_keys=True)
+    pd.testing.assert_frame_equal(first.history.drop(columns=["train_seconds", "images_per_second"]),
+                                  second.history.drop(columns=["train_seconds", "images_per_second"]))
+
+
+def test_resume_continues_from_last_checkpoint(tiny_mura, tmp_path, monkeypatch):
+    straight = fit(tiny_config(tiny_mura, tmp_path / "straight", epochs=3))
+    calls = {"count": 0}
+    real_validation = train_module.validation_predictions
+
+    def crash_in_third_validation(*args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] == 3:
+            raise KeyboardInterrupt("interrupted during epoch 3")
+        return real_validation(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "validation_predictions", crash_in_third_validation)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_config(tiny_mura, tmp_path / "resumed", epochs=3))
+    monkeypatch.undo()
+    assert read_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 2
+    resumed = fit(tiny_config(tiny_mura, tmp_path / "resumed", epochs=3), resume=True)
+    assert list(resumed.history["epoch"]) == [1, 2, 3]
+    columns = ["train_loss", "val_study_auroc", "val_image_kappa"]
+    pd.testing.assert_frame_equal(straight.history[columns], resumed.history[columns])
+
+
+def test_crash_while_saving_never_leaves_a_half_written_best(tiny_mura, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    fit(tiny_config(tiny_mura, out, epochs=1))
+    before = (out / "best.pt").read_bytes()
+
+    def exploding_save(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"half a checkpoint")
+        raise KeyboardInterrupt("power cut")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", exploding_save)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_config(tiny_mura, out, epochs=1, seed=1))
+    assert (out / "best.pt").read_bytes() == before
+    assert not list(out.glob("*.tmp"))
+
+
+def test_cli_train_then_evaluate_writes_metrics_json(tiny_mura, tmp_path):
+    out = tmp_path / "cli_run"
+    assert cli_main(["train", "--data-root", str(tiny_mura), "--model", "custom_cnn", "--epochs", "1",
+                     "--img-size", "32", "--batch-size", "16", "--out", str(out), "--no-progress",
+                     "--device", "cpu", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert cli_main(["evaluate", "--checkpoint", str(out / "best.pt"), "--data-root", str(tiny_mura),
+                     "--split", "valid", "--out", str(tmp_path / "eval"), "--no-progress", "--device", "cpu",
+                     "--cache-dir", str(tmp_path / "cache")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    keys = {"accuracy", "auroc", "kappa", "sensitivity", "specificity", "f1"}
+    assert set(metrics["image"]) == keys and set(metrics["study"]) == keys
+    valid = load_mura_index(tiny_mura, splits=("valid",))
+    assert metrics["n_images"] == len(valid) and metrics["n_studies"] == valid["study"].nunique()
+    assert set(metrics["per_body_part"]) <= set(valid["body_part"])
+    assert all(set(v) == {"study_kappa", "study_auroc", "studies"} for v in metrics["per_body_part"].values())
+    assert 0 <= metrics["body_part_accuracy"] <= 1
+    predictions = pd.read_csv(tmp_path / "eval" / "predictions.csv")
+    assert sorted(predictions["path"]) == sorted(valid["path"])
+
+
+def test_cli_reports_bad_data_root(tmp_path, capsys):
+    assert cli_main(["train", "--data-root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert str(tmp_path) in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
+def test_torchrun_two_gloo_processes(tiny_mura, tmp_path):
+    """DDP on CPU: finishes, one checkpoint, each validation image predicted exactly once."""
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+               "mura_utils.cli", "train", "--data-root", str(tiny_mura), "--model", "custom_cnn", "--epochs", "2",
+               "--img-size", "32", "--batch-size", "8", "--out", str(out), "--no-progress", "--device", "cpu",
+               "--cache-dir", str(tmp_path / "cache")]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert sorted(p.name for p in out.glob("*.pt")) == ["best.pt", "last.pt"]
+    validation = pd.read_csv(out / "val_predictions.csv")
+    _, expected_val = patient_split(load_mura_index(tiny_mura, splits=("train",)), 0.1, 0)
+    assert len(validation) == len(expected_val)
+    assert validation["path"].is_unique and set(validation["path"]) == set(expected_val["path"])
+    assert len(pd.read_csv(out / "history.csv")) == 2

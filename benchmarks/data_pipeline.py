@@ -3,7 +3,8 @@
 (a) notebooks: a Dataset doing PIL open + convert('L') + torchvision transforms per item
     (Resize, flip, RandomRotation(30), ColorJitter, ToTensor, Normalize), DataLoader workers.
 (b) project default: prepare_cache once (timed separately), then MuraDataset(raw=True,
-    cache=...) + DataLoader + batch_augment + normalize on the CPU (what mura_utils.train does).
+    cache=...) + DataLoader (TrainConfig's default: no workers) + batch_augment + normalize on
+    the CPU: what mura_utils.train does today.
 (c) project lean: the same cache read by iterate_batches (one gather per batch, no workers,
     no per-item dicts) + batch_augment + normalize.
 (d) = (c) with ``proposed_batch_augment``, a drop-in for augment.batch_augment + normalize
@@ -15,7 +16,8 @@ the epochs after the first (warm-up). The last line is the ratio (b) / (a): the
 pipeline mura_utils.train runs today.
 
     PYTHONPATH=. python benchmarks/data_pipeline.py [--images 1500] [--img-size 224] \
-        [--batch-size 64] [--workers 2] [--epochs 2] [--threads N] [--out-dir /tmp/mura_pipeline_bench]
+        [--batch-size 64] [--workers 2] [--project-workers 0] [--epochs 2] [--threads N] \
+        [--out-dir /tmp/mura_pipeline_bench]
 """
 from __future__ import annotations
 
@@ -71,13 +73,14 @@ def synthetic_radiograph(rng: np.random.Generator, height: int, width: int) -> n
 
 def proposed_batch_augment(images: torch.Tensor, config: AugmentConfig = AugmentConfig(),
                            generator: torch.Generator | None = None, mean: float | None = None,
-                           std: float | None = None) -> torch.Tensor:
+                           std: float | None = None, interpolation: str = "bilinear") -> torch.Tensor:
     """augment.batch_augment with the same random draws and pixels (up to float rounding),
     ~3x faster on CPU; with ``mean``/``std`` it also normalizes, in the same pass.
 
     F.affine_grid's (N,H*W,3) @ theta batched matmul is slow on CPU: the grid is built by
     broadcasting instead. The /255, brightness/contrast, clamp and normalization fold into
     one addcmul + clamp_ (y = clamp(x*scale + bias)), instead of ~7 full-tensor passes.
+    ``interpolation="nearest"`` (torchvision RandomRotation's default) halves the sampling cost.
     """
     unit = 255.0 if images.dtype == torch.uint8 else 1.0
     images = images.float()
@@ -96,7 +99,7 @@ def proposed_batch_augment(images: torch.Tensor, config: AugmentConfig = Augment
     xs = (torch.linspace(-1, 1, width, device=device) * ((width - 1) / width)).view(1, 1, width, 1)
     ys = (torch.linspace(-1, 1, height, device=device) * ((height - 1) / height)).view(1, height, 1, 1)
     grid = per_x * xs + per_y * ys  # (N,1,W,2) + (N,H,1,2): one pass over the grid
-    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    images = F.grid_sample(images, grid, mode=interpolation, padding_mode="zeros", align_corners=False)
 
     # (x/unit - m)*g + m + s, clamped to 0..1, then optionally (y - mean)/std, as x*scale + bias
     means = images.mean(dim=(1, 2, 3), keepdim=True) / unit
@@ -168,12 +171,16 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1500)
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (and cache-build processes)")
+    parser.add_argument("--workers", type=int, default=2, help="notebook DataLoader workers and cache-build processes")
+    parser.add_argument("--project-workers", type=int, default=0,
+                        help="DataLoader workers of (b); 0 = TrainConfig.num_workers' default")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--out-dir", default="/tmp/mura_pipeline_bench")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads of the training process (default: torch's choice); "
                              "1 can win on a 2-core machine that other jobs share")
+    parser.add_argument("--interpolation", choices=("bilinear", "nearest"), default="bilinear",
+                        help="rotation sampling of (d); the notebooks' RandomRotation uses nearest")
     parser.add_argument("--skip-notebook", action="store_true", help="only time the project pipelines")
     args = parser.parse_args()
 
@@ -189,12 +196,13 @@ def main() -> None:
           f"batch {args.batch_size}, {args.workers} workers, {args.epochs} epochs, "
           f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
-    loader_kw = dict(batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
-                     persistent_workers=args.workers > 0)
+    def loader_kw(workers: int) -> dict:
+        return dict(batch_size=args.batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
+
     results = {}
 
     if not args.skip_notebook:
-        notebook = DataLoader(NotebookDataset(paths, index["label"].tolist(), args.img_size), **loader_kw)
+        notebook = DataLoader(NotebookDataset(paths, index["label"].tolist(), args.img_size), **loader_kw(args.workers))
 
         def notebook_epoch() -> int:
             seen = 0
@@ -221,7 +229,7 @@ def main() -> None:
 
     config, generator = AugmentConfig(), torch.Generator().manual_seed(0)
     dataset = MuraDataset(index, args.img_size, raw=True, cache=cache)
-    project = DataLoader(dataset, **loader_kw)
+    project = DataLoader(dataset, **loader_kw(args.project_workers))
 
     def project_epoch() -> int:
         seen = 0
@@ -231,7 +239,8 @@ def main() -> None:
             seen += len(batch["label"])
         return seen
 
-    print("(b) project default: cache + MuraDataset + DataLoader + batch_augment", flush=True)
+    print(f"(b) project default: cache + MuraDataset + DataLoader ({args.project_workers} workers) + batch_augment",
+          flush=True)
     results["b"] = timed_epochs("(b)", args.epochs, project_epoch)
     del project
 
@@ -258,17 +267,19 @@ def main() -> None:
         seen = 0
         for images, positions in iterate_batches(cache.images, dataset.cache_rows, args.batch_size,
                                                  shuffle=True, generator=generator):
-            images = proposed_batch_augment(images, config, generator, MEAN, STD)
+            images = proposed_batch_augment(images, config, generator, MEAN, STD, args.interpolation)
             images.sum()
             dataset.labels[positions].sum()
             seen += len(positions)
         return seen
 
-    print(f"(d) = (c) with proposed_batch_augment (max |difference| to batch_augment: {difference:.1e})", flush=True)
+    print(f"(d) = (c) with proposed_batch_augment, {args.interpolation} (max |difference| to batch_augment "
+          f"when bilinear: {difference:.1e})", flush=True)
     results["d"] = timed_epochs("(d)", args.epochs, proposed_epoch)
 
     names = {"a": "(a) notebooks", "b": "(b) project default", "c": "(c) project lean",
              "d": "(d) lean + proposed"}
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     for key, rate in results.items():
         print(f"{names[key]:22s} {rate:8.1f} images/s")
     if "a" in results:

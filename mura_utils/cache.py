@@ -7,9 +7,14 @@ pipelines share) into ``cache_dir/mura_{S}px_{key}.u8`` (raw uint8, shape (N,S,S
 in the manifest) next to ``mura_{S}px_{key}.json``. ``key`` hashes the sorted path list, so
 caches of different splits and sizes coexist.
 
-Size on disk is N*S*S bytes. Full MURA-v1.1 (40,005 images = 36,808 train + 3,197 valid):
+Size on disk is N*S*S bytes (1 GB = 10^9 bytes). Full MURA-v1.1, 40,005 images (36,808 train +
+3,197 valid); training caches the train split (36,808):
 
-    224 px: 2.01 GB   256 px: 2.62 GB   320 px: 4.10 GB   512 px: 10.49 GB
+    img_size   all 40,005   train 36,808
+    224 px       2.01 GB       1.85 GB
+    256 px       2.62 GB       2.41 GB
+    320 px       4.10 GB       3.77 GB
+    512 px      10.49 GB       9.65 GB
 
 The array is memory-mapped read-only: the OS pages it in on demand and evicts it under
 pressure, so RAM need not hold it all (with enough free RAM it stays in the page cache and
@@ -22,6 +27,10 @@ the next build removes), so it is never mistaken for a valid cache. A cache is u
 its manifest matches the format version, img_size, the exact set of paths, and every source
 file's size and mtime_ns; otherwise a :class:`StaleCacheWarning` says why it is rebuilt.
 One build per cache at a time: start concurrent jobs (e.g. DDP ranks) after ``mura prepare``.
+
+API: ``prepare_index_cache(index_df, S, dir)`` / ``prepare_cache(paths, S, dir)`` (open or
+build), ``open_cache`` (open or None), ``ImageCache`` (``images``, ``paths``, ``row_of``),
+``iterate_batches`` (whole batches from the memmap, no per-item Dataset) and ``prefetch``.
 """
 from __future__ import annotations
 
@@ -29,12 +38,14 @@ import hashlib
 import json
 import math
 import os
+import queue
+import threading
 import time
 import warnings
 from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -46,6 +57,7 @@ if TYPE_CHECKING:  # torch is only needed by iterate_batches; keep `import cache
     import torch
 
 FORMAT_VERSION = 1
+T = TypeVar("T")
 
 
 class StaleCacheWarning(UserWarning):
@@ -214,8 +226,8 @@ def prepare_cache(paths: Iterable[str | os.PathLike], img_size: int, cache_dir: 
                   num_workers: int | None = None, progress: bool = True) -> ImageCache:
     """The valid cache for these paths at this size, building it first if needed.
 
-    Decodes with ``num_workers`` processes (default: os.cpu_count()). A file that cannot be
-    decoded raises ImageReadError naming it, and leaves no cache behind.
+    Decodes with ``num_workers`` processes (None: os.cpu_count(); 0 or 1: in this process).
+    A file that cannot be decoded raises ImageReadError naming it and leaves no cache behind.
     """
     paths = _unique(paths)
     if not paths:
@@ -225,7 +237,8 @@ def prepare_cache(paths: Iterable[str | os.PathLike], img_size: int, cache_dir: 
     if cache is not None:
         return cache
     array_path, manifest_path = cache_files(paths, img_size, cache_dir)
-    _build(paths, img_size, array_path, manifest_path, num_workers or os.cpu_count() or 1, progress)
+    workers = (os.cpu_count() or 1) if num_workers is None else num_workers
+    _build(paths, img_size, array_path, manifest_path, workers, progress)
     cache = open_cache(paths, img_size, cache_dir)
     if cache is None:
         raise RuntimeError(f"image cache {array_path} is invalid right after building it "
@@ -265,5 +278,43 @@ def iterate_batches(images: np.ndarray, rows: Sequence[int] | np.ndarray, batch_
         yield batch, torch.from_numpy(positions)
 
 
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Produce ``items`` in a background thread, up to ``depth`` ahead, so reading and pinning
+    the next batch overlaps the current GPU step. Errors are re-raised here, in order."""
+    ready: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop, end = threading.Event(), object()
+
+    def offer(entry: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False  # the consumer has gone
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((item, None)):
+                    return
+            offer((end, None))
+        except BaseException as error:  # handed to the consumer
+            offer((end, error))
+
+    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:  # also when the consumer stops early
+        stop.set()
+
+
 __all__ = ["FORMAT_VERSION", "ImageCache", "StaleCacheWarning", "cache_files", "open_cache",
-           "prepare_cache", "prepare_index_cache", "iterate_batches"]
+           "prepare_cache", "prepare_index_cache", "iterate_batches", "prefetch"]

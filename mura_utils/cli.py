@@ -62,6 +62,32 @@ def _cmd_evaluate(args) -> None:
           f"image AUROC {metrics['image']['auroc']}; wrote {out / 'metrics.json'} and {out / 'predictions.csv'}")
 
 
+def _cmd_predict(args) -> None:
+    from .predict import format_predictions, predict_paths
+
+    table = predict_paths(args.paths, args.checkpoint, device=args.device, batch_size=args.batch_size,
+                          cam_dir=args.cam_dir)
+    sys.stdout.write(format_predictions(table, args.format).rstrip("\n") + "\n")
+    if args.cam_dir:
+        print(f"Grad-CAM overlays written to {args.cam_dir}", file=sys.stderr)
+
+
+def _cmd_reproduce(args) -> None:
+    from .pipeline import reproduce
+
+    overrides = {name: _parse_value(value) for name, value in args.parameter}
+    out = reproduce(args.data_root, args.out, args.profile, overrides, external_root=args.external_root)
+    print(f"reports written to {out} (start with {out / 'index.md'})")
+
+
+def _parse_value(text: str):
+    """-p values: JSON when it parses (numbers, true/false, null, lists), else the plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .models import MODEL_REGISTRY
 
@@ -117,6 +143,26 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-cache", action="store_true")
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.set_defaults(handler=_cmd_evaluate)
+
+    predict = commands.add_parser("predict", help="abnormality probabilities for images, study folders or DICOM")
+    predict.add_argument("paths", nargs="+", help="PNG/JPEG/DICOM files or study folders (a folder = one study)")
+    predict.add_argument("--checkpoint", required=True)
+    predict.add_argument("--cam-dir", default=None, help="write a Grad-CAM overlay PNG per image here")
+    predict.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    predict.add_argument("--device", default="auto")
+    predict.add_argument("--batch-size", type=int, default=16)
+    predict.set_defaults(handler=_cmd_predict)
+
+    reproduce = commands.add_parser("reproduce", help="run every notebook through papermill and rebuild reports/")
+    reproduce.add_argument("--data-root", default="data/sample")
+    reproduce.add_argument("--out", default="reports")
+    reproduce.add_argument("--profile", choices=["demo", "full"], default="demo")
+    reproduce.add_argument("--external-root", default=None,
+                           help="external fracture set (train|val|test/fractured|not fractured); "
+                                "default: a synthetic one for the demo profile")
+    reproduce.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                           help="override one notebook parameter, e.g. -p epochs 5")
+    reproduce.set_defaults(handler=_cmd_reproduce)
     return parser
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import subprocess
+import shutil
 import sys
 from pathlib import Path
 
@@ -32,14 +32,6 @@ class ReproduceError(RuntimeError):
     """A notebook failed; the message names the notebook, the cell and the error."""
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=NOTEBOOK_DIR.parent, capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def _kernel_for_this_python(runs_dir: Path) -> str:
     """A kernelspec that runs notebooks with *this* interpreter (the project's environment), so a
     stray user-level 'python3' kernel can never pick another environment."""
@@ -55,9 +47,10 @@ def _kernel_for_this_python(runs_dir: Path) -> str:
 
 
 def notebook_parameters(name: str, data_root: Path, out: Path, profile: dict, external_root: Path | None) -> dict:
-    """Everything a notebook may declare in its parameters cell, as absolute paths."""
+    """Everything a notebook may declare in its parameters cell (paths absolute); each notebook
+    receives only the names it declares."""
     return {**profile, "data_root": str(data_root), "runs_dir": str(out / "runs"), "reports_dir": str(out),
-            "external_root": str(external_root) if external_root else "", "notebook": name}
+            "external_root": str(external_root) if external_root else ""}
 
 
 def reproduce(data_root: str | Path, out: str | Path = "reports", profile: str = "demo",
@@ -75,21 +68,34 @@ def reproduce(data_root: str | Path, out: str | Path = "reports", profile: str =
     parameters = {**PROFILES[profile], **(overrides or {})}
     kernel = _kernel_for_this_python(runs_dir)
     from . import __version__
+    from .report import git_commit
 
     provenance = {"profile": profile, "parameters": parameters, "data_root": str(data_root),
                   "external_root": str(external_root) if external_root else None,
                   "package_version": __version__, "git_commit": git_commit(),
                   "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                   "python": sys.version.split()[0], "notebooks": list(notebooks)}
+    sources = [Path(notebook_dir) / f"{name}.ipynb" for name in notebooks]
+    missing = [str(source) for source in sources if not source.is_file()]
+    if missing:
+        raise ReproduceError(f"notebook(s) not found: {', '.join(missing)}")
+    declared_by = {source.stem: set(papermill.inspect_notebook(str(source))) for source in sources}
+    unknown = set(overrides or {}) - set().union(*declared_by.values())
+    if unknown:
+        raise ReproduceError(f"parameter(s) {sorted(unknown)} are declared by no notebook; "
+                             f"known: {sorted(set().union(*declared_by.values()))}")
+    for stale in runs_dir.iterdir():  # run folders of an earlier reproduce must not leak into this report
+        if stale.is_dir() and (stale / "config.json").is_file():
+            shutil.rmtree(stale)
     atomic_write_text(runs_dir / "reproduce.json", json.dumps(provenance, indent=2))
-    for name in notebooks:
-        source = Path(notebook_dir) / f"{name}.ipynb"
+    for name, source in zip(notebooks, sources):
         executed = runs_dir / f"{name}.ipynb"
         print(f"[mura reproduce] running {source.name} ...", flush=True)
+        declared = declared_by[name]
+        offered = notebook_parameters(name, data_root, out, parameters, Path(external_root) if external_root else None)
         try:
             papermill.execute_notebook(str(source), str(executed), kernel_name=kernel, cwd=str(source.parent),
-                                       parameters=notebook_parameters(name, data_root, out, parameters,
-                                                                      Path(external_root) if external_root else None),
+                                       parameters={k: v for k, v in offered.items() if k in declared},
                                        progress_bar=False)
         except PapermillExecutionError as error:
             first_line = next((line for line in str(error.source).splitlines() if line.strip()), "")

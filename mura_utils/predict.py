@@ -83,22 +83,27 @@ def read_dicom(path: str | Path) -> np.ndarray:
 
     try:
         values = apply_modality_lut(pixels, dataset)
-        has_voi = bool(dataset.get("VOILUTSequence")) or ("WindowCenter" in dataset and "WindowWidth" in dataset)
+        lut = dataset.VOILUTSequence[0] if dataset.get("VOILUTSequence") else None
         window_range = None
-        if has_voi:
+        if lut is not None and "LUTDescriptor" in lut and "LUTData" in lut:  # pydicom prefers it to a window
+            entries, first = lut.LUTDescriptor[0] or 2**16, lut.LUTDescriptor[1]
+            values = apply_voi_lut(np.rint(values).astype(np.int64), dataset)  # a LUT indexes integers
+            window_range = apply_voi_lut(np.arange(first, first + entries), dataset)  # every LUT entry
+        elif "WindowCenter" in dataset and "WindowWidth" in dataset:
             values = apply_voi_lut(values, dataset)
-            # the transform's output range: what it maps values far below/above the window to
-            window_range = apply_voi_lut(np.array([-1e12, 1e12]), dataset).astype(np.float64)
+            window_range = apply_voi_lut(np.array([-1e12, 1e12]), dataset)  # far outside: the output range
+        if window_range is not None:
+            window_range = (float(np.min(window_range)), float(np.max(window_range)))
     except Exception as error:  # malformed window, LUT descriptor, ...
         raise ImageReadError(f"{path}: cannot apply the DICOM modality/VOI LUT ({error})") from error
     gray = _stretch(values, window_range)
     return 255 - gray if photometric == "MONOCHROME1" else gray
 
 
-def _stretch(values: np.ndarray, value_range: np.ndarray | None) -> np.ndarray:
+def _stretch(values: np.ndarray, value_range: tuple[float, float] | None) -> np.ndarray:
     """Map ``value_range`` (default: the values' own min/max) linearly onto 0..255 uint8."""
     values = np.asarray(values, dtype=np.float64)
-    low, high = (float(values.min()), float(values.max())) if value_range is None else sorted(value_range)
+    low, high = (float(values.min()), float(values.max())) if value_range is None else value_range
     if not high > low:
         return np.zeros(values.shape, dtype=np.uint8)
     return np.clip((values - low) * (255.0 / (high - low)), 0, 255).round().astype(np.uint8)
@@ -166,18 +171,16 @@ def collect_inputs(paths: list[str | Path] | str | Path) -> pd.DataFrame:
 # --- prediction ----------------------------------------------------------------------------------
 
 def load_predictor(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
-    """``load_model`` plus a clear CheckpointError when the checkpoint's model is not in this
-    version's registry (otherwise a bare 'unknown model' would not say which file)."""
+    """``load_model``, with a model_name missing from this version's registry reported as a
+    CheckpointError naming the file (build_model alone says only 'unknown model')."""
     from .checkpoint import CheckpointError, load_model
-    from .models import MODEL_REGISTRY
 
     try:
         return load_model(checkpoint, device)
     except CheckpointError:
         raise
-    except ValueError as error:  # build_model -> get_spec: model_name unknown here
-        raise CheckpointError(f"{checkpoint}: model not in this version's registry "
-                              f"({sorted(MODEL_REGISTRY)}): {error}") from error
+    except ValueError as error:  # build_model -> get_spec: model_name not in MODEL_REGISTRY
+        raise CheckpointError(f"{checkpoint}: cannot build the checkpoint's model: {error}") from error
 
 
 def _cam_names(paths: list[str]) -> list[str]:
@@ -230,7 +233,8 @@ def predict_paths(paths: list[str | Path] | str | Path, checkpoint: str | Path, 
     batches = []
     for start in range(0, len(inputs), batch_size):
         rows = inputs.iloc[start:start + batch_size]
-        images = np.stack([letterbox(read_image(path, kind), img_size) for path, kind in zip(rows["path"], rows["kind"])])
+        images = np.stack([letterbox(read_image(path, kind), img_size)
+                           for path, kind in zip(rows["path"], rows["kind"])])
         images = torch.from_numpy(images)[:, None]  # (N,1,S,S) uint8
         batch = {"image": images, "position": torch.arange(start, start + len(rows))}
         batches.append(predict_batches(model, [batch], torch_device, spec.mean, spec.std))

@@ -198,12 +198,29 @@ def _kappa(labels, probabilities, threshold: float = 0.5) -> float:
                                    (np.asarray(probabilities) >= threshold).astype(int)))
 
 
-# Statistics of one resample (each the same definition as evaluate.binary_metrics, at threshold 0.5).
+def _image_accuracy(sample: pd.DataFrame) -> float:
+    return float(((sample["probability"].to_numpy() >= 0.5) == sample["label"].to_numpy()).mean())
+
+
+def _image_auroc(sample: pd.DataFrame) -> float:
+    return _auroc(sample["label"].to_numpy(), sample["probability"].to_numpy())
+
+
+def _study_auroc(sample: pd.DataFrame) -> float:
+    studies = _study_scores(sample)
+    return _auroc(studies["label"].to_numpy(), studies["probability"].to_numpy())
+
+
+def _study_kappa(sample: pd.DataFrame) -> float:
+    studies = _study_scores(sample)
+    return _kappa(studies["label"].to_numpy(), studies["probability"].to_numpy())
+
+
+# One bootstrap statistic per headline number: the definitions of evaluate.binary_metrics at
+# threshold 0.5, without its other four metrics (the bootstrap evaluates each thousands of times).
 BOOTSTRAP_STATISTICS: dict[str, Callable[[pd.DataFrame], float]] = {
-    "image_accuracy": lambda s: float(((s["probability"].to_numpy() >= 0.5) == s["label"].to_numpy()).mean()),
-    "image_auroc": lambda s: _auroc(s["label"].to_numpy(), s["probability"].to_numpy()),
-    "study_auroc": lambda s: (lambda t: _auroc(t["label"].to_numpy(), t["probability"].to_numpy()))(_study_scores(s)),
-    "study_kappa": lambda s: (lambda t: _kappa(t["label"].to_numpy(), t["probability"].to_numpy()))(_study_scores(s)),
+    "image_accuracy": _image_accuracy, "image_auroc": _image_auroc,
+    "study_auroc": _study_auroc, "study_kappa": _study_kappa,
 }
 
 
@@ -345,20 +362,21 @@ def _figure(width: float, height: float) -> Figure:
 def _save(figure: Figure, path: str | Path) -> Path:
     path = Path(path)
     with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=150, bbox_inches="tight")
+        figure.savefig(temporary, format="png", dpi=150)  # constrained layout already fits legends
     return path
 
 
-def _color(run: Run):
-    if run.model == "ensemble":
+def _color(model: str):
+    """One colour per model in every figure (colour-blind safe); the ensemble is black."""
+    if model == "ensemble":
         return "black"
-    palette = sns.color_palette("colorblind", 10)
-    return palette[MODEL_ORDER.index(run.model) if run.model in MODEL_ORDER else len(MODEL_ORDER)]
+    palette = sns.color_palette("colorblind", 10)  # blue, orange, green, purple: easy to tell apart
+    return palette[(0, 1, 2, 4)[MODEL_ORDER.index(model)] if model in MODEL_ORDER else 7]
 
 
 def _line_style(run: Run) -> dict:
     """Same colour for one model's two variants; single-task dashed, the ensemble thick black."""
-    return {"color": _color(run), "linestyle": "-" if run.multitask else "--",
+    return {"color": _color(run.model), "linestyle": "-" if run.multitask else "--",
             "linewidth": 2.2 if run.model == "ensemble" else 1.5}
 
 
@@ -392,7 +410,7 @@ def plot_roc(runs: Sequence[Run], level: str, path: str | Path) -> Path:
                   **_line_style(run))
     axes.set(xlim=(0, 1), ylim=(0, 1.01), aspect="equal",
              xlabel="False positive rate (1 − specificity)", ylabel="True positive rate (sensitivity)",
-             title=f"ROC, {level} level (MURA valid, n = {n_units} {level}s)")
+             title=f"ROC, {level} level (MURA valid, n = {n_units} {'studies' if level == 'study' else 'images'})")
     axes.legend(loc="lower right")
     return _save(figure, path)
 
@@ -408,7 +426,7 @@ def plot_per_body_part_kappa(runs: Sequence[Run], path: str | Path) -> Path:
     positions = np.arange(len(parts))
     for i, (run, label, metrics) in enumerate(zip(runs, _labels(runs), per_run)):
         kappas = [metrics.get(part, {}).get("study_kappa", np.nan) for part in parts]
-        axes.bar(positions - 0.4 + width * (i + 0.5), kappas, width, label=label, color=_color(run),
+        axes.bar(positions - 0.4 + width * (i + 0.5), kappas, width, label=label, color=_color(run.model),
                  hatch=None if run.multitask else "///", edgecolor="white", linewidth=0.5)
     counts = [next((metrics[part]["studies"] for metrics in per_run if part in metrics), 0) for part in parts]
     axes.set_xticks(positions, [f"{part.title()}\n({count} studies)" for part, count in zip(parts, counts)])
@@ -472,7 +490,7 @@ def plot_training_curves(runs: Sequence[Run], path: str | Path) -> Path:
         axes.xaxis.get_major_locator().set_params(integer=True)
     handles, labels = loss_axes.get_legend_handles_labels()
     if handles:
-        figure.legend(handles, labels, loc="outside right upper")
+        figure.legend(handles, labels, loc="outside lower center", ncol=min(4, len(handles)))
     figure.suptitle("Training curves (validation = patient-level split of MURA train)")
     return _save(figure, path)
 
@@ -489,9 +507,9 @@ def plot_reliability(runs: Sequence[Run], path: str | Path, n_bins: int = 10) ->
         brier = brier_score_loss(labels, probabilities)
         axes.plot(predicted, observed, marker="o", markersize=4, label=f"{label} (Brier {brier:.3f})",
                   **_line_style(run))
-    axes.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", xlabel="Mean predicted probability (study)",
+    axes.set(xlim=(0, 1), ylim=(-0.02, 1.02), aspect="equal", xlabel="Mean predicted probability (study)",
              ylabel="Observed fraction abnormal", title=f"Reliability, study level ({n_bins} equal-width bins)")
-    axes.legend(loc="upper left")
+    figure.legend(loc="outside lower center", ncol=2)
     return _save(figure, path)
 
 
@@ -511,17 +529,15 @@ def plot_ablation(table: pd.DataFrame, path: str | Path) -> Path:
                     continue
                 row = match.iloc[0]
                 error = [[row[metric] - row[f"{metric}_ci_low"]], [row[f"{metric}_ci_high"] - row[metric]]]
-                color = _color(Run("", model, variant, {}, pd.DataFrame()))
-                axes.bar(x + offset, row[metric], width, yerr=np.nan_to_num(error), capsize=3, color=color,
+                axes.bar(x + offset, row[metric], width, yerr=np.nan_to_num(error), capsize=3, color=_color(model),
                          hatch=None if variant == "multitask" else "///", edgecolor="white", linewidth=0.5,
                          error_kw={"elinewidth": 1, "ecolor": "0.25"})
-                axes.text(x + offset, row[metric] / 2 if row[metric] > 0.15 else row[metric] + 0.02,
-                          f"{row[metric]:.3f}", ha="center", va="center", fontsize=7, rotation=90,
-                          color="white" if row[metric] > 0.15 else "black")
+                top = np.nanmax([row[metric], row[f"{metric}_ci_high"]])
+                axes.text(x + offset, top + 0.015, f"{row[metric]:.3f}", ha="center", va="bottom", fontsize=7)
         axes.set_xticks(range(len(models)), [MODEL_LABELS.get(m, m) for m in models])
         axes.axhline(0, color="0.3", linewidth=0.8)
         axes.grid(axis="x", visible=False)
-        axes.set(ylabel=title, title=title, ylim=(min(0, rows[f"{metric}_ci_low"].min() - 0.05), 1.0))
+        axes.set(ylabel=title, title=title, ylim=(min(0, rows[f"{metric}_ci_low"].min() - 0.05), 1.08))
     legend = [Patch(facecolor="0.5", label="multi-task (with body-part head)"),
               Patch(facecolor="0.5", hatch="///", edgecolor="white", label="single-task")]
     figure.legend(handles=legend, loc="outside lower center", ncol=2)
@@ -603,10 +619,10 @@ def cam_gallery(run: Run, path: str | Path, per_group: int = 3, img_size: int | 
             axes.imshow(overlay(grays[positions[column]], heatmaps[positions[column]]))
             truth = "abnormal" if case["label"] == 1 else "normal"
             axes.set_title(f"p = {case['probability']:.2f} · {truth}\n{str(case['body_part']).title()}", fontsize=8)
-    figure.suptitle(f"Grad-CAM, abnormality head: {MODEL_LABELS.get(run.model, run.model)} "
-                    f"({VARIANT_LABELS.get(run.variant, run.variant)}), run {run.name}")
-    figure.text(0.5, -0.01, f"threshold {threshold:.2f} (chosen on validation); most confident first; "
-                "red = regions that raise the abnormal score", ha="center", va="top", fontsize=8, color="0.3")
+    figure.suptitle(f"Grad-CAM, abnormality head: {MODEL_LABELS.get(model_name, model_name)} "
+                    f"({'multi-task' if checkpoint.get('multitask') else 'single-task'}), run {run.name}")
+    figure.supxlabel(f"threshold {threshold:.2f} (chosen on validation); most confident first; "
+                     "red = regions that raise the abnormal score", fontsize=8, color="0.3")
     _save(figure, path)
     return cases
 
@@ -656,14 +672,15 @@ def _index_markdown(runs: Sequence[Run], table: pd.DataFrame, written: dict[str,
                   "The data are the embedded synthetic sample, not MURA; the report only shows that the "
                   "pipeline runs end to end.", ""]
     data_roots = sorted({str(run.info.get("data_root")) for run in runs if run.info.get("data_root")})
+    test_splits = sorted({str(run.info.get("test_split", "valid")) for run in runs})
     lines += [
         "# MURA abnormality detection: model comparison", "",
         f"- **Generated:** {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- **Code:** commit `{git_commit()}`, mura_utils {__version__}",
         f"- **Data:** {data_description}" + (f" (data_root: {', '.join(f'`{r}`' for r in data_roots)})"
                                              if data_roots else ""),
-        "- **Test set:** MURA *valid* (held out; thresholds and model selection used a patient-level "
-        "validation split of MURA *train*).",
+        f"- **Test set:** MURA *{', '.join(test_splits)}* (held out; thresholds and model selection used a "
+        "patient-level validation split of MURA *train*).",
         "- **Label:** MURA's positive class is **abnormal**: fractures, but also hardware, degenerative "
         "joint disease, lesions and other findings. It is not a fracture-only label.",
         "", "## Runs", "", _runs_markdown(runs),
@@ -673,8 +690,9 @@ def _index_markdown(runs: Sequence[Run], table: pd.DataFrame, written: dict[str,
         "The ensemble averages the multi-task runs' image probabilities (so also their study "
         "probabilities); its parameters and training time are the members' sums.", "",
         "## The bar: earlier results", "",
-        "What the earlier notebooks reported on MURA valid, and the MURA paper (Rajpurkar et al., 2018) "
-        "on its hidden test set (study level, not comparable one to one with MURA valid).", "",
+        "What the earlier notebooks reported on MURA valid (their AUROC and κ as the notebooks computed "
+        "them), and the MURA paper (Rajpurkar et al., 2018) on its hidden test set (study level; "
+        "not comparable one to one with MURA valid).", "",
         markdown_table(["Model", "Image accuracy", "AUROC", "Cohen's κ"], BASELINES, [False, True, True, True]),
         "## Figures", "",
     ]
@@ -684,6 +702,12 @@ def _index_markdown(runs: Sequence[Run], table: pd.DataFrame, written: dict[str,
                 "ablation": "Ablation: multi-task vs single-task"}
     for key, caption in captions.items():
         lines += [f"### {caption}", "", f"![{caption}]({link(key)})", ""]
+    extras = [(name, caption) for name, caption in (("external.md", "External generalization (fracture set)"),
+                                                     ("figures/sample_images.png", "Sample images per body part"),
+                                                     ("runs/reproduce.json", "Parameters and provenance of this run"))
+              if (out_dir / name).is_file()]
+    if extras:
+        lines += ["## More", ""] + [f"- [{caption}]({name})" for name, caption in extras] + [""]
     lines += ["## Grad-CAM galleries", "",
               "Images the model flagged correctly (TP), flagged wrongly (FP) and missed (FN) at the run's "
               "validation threshold. Grad-CAM shows where the abnormality score is sensitive, "
@@ -698,7 +722,7 @@ def _index_markdown(runs: Sequence[Run], table: pd.DataFrame, written: dict[str,
 
 
 def write_report(runs_dir: str | Path, out_dir: str | Path, data_description: str, synthetic: bool,
-                 n_resamples: int = 1000) -> dict[str, Path]:
+                 n_resamples: int = 1000, cam_per_group: int = 3) -> dict[str, Path]:
     """Everything: comparison table (csv + md), figures, Grad-CAM galleries and index.md.
 
     ``synthetic`` is also switched on when any run.json says its data was the synthetic sample,
@@ -727,7 +751,7 @@ def write_report(runs_dir: str | Path, out_dir: str | Path, data_description: st
     for run in runs:
         gallery = figures / "gradcam" / f"{run.name}.png"
         try:
-            cam_gallery(run, gallery)
+            cam_gallery(run, gallery, per_group=cam_per_group)
             written[f"gradcam/{run.name}"] = gallery
         except (CheckpointError, ImageReadError) as error:
             skipped[run.name] = str(error)

@@ -32,11 +32,13 @@ from PIL import Image, ImageDraw, ImageFilter
 from mura_utils.constants import BODY_PARTS
 
 __all__ = ["make_sample", "make_external_sample", "render_radiograph", "MURA_DIRNAME",
-           "EXTERNAL_DIRNAME", "EXTERNAL_MANIFEST"]
+           "EXTERNAL_DIRNAME", "EXTERNAL_MANIFEST", "SYNTHETIC_MARKER"]
 
 MURA_DIRNAME = "MURA-v1.1"
 EXTERNAL_DIRNAME = "Bone_Fracture_Binary_Classification"
 EXTERNAL_MANIFEST = "external_sample_manifest.json"
+# Written into every generated MURA-v1.1 folder (mura_utils.experiment.is_synthetic looks for it).
+SYNTHETIC_MARKER = "SYNTHETIC_SAMPLE.txt"
 
 # The order the v1.1 CSVs list body parts in: train starts at XR_SHOULDER/patient00001 and
 # valid at XR_WRIST/patient11185.
@@ -52,7 +54,7 @@ _FINDING_PROBABILITY = 0.8  # each view of an abnormal study shows the finding w
 _PNG_MODES = (("L", "RGB", "LA", "I;16"), (0.76, 0.12, 0.06, 0.06))
 
 # Raw "density" levels drawn on the canvas before exposure; only their order matters.
-_BACKGROUND, _CLEFT, _TISSUE, _MEDULLA, _CORTEX, _SCLEROSIS = 12, 40, 72, 135, 185, 240
+_BACKGROUND, _CLEFT, _TISSUE, _MEDULLA, _CORTEX, _SCLEROSIS = 12, 40, 72, 135, 185, 250
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,15 +330,28 @@ def _frame(bone: Bone):
     return a, u, np.array([-u[1], u[0]])
 
 
-def _pick_long_bone(rng: np.random.Generator, anatomy: Anatomy) -> int:
-    """Index of a bone to put a finding on, favouring long ones (where findings are seen)."""
-    ratio = np.array([bone.length / bone.width for bone in anatomy.bones])
-    size = np.array([bone.length * bone.width for bone in anatomy.bones])
-    t = np.linspace(0.2, 0.8, 5)[:, None]
-    in_view = np.array([np.mean(np.all(np.abs(np.asarray(bone.a) * (1 - t) + np.asarray(bone.b) * t)
-                                       < 0.45, axis=1)) for bone in anatomy.bones])
-    weights = np.clip(ratio - 2.0, 0.1, None) * size * (in_view + 0.01)
-    return int(rng.choice(len(ratio), p=weights / weights.sum()))
+_CENTRAL = 0.36     # |x|, |y| below this: inside the field of view whatever the view's framing
+_ALONG = np.linspace(0.2, 0.8, 7)
+
+
+def _central_fractions(bone: Bone) -> np.ndarray:
+    """Fractions along a bone whose points lie well inside the field of view."""
+    points = np.outer(1 - _ALONG, bone.a) + np.outer(_ALONG, bone.b)
+    return _ALONG[np.all(np.abs(points) < _CENTRAL, axis=1)]
+
+
+def _pick_long_bone(rng: np.random.Generator, anatomy: Anatomy) -> tuple[int, float]:
+    """A bone to put a finding on and where along it: big, long, in-view bones are favoured,
+    as that is where a finding is seen (not on a stump at the edge of the film)."""
+    weights, places = [], []
+    for bone in anatomy.bones:
+        central = _central_fractions(bone)
+        places.append(central if len(central) else _ALONG)
+        weights.append(max(bone.length / bone.width - 2.0, 0.1) * bone.length * bone.width
+                       * (len(central) / len(_ALONG)) ** 2 + 1e-6)
+    weights = np.array(weights)
+    i = int(rng.choice(len(weights), p=weights / weights.sum()))
+    return i, float(rng.choice(places[i]) + rng.uniform(-0.04, 0.04))
 
 
 # Findings must survive downsampling to 128 px, where 1 px is about 0.01 normalized units:
@@ -346,13 +361,13 @@ _MIN_METAL = 0.007
 
 def _add_hardware(rng: np.random.Generator, anatomy: Anatomy) -> Anatomy:
     """Metal: a plate with screws along a long bone, or pins / a nail inside a bone."""
-    i = _pick_long_bone(rng, anatomy)
+    i, at = _pick_long_bone(rng, anatomy)
     bone = anatomy.bones[i]
     a, u, n = _frame(bone)
     length, w = bone.length, bone.width
     metal = []
     if length > 4 * w and rng.random() < 0.6:
-        center = rng.uniform(0.4, 0.6) * length
+        center = at * length
         half = float(np.clip(rng.uniform(0.22, 0.32) * length, 0.08, 0.25))
         side = rng.uniform(-0.35, 0.35) * w
         p, q = a + u * (center - half) + n * side, a + u * (center + half) + n * side
@@ -364,8 +379,8 @@ def _add_hardware(rng: np.random.Generator, anatomy: Anatomy) -> Anatomy:
             metal.append(_ellipse(c, r, r, n=10))
     else:
         for _ in range(1 if rng.random() < 0.6 else 2):
-            t0 = rng.uniform(0.02, 0.45)
-            t1 = rng.uniform(max(t0 + 0.45, 0.6), 0.98)
+            t0 = max(at - rng.uniform(0.2, 0.45), 0.02)
+            t1 = min(at + rng.uniform(0.2, 0.45), 0.98)
             tilt = rng.normal(0, 0.08)
             d = u * math.cos(tilt) + n * math.sin(tilt)
             p = a + u * t0 * length + n * rng.uniform(-0.15, 0.15) * w
@@ -376,16 +391,16 @@ def _add_hardware(rng: np.random.Generator, anatomy: Anatomy) -> Anatomy:
 
 def _add_break(rng: np.random.Generator, anatomy: Anatomy, displaced: float = 1.0) -> Anatomy:
     """A cortical break: a jagged gap across a bone, the distal fragment shifted and tilted."""
-    i = _pick_long_bone(rng, anatomy)
+    i, at = _pick_long_bone(rng, anatomy)
     bone = anatomy.bones[i]
     w = bone.width
-    fracture = Break(at=rng.uniform(0.3, 0.7),
+    fracture = Break(at=at,
                      slope=rng.uniform(-0.8, 0.8),
                      jitter=tuple(rng.normal(0, 0.08, size=7)),
-                     gap=max(rng.uniform(0.3, 0.5), 0.016 / w),
-                     shift=displaced * max(rng.uniform(0.4, 0.9), 0.022 / w)
+                     gap=max(rng.uniform(0.35, 0.55), 0.02 / w),
+                     shift=displaced * max(rng.uniform(0.5, 1.0), 0.03 / w)
                      * rng.choice([-1, 1]),
-                     angle=displaced * rng.uniform(0.12, 0.35) * rng.choice([-1, 1]))
+                     angle=displaced * rng.uniform(0.15, 0.4) * rng.choice([-1, 1]))
     bones = list(anatomy.bones)
     bones[i] = replace(bone, fracture=fracture)
     return replace(anatomy, bones=tuple(bones))
@@ -395,7 +410,9 @@ def _add_degenerative(rng: np.random.Generator, anatomy: Anatomy) -> Anatomy:
     """Degenerative joint: the gap narrowed by sclerotic bone and osteophyte spurs at its edges."""
     if not anatomy.joints:
         return _add_break(rng, anatomy)
-    joint = anatomy.joints[int(rng.integers(len(anatomy.joints)))]
+    central = [j for j in anatomy.joints if max(map(abs, j.center)) < _CENTRAL]
+    choices = central or list(anatomy.joints)
+    joint = choices[int(rng.integers(len(choices)))]
     c, u = np.asarray(joint.center), np.asarray(joint.axis, float)
     n = np.array([-u[1], u[0]])
     blobs = []
@@ -405,14 +422,14 @@ def _add_degenerative(rng: np.random.Generator, anatomy: Anatomy) -> Anatomy:
     for _ in range(int(rng.integers(2, 5))):    # osteophytes: spurs sticking out at the margins
         edge = c + n * rng.choice([-1, 1]) * joint.width * rng.uniform(0.48, 0.6)
         edge = edge + u * rng.choice([-1, 1]) * joint.gap * rng.uniform(0.3, 1.2)
-        size = max(joint.width * rng.uniform(0.14, 0.22), 0.025)
+        size = max(joint.width * rng.uniform(0.18, 0.28), 0.035)
         blobs.append(_ellipse(edge, size, size * 0.6, rng.uniform(0, np.pi), n=10))
     return replace(anatomy, sclerosis=anatomy.sclerosis + tuple(blobs))
 
 
 def _plant_finding(rng: np.random.Generator, anatomy: Anatomy) -> tuple[str, Anatomy]:
     """Pick one finding for an abnormal study: hardware, a break or a degenerative joint."""
-    kind = str(rng.choice(["hardware", "break", "degenerative"], p=[0.3, 0.4, 0.3]))
+    kind = str(rng.choice(["hardware", "break", "degenerative"], p=[0.45, 0.3, 0.25]))
     if kind == "hardware":
         return kind, _add_hardware(rng, anatomy)
     if kind == "break":
@@ -526,10 +543,10 @@ def _sample_view(rng: np.random.Generator, long_side=(256, 512), external: bool 
     aspect = rng.uniform(0.6, 1.4)
     width, height = (side, round(side / aspect)) if aspect >= 1 else (round(side * aspect), side)
     collimation = None
-    if rng.random() < 0.2:
+    if rng.random() < 0.15:
         collimation = tuple(rng.uniform(0.02, 0.12, size=4))
     view = View(width=width, height=height, angle=math.radians(rng.uniform(-25, 25)),
-                scale=rng.uniform(0.8, 1.12), shift=tuple(rng.uniform(-0.07, 0.07, size=2)),
+                scale=rng.uniform(0.9, 1.2), shift=tuple(rng.uniform(-0.07, 0.07, size=2)),
                 mirror=bool(rng.random() < 0.5),
                 blur=rng.uniform(0.6, 1.8), gamma=rng.uniform(0.8, 1.3),
                 contrast=rng.uniform(0.75, 1.0), offset=rng.uniform(-0.1, 0.03),
@@ -693,12 +710,19 @@ def _jpeg_bytes(image: np.ndarray, quality: int, rgb: bool) -> bytes:
     return buffer.getvalue()
 
 
-def _prepare(root: Path, overwrite: bool) -> None:
-    """Refuse to write into an existing tree unless asked to replace it."""
+def _prepare(root: Path, overwrite: bool, marker: Path) -> None:
+    """Refuse to write into an existing tree, unless asked to and it is one of ours.
+
+    ``marker`` is the file every generated tree has; without it the folder may be real data,
+    so it is never deleted.
+    """
     if root.exists() and any(root.iterdir()):
         if not overwrite:
             raise FileExistsError(f"{root} exists and is not empty; pass overwrite=True "
-                                  "to replace it")
+                                  "to replace a previously generated sample")
+        if not marker.is_file():
+            raise FileExistsError(f"{root} has no {marker.name}: it does not look like a "
+                                  "generated sample, so it is left alone")
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
 
@@ -785,7 +809,7 @@ def make_sample(out_dir: str | Path, patients_per_part: int = 20, seed: int = 0,
     if valid_patients_per_part is None:
         valid_patients_per_part = max(1, round(0.4 * patients_per_part))
     root = Path(out_dir) / MURA_DIRNAME
-    _prepare(root, overwrite)
+    _prepare(root, overwrite, root / SYNTHETIC_MARKER)
     plan_rng = np.random.default_rng([seed, 7])
     train = _plan_split(plan_rng, "train", _TRAIN_PART_ORDER, patients_per_part, 1)
     first_valid = max(_FIRST_VALID_PATIENT, max(s.patient for s in train) + 1)
@@ -799,6 +823,12 @@ def make_sample(out_dir: str | Path, patients_per_part: int = 20, seed: int = 0,
             "".join(f"{row}\n" for row in image_rows), encoding="utf-8")
         (root / f"{split}_labeled_studies.csv").write_text(
             "".join(f"{s.folder},{int(s.abnormal)}\n" for s in studies), encoding="utf-8")
+    (root / SYNTHETIC_MARKER).write_text(
+        "Synthetic MURA-v1.1-shaped sample written by mura_utils.synthetic.make_sample "
+        f"(seed={seed}, patients_per_part={patients_per_part}, "
+        f"valid_patients_per_part={valid_patients_per_part}).\n"
+        "Cartoon radiographs, not patient data: metrics measured on it say nothing about MURA.\n",
+        encoding="utf-8")
     return root
 
 
@@ -853,7 +883,7 @@ def make_external_sample(out_dir: str | Path, seed: int = 0, *, overwrite: bool 
     """
     out_dir = Path(out_dir)
     root = out_dir / EXTERNAL_DIRNAME
-    _prepare(root, overwrite)
+    _prepare(root, overwrite, out_dir / EXTERNAL_MANIFEST)
     inner = root / EXTERNAL_DIRNAME
     rng = np.random.default_rng([seed, 11])
     used: dict[tuple[str, str], set[str]] = {(s, lab): set() for s, _ in _EXTERNAL_SPLITS

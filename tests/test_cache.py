@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from mura_utils import cache as cache_module
-from mura_utils.cache import (StaleCacheWarning, cache_files, iterate_batches, open_cache,
+from mura_utils.cache import (StaleCacheWarning, cache_files, iterate_batches, open_cache, prefetch,
                               prepare_cache, prepare_index_cache)
 from mura_utils.imaging import ImageReadError, load_letterboxed
 
@@ -213,3 +213,19 @@ def test_cache_pickles_without_copying_pixels(images, tmp_path):
     payload = pickle.dumps(cache)
     assert len(payload) < cache.images.nbytes
     np.testing.assert_array_equal(pickle.loads(payload).images, cache.images)
+
+
+def test_prefetch_keeps_order_errors_and_early_stop():
+    assert list(prefetch(range(50), depth=3)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("boom")
+
+    items = prefetch(failing())
+    assert next(items) == 1
+    with pytest.raises(ValueError, match="boom"):
+        next(items)
+    early = prefetch(iter(range(10**6)), depth=2)
+    assert next(early) == 0
+    early.close()  # the producer thread notices and exits instead of blocking forever

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -102,6 +103,20 @@ def test_dicom_window_is_applied_after_the_rescale(tmp_path):
     assert np.unique(gray[inside]).size > 10  # a real grey ramp inside the window
 
 
+def test_dicom_voi_lut_sequence_is_applied(tmp_path):
+    path = write_dicom(tmp_path / "lut.dcm", ramp())
+    ds = pydicom.dcmread(path)
+    item = Dataset()
+    item.LUTDescriptor = [256, 1000, 16]  # 256 entries for stored values 1000..1255
+    item.LUTData = np.linspace(0, 4000, 256).astype(int).tolist()
+    item["LUTData"].VR = "US"
+    ds.VOILUTSequence = [item]
+    ds.save_as(path, enforce_file_format=True)
+    gray, stored = read_dicom(path), ramp()
+    assert (gray[stored < 1000] == 0).all() and (gray[stored > 1255] == 255).all()
+    assert 0 < gray[stored == stored[(stored >= 1000) & (stored <= 1255)].min()].min() < 255
+
+
 def test_monochrome1_is_inverted_so_bone_is_bright(tmp_path):
     stored = ramp()
     for window in [(2048, 1024), None]:
@@ -143,7 +158,7 @@ def test_folder_is_one_study_and_files_are_their_own(tmp_path):
 
     inputs = collect_inputs([study, single])
     assert list(inputs.columns) == ["path", "study", "kind"]
-    assert [p.rsplit("/", 1)[-1] for p in inputs["path"]] == ["IM0003", "image1.png", "image2.png", "loose.jpg"]
+    assert [Path(p).name for p in inputs["path"]] == ["IM0003", "image1.png", "image2.png", "loose.jpg"]
     assert list(inputs["kind"]) == ["dicom", "image", "image", "image"]
     assert list(inputs["study"]) == [str(study)] * 3 + [str(single)]
 
@@ -218,8 +233,8 @@ def test_cam_overlays_one_per_image_at_the_letterboxed_size(inputs, checkpoint, 
     table = predict_paths(list(inputs), checkpoint, device="cpu", cam_dir=cam_dir)
     cam_paths = table["cam_path"].tolist()
     assert len(set(cam_paths)) == len(table) == 6
-    assert sorted(p.name for p in cam_dir.iterdir()) == sorted(p.rsplit("/", 1)[-1] for p in cam_paths)
-    assert "patient00001__study1_positive__image1_cam.png" in {p.rsplit("/", 1)[-1] for p in cam_paths}
+    assert sorted(p.name for p in cam_dir.iterdir()) == sorted(Path(p).name for p in cam_paths)
+    assert "patient00001__study1_positive__image1_cam.png" in {Path(p).name for p in cam_paths}
     for path in cam_paths:
         with Image.open(path) as image:
             assert image.format == "PNG" and image.mode == "RGB" and image.size == (IMG_SIZE, IMG_SIZE)
@@ -248,7 +263,7 @@ def test_wrong_checkpoints_are_named(inputs, tmp_path):
     with pytest.raises(CheckpointError, match="plain.pt"):
         predict_paths([inputs[1]], plain, device="cpu")
     unknown = make_checkpoint(tmp_path / "vit.pt", model_name="vit_huge")
-    with pytest.raises(CheckpointError, match="vit.pt.*registry"):
+    with pytest.raises(CheckpointError, match="vit.pt.*unknown model 'vit_huge'"):
         predict_paths([inputs[1]], unknown, device="cpu")
 
 

@@ -1,0 +1,137 @@
+"""Does a MURA-trained model hold up on radiographs from elsewhere? Evaluation of a checkpoint on
+the external "fracture multi-region X-ray" set, de-duplicated, with bootstrap CIs.
+
+Two thresholds, neither tuned on the external set: 0.5 and the study-level threshold chosen on
+MURA's patient-level validation split (stored in the checkpoint). Labels differ in meaning:
+MURA's 1 is "abnormal" (a broader finding), this set's 1 is "fractured".
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import balanced_accuracy_score
+
+from .evaluate import binary_metrics, bootstrap_ci
+from .predict import predict_paths
+
+HEADLINE = ("auroc", "balanced_accuracy", "sensitivity", "specificity", "kappa")
+
+
+def predict_external(index: pd.DataFrame, checkpoint: str, device: str = "auto", batch_size: int = 32) -> pd.DataFrame:
+    """One row per readable external image: its label and the model's probability and predicted
+    body part (the set has no body-part label, so none is invented)."""
+    readable = index[index["readable"]].reset_index(drop=True)
+    predictions = predict_paths(readable["path"].tolist(), checkpoint, device=device, batch_size=batch_size)
+    table = readable[["path", "split", "label", "near_group"]].merge(
+        predictions[["path", "probability", "predicted_body_part", "body_part_probability", "threshold"]],
+        on="path", how="left", validate="one_to_one")
+    table["study"] = table["path"]  # no study structure: each image is its own unit for bootstrap
+    return table
+
+
+def _metrics(table: pd.DataFrame, threshold: float) -> dict[str, float | None]:
+    metrics = binary_metrics(table["label"], table["probability"], threshold)
+    predicted = (table["probability"].to_numpy() >= threshold).astype(int)
+    metrics["balanced_accuracy"] = float(balanced_accuracy_score(table["label"], predicted))
+    return metrics
+
+
+def external_metrics(predictions: pd.DataFrame, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """AUROC, balanced accuracy, sensitivity, specificity and kappa with 95% CIs, at 0.5 and at
+    the MURA-validation threshold; one row per threshold."""
+    validation_threshold = float(predictions["threshold"].iloc[0])
+    rows = []
+    for name, threshold in (("0.5", 0.5), (f"MURA validation ({validation_threshold:.3f})", validation_threshold)):
+        point = _metrics(predictions, threshold)
+        row = {"threshold": name, "images": len(predictions), "fractured": int(predictions["label"].sum())}
+        for key in HEADLINE:
+            low, high = bootstrap_ci(predictions, lambda sample, key=key: _metrics(sample, threshold)[key],
+                                     n_resamples=n_resamples, seed=seed)
+            row.update({key: point[key], f"{key}_ci_low": low, f"{key}_ci_high": high})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def predicted_body_parts(predictions: pd.DataFrame) -> pd.DataFrame:
+    """What MURA body part the model thinks each external image shows, by label."""
+    if predictions["predicted_body_part"].isna().all():
+        return pd.DataFrame()
+    return (predictions.assign(label=np.where(predictions["label"] == 1, "fractured", "not fractured"))
+            .pivot_table(index="predicted_body_part", columns="label", values="path", aggfunc="count", fill_value=0))
+
+
+def external_markdown(table: pd.DataFrame, duplicate_summary: dict, checkpoint: str, synthetic: bool) -> str:
+    """The external-generalization section of the report."""
+    lines = []
+    if synthetic:
+        lines += ["> **SYNTHETIC EXTERNAL SAMPLE: these numbers say nothing about real radiographs.**", ""]
+    lines += [f"# External generalization: {checkpoint}", "",
+              "MURA's positive label is *abnormal* (fractures, hardware, arthritis, lesions); this set's positive "
+              "label is *fractured*. The model is applied unchanged; no threshold is tuned on this set.", "",
+              f"De-duplicated evaluation set: {table['images'].iloc[0]} images "
+              f"({table['fractured'].iloc[0]} fractured); duplicates found: "
+              + ", ".join(f"{k} {v}" for k, v in duplicate_summary.items() if not isinstance(v, dict)), "",
+              "| threshold | " + " | ".join(HEADLINE) + " |", "|---|" + "---|" * len(HEADLINE)]
+    for _, row in table.iterrows():
+        cells = [f"{row[k]:.3f} [{row[k + '_ci_low']:.3f}, {row[k + '_ci_high']:.3f}]"
+                 if row[k] is not None and not pd.isna(row[k]) else "n/a" for k in HEADLINE]
+        lines.append(f"| {row['threshold']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_external_roc(predictions_by_model: dict[str, pd.DataFrame], path) -> None:
+    """ROC of each MURA-trained model on the external set, AUROC in the legend."""
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    from .io import atomic_path
+
+    figure, axis = plt.subplots(figsize=(5.5, 5), dpi=150)
+    for name, table in predictions_by_model.items():
+        false_positive, true_positive, _ = roc_curve(table["label"], table["probability"])
+        axis.plot(false_positive, true_positive, lw=1.8,
+                  label=f"{name} (AUROC {roc_auc_score(table['label'], table['probability']):.3f})")
+    axis.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
+    axis.set(xlabel="1 - specificity", ylabel="sensitivity", title="External set (fractured vs not), image level",
+             xlim=(0, 1), ylim=(0, 1.01))
+    axis.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png")
+    plt.close(figure)
+
+
+def evaluate_external(external_root: str, checkpoints: dict[str, str], out_dir: str, n_resamples: int = 1000,
+                      device: str = "auto", synthetic: bool = False, seed: int = 0) -> dict:
+    """Audit the external set, de-duplicate it, evaluate each checkpoint; write tables, ROC figure
+    and ``external.md`` under ``out_dir``. Returns the written paths and the metrics table."""
+    from pathlib import Path
+
+    from .external import deduplicate, find_duplicates, load_external_index
+    from .io import atomic_write_text
+
+    out = Path(out_dir)
+    index = load_external_index(external_root, progress=False)
+    duplicates = find_duplicates(index)
+    evaluation_set = deduplicate(index)
+    tables, predictions_by_model, sections = [], {}, []
+    for name, checkpoint in checkpoints.items():
+        predictions = predict_external(evaluation_set, checkpoint, device=device)
+        predictions_by_model[name] = predictions
+        table = external_metrics(predictions, n_resamples=n_resamples, seed=seed).assign(model=name)
+        tables.append(table)
+        sections.append(external_markdown(table, {k: v for k, v in duplicates.summary().items() if k != "per_split"},
+                                          name, synthetic))
+        parts = predicted_body_parts(predictions)
+        if not parts.empty:
+            sections.append("Predicted MURA body part (the external set has no body-part label):\n\n"
+                            + parts.to_csv(sep="|") + "\n")
+        atomic_write_text(out / f"external_predictions_{name}.csv", predictions.to_csv(index=False))
+    metrics = pd.concat(tables, ignore_index=True)
+    written = {"external_csv": out / "external.csv", "external_md": out / "external.md",
+               "external_roc": out / "figures" / "roc_external.png"}
+    atomic_write_text(written["external_csv"], metrics.to_csv(index=False))
+    atomic_write_text(written["external_md"], "\n".join(sections) + "\n" + duplicates.to_markdown())
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    plot_external_roc(predictions_by_model, written["external_roc"])
+    return {**written, "metrics": metrics, "duplicates": duplicates}

@@ -1,0 +1,106 @@
+"""Notebooks are thin and clean, and the whole papermill pipeline runs on a tiny sample."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from mura_utils.pipeline import NOTEBOOK_DIR, NOTEBOOKS, ReproduceError, reproduce
+
+NOTEBOOK_FILES = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+
+
+def test_every_pipeline_notebook_exists():
+    assert {path.stem for path in NOTEBOOK_FILES} == set(NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.stem)
+def test_notebook_is_thin_and_has_no_outputs(path):
+    notebook = nbformat.read(path, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", []), "first code cell must be tagged parameters"
+    first = code[0].source.splitlines()
+    assert all(line.strip() == "" or "=" in line for line in first), "parameters are plain assignments"
+    for cell in code:
+        assert not cell.get("outputs") and cell.get("execution_count") is None, "outputs must be stripped"
+        assert not any(line.lstrip().startswith(("def ", "class ", "lambda")) for line in cell.source.splitlines())
+    assert sum(len(cell.source.splitlines()) for cell in code[1:]) < 40, "logic belongs in mura_utils"
+
+
+@pytest.fixture(scope="module")
+def demo_reports(tmp_path_factory):
+    """The full pipeline on a very small sample: 1 epoch, 32 px."""
+    from mura_utils.synthetic import make_sample
+
+    base = tmp_path_factory.mktemp("pipeline")
+    root = make_sample(base / "data", patients_per_part=3, seed=0)
+    return reproduce(root, base / "reports", "demo",
+                     {"epochs": 1, "img_size": 32, "n_resamples": 20, "cam_per_group": 1, "progress": False})
+
+
+def test_pipeline_writes_every_report(demo_reports):
+    out = Path(demo_reports)
+    for name in NOTEBOOKS:
+        assert (out / "runs" / f"{name}.ipynb").is_file()
+    for name in ("index.md", "comparison.md", "comparison.csv", "external.md", "external.csv"):
+        assert (out / name).is_file(), name
+    for name in ("roc_study", "roc_image", "per_body_part_kappa", "confusion_matrices", "training_curves",
+                 "reliability", "ablation", "roc_external", "sample_images"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 5000, name
+    galleries = sorted(p.stem for p in (out / "figures" / "gradcam").glob("*.png"))
+    assert galleries == sorted(f"{m}_{v}" for m in ("custom_cnn", "resnet50", "densenet169", "efficientnet_b0")
+                               for v in ("multitask", "single_task"))
+    index = (out / "index.md").read_text()
+    assert "SYNTHETIC" in index and "abnormal" in index
+    provenance = json.loads((out / "runs" / "reproduce.json").read_text())
+    assert provenance["parameters"]["epochs"] == 1 and provenance["finished_utc"]
+
+
+def test_comparison_table_has_all_models_variants_and_ensemble(demo_reports):
+    table = pd.read_csv(Path(demo_reports) / "comparison.csv")
+    assert len(table) == 9  # 4 models x 2 variants + ensemble
+    assert set(table["variant"].dropna()) >= {"multitask", "single_task"}
+    for column in ("image_accuracy", "image_auroc", "study_kappa", "study_auroc", "study_sensitivity",
+                   "study_specificity", "body_part_accuracy", "study_auroc_ci_low", "study_auroc_ci_high",
+                   "parameters", "train_seconds", "images_per_second"):
+        assert column in table.columns, column
+    markdown = (Path(demo_reports) / "comparison.md").read_text()
+    assert markdown.count("\n|") >= 10
+
+
+def test_report_matches_mura_evaluate_on_the_same_checkpoint(demo_reports):
+    from mura_utils.evaluate import evaluate_checkpoint
+
+    run = Path(demo_reports) / "runs" / "custom_cnn_multitask"
+    info = json.loads((run / "run.json").read_text())
+    _, metrics = evaluate_checkpoint(run / "best.pt", info["data_root"], "valid", device="cpu", progress=False,
+                                     use_cache=False)
+    table = pd.read_csv(Path(demo_reports) / "comparison.csv").set_index("run")
+    assert table.loc["custom_cnn_multitask", "study_kappa"] == pytest.approx(metrics["study"]["kappa"], abs=1e-6)
+    if metrics["study"]["auroc"] is not None:
+        assert table.loc["custom_cnn_multitask", "study_auroc"] == pytest.approx(metrics["study"]["auroc"], abs=1e-6)
+    assert table.loc["custom_cnn_multitask", "image_accuracy"] == pytest.approx(metrics["image"]["accuracy"])
+
+
+def test_failing_notebook_stops_with_its_name_and_cell(tmp_path, tiny_mura):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    broken = nbformat.read(NOTEBOOK_DIR / "00_data_overview.ipynb", as_version=4)
+    broken.cells.append(nbformat.v4.new_code_cell("raise RuntimeError('planted failure')"))
+    nbformat.write(broken, notebooks / "00_data_overview.ipynb")
+    shutil.copy(NOTEBOOK_DIR / "05_comparison.ipynb", notebooks / "05_comparison.ipynb")
+    with pytest.raises(ReproduceError, match=r"00_data_overview.ipynb failed in cell \d+.*planted failure") as error:
+        reproduce(tiny_mura, tmp_path / "reports", "demo", notebooks=("00_data_overview", "05_comparison"),
+                  notebook_dir=notebooks)
+    assert (tmp_path / "reports" / "runs" / "00_data_overview.ipynb").is_file()
+    assert not (tmp_path / "reports" / "runs" / "05_comparison.ipynb").exists()
+    assert "00_data_overview.ipynb" in str(error.value)
+
+
+def test_unknown_parameter_is_refused(tmp_path, tiny_mura):
+    with pytest.raises(ReproduceError, match="epoch"):
+        reproduce(tiny_mura, tmp_path / "reports", "demo", {"epoch": 3})

@@ -36,7 +36,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from mura_utils.augment import AugmentConfig, batch_augment, normalize, to_float
+from mura_utils.augment import AugmentConfig, batch_augment, normalize
 from mura_utils.cache import cache_files, iterate_batches, prepare_cache
 from mura_utils.constants import BODY_PARTS
 from mura_utils.data import MuraDataset
@@ -111,7 +111,7 @@ def proposed_batch_augment(images: torch.Tensor, config: AugmentConfig = Augment
     return torch.addcmul(bias, images, scale).clamp_(low, high)
 
 
-def _mura_like_shape(rng: np.random.Generator) -> tuple[int, int]:
+def mura_like_shape(rng: np.random.Generator) -> tuple[int, int]:
     """MURA: most images have a 512 px long side, portrait more often, varied aspect."""
     long_side = 512 if rng.random() < 0.85 else int(rng.integers(300, 512))
     short_side = int(long_side * rng.uniform(0.5, 1.0))
@@ -121,7 +121,7 @@ def _mura_like_shape(rng: np.random.Generator) -> tuple[int, int]:
 def _write_one(args: tuple[int, str]) -> None:
     index, path = args
     rng = np.random.default_rng(index)
-    Image.fromarray(synthetic_radiograph(rng, *_mura_like_shape(rng))).save(path)
+    Image.fromarray(synthetic_radiograph(rng, *mura_like_shape(rng))).save(path)
 
 
 def synthetic_pngs(folder: Path, count: int, workers: int) -> list[str]:
@@ -196,6 +196,7 @@ def main() -> None:
           f"batch {args.batch_size}, {args.workers} workers, {args.epochs} epochs, "
           f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
+
     def loader_kw(workers: int) -> dict:
         return dict(batch_size=args.batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
 
@@ -283,7 +284,7 @@ def main() -> None:
     for key, rate in results.items():
         print(f"{names[key]:22s} {rate:8.1f} images/s")
     if "a" in results:
-        print(f"ratio (lean + proposed augment / notebooks): {results['d'] / results['a']:.1f}x")
+        print(f"ratio (lean + proposed augment, {args.interpolation} / notebooks): {results['d'] / results['a']:.1f}x")
         print(f"ratio (lean / notebooks): {results['c'] / results['a']:.1f}x")
         print(f"ratio (project / notebooks): {results['b'] / results['a']:.1f}x")
 

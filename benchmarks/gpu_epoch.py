@@ -2,7 +2,8 @@
 without and with this project's optimizations.
 
 baseline:  per-item DataLoader (uint8 pixels from the memmap, torchvision flip/rotation/jitter
-           per item in CPU workers), fp32, NCHW, batch 64, pageable memory, blocking copies.
+           per item in CPU workers), fp32 (PyTorch's default TF32 policy), NCHW, batch 64,
+           pageable memory, blocking copies.
 optimized: cache memmap read by iterate_batches in a prefetch thread (pinned memory,
            non_blocking copies),
            batch_augment + normalize on the GPU, bf16 autocast, channels_last, batch 256,
@@ -36,7 +37,7 @@ from mura_utils.imaging import letterbox
 from mura_utils.models import build_model, get_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from data_pipeline import _mura_like_shape, synthetic_radiograph  # noqa: E402 - sibling script
+from data_pipeline import mura_like_shape, synthetic_radiograph  # noqa: E402 - sibling script
 
 
 def synthetic_cache(path: Path, count: int, img_size: int, distinct: int = 64) -> np.memmap:
@@ -47,7 +48,7 @@ def synthetic_cache(path: Path, count: int, img_size: int, distinct: int = 64) -
         path.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         rng = np.random.default_rng(0)
-        bases = np.stack([letterbox(synthetic_radiograph(rng, *_mura_like_shape(rng)), img_size)
+        bases = np.stack([letterbox(synthetic_radiograph(rng, *mura_like_shape(rng)), img_size)
                           for _ in range(distinct)])
         temporary = path.with_name(path.name + ".tmp")
         images = np.memmap(temporary, dtype=np.uint8, mode="w+", shape=shape)
@@ -190,9 +191,11 @@ def main() -> None:
     forward = torch.compile(model) if args.compile else model
     step = make_step(forward, device, True, True, True, spec.mean, spec.std, generator)
     rows = np.arange(args.images)
-    batches = prefetch((batch, labels[positions], parts[positions]) for batch, positions in
-                       iterate_batches(images, rows, args.batch_size, shuffle=True, generator=generator,
-                                       drop_last=True, pin_memory=device.type == "cuda"))
+    pin = (lambda tensor: tensor.pin_memory()) if device.type == "cuda" else (lambda tensor: tensor)
+    batches = prefetch((batch, pin(labels[positions]), pin(parts[positions])) for batch, positions in
+                       iterate_batches(images, rows, args.batch_size, shuffle=True, drop_last=True,
+                                       generator=torch.Generator().manual_seed(1),  # its own: another thread
+                                       pin_memory=device.type == "cuda"))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     results["optimized"] = train_epoch(name, batches, capped(args.batch_size), step, args.warmup, device)

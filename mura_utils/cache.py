@@ -163,7 +163,7 @@ def open_cache(paths: Iterable[str | os.PathLike], img_size: int, cache_dir: str
     manifest, reason = _stale_reason(paths, int(img_size), array_path, manifest_path)
     if manifest is None:
         if reason is not None:
-            warnings.warn(f"image cache {array_path} is not usable and will be rebuilt: {reason}",
+            warnings.warn(f"image cache {array_path} is not used ({reason}); prepare_cache rebuilds it",
                           StaleCacheWarning, stacklevel=2)
         return None
     return ImageCache(array_path, manifest["paths"], manifest["img_size"])

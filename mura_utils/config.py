@@ -28,7 +28,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     body_part_loss_weight: float = 0.3  # weight of the body-part cross-entropy
     class_weighting: bool = True  # the MURA paper's per-body-part weights on the BCE
-    augment: bool = True
+    augment: bool = True  # batched random flip + rotation + brightness/contrast on the training device
+    rotation_degrees: float = 30.0  # max random rotation (the MURA paper's 30 degrees)
     selection_metric: str = "study_auroc"  # study_auroc | study_kappa (on the patient-level val split)
     patience: int = 5  # epochs without improvement before early stopping; 0 disables it
     # run

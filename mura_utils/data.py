@@ -179,12 +179,16 @@ def default_cache_dir(data_root: str | Path) -> Path:
 
 def open_image_cache(index: pd.DataFrame, img_size: int, data_root: str | Path,
                      cache_dir: str | Path | None = None, progress: bool = True):
-    """The uint8 memory-mapped cache of every image in ``index`` at ``img_size``, built if
-    missing or stale (see ``mura_utils.cache``)."""
+    """The uint8 memory-mapped cache at ``img_size``, built if missing or stale (see
+    ``mura_utils.cache``). It always covers the *whole* MURA tree (both splits), so
+    ``mura prepare``, training and evaluation share one cache instead of decoding twice."""
     from .cache import prepare_index_cache
 
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(data_root)
-    return prepare_index_cache(index, img_size, cache_dir, progress=progress)
+    cache = prepare_index_cache(load_mura_index(data_root), img_size, cache_dir, progress=progress)
+    for path in index["path"]:
+        cache.row_of(path)  # an index from elsewhere fails here, naming the image, not mid-epoch
+    return cache
 
 
 class MuraDataset(Dataset):

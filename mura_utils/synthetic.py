@@ -54,7 +54,8 @@ _FINDING_PROBABILITY = 0.8  # each view of an abnormal study shows the finding w
 _PNG_MODES = (("L", "RGB", "LA", "I;16"), (0.76, 0.12, 0.06, 0.06))
 
 # Raw "density" levels drawn on the canvas before exposure; only their order matters.
-_BACKGROUND, _CLEFT, _TISSUE, _MEDULLA, _CORTEX, _SCLEROSIS = 12, 40, 72, 135, 185, 250
+_BACKGROUND, _CLEFT, _TISSUE, _MEDULLA, _CORTEX = 12, 40, 72, 135, 185
+_SCLEROSIS = 200  # strength (of 255) on the overlay layer that metal is drawn on
 
 
 # --------------------------------------------------------------------------------------------
@@ -71,6 +72,7 @@ class Break:
     gap: float             # distance between the fragments, in units of width
     shift: float           # sideways displacement of the distal fragment, in units of width
     angle: float           # angulation of the distal fragment, radians
+    callus: bool = False   # a healing fracture: a hazy bright cuff of new bone around it
 
 
 @dataclass(frozen=True)
@@ -261,11 +263,19 @@ def _elbow(rng: np.random.Generator) -> Anatomy:
 
 
 def _humerus(rng: np.random.Generator) -> Anatomy:
-    """HUMERUS: one long thick bone with a rounded head and flared condyles."""
+    """HUMERUS: one long thick bone with a rounded head and flared condyles, with the edge of
+    the glenoid above and the forearm bones' ends below."""
     tilt = rng.normal(0, 0.03)
-    bone = Bone((0.0, -0.36), (tilt, 0.44), rng.uniform(0.095, 0.115), 1.5, 1.9)
-    head = Blob((0.01, -0.4), 0.085, 0.08)
-    return Anatomy((bone,), (head,), tissue_margin=rng.uniform(0.08, 0.13))
+    bone = Bone((0.0, -0.3), (tilt, 0.32), rng.uniform(0.095, 0.115), 1.5, 1.9)
+    head = Blob((0.01, -0.33), 0.085, 0.08)
+    arc = np.linspace(-0.8, 0.8, 7)
+    glenoid = np.stack([-0.11 - 0.03 * np.cos(arc), -0.33 + 0.09 * np.sin(arc)], axis=1)
+    glenoid = np.vstack([glenoid, [[-0.3, -0.2], [-0.3, -0.5]]])
+    forearm = (Bone((tilt - 0.04, 0.375), (tilt - 0.07, 0.85), 0.06, 1.4, 1.0),
+               Bone((tilt + 0.045, 0.37), (tilt + 0.07, 0.85), 0.055, 1.6, 1.0))
+    joints = (Joint((-0.09, -0.33), (1, 0), 0.15, 0.03), Joint((tilt, 0.35), (0, 1), 0.18, 0.03))
+    return Anatomy((bone,) + forearm, (head,), joints, tissue_margin=rng.uniform(0.08, 0.13),
+                   plates=(glenoid,))
 
 
 def _shoulder(rng: np.random.Generator) -> Anatomy:
@@ -348,7 +358,7 @@ def _pick_long_bone(rng: np.random.Generator, anatomy: Anatomy) -> tuple[int, fl
         central = _central_fractions(bone)
         places.append(central if len(central) else _ALONG)
         weights.append(max(bone.length / bone.width - 2.0, 0.1) * bone.length * bone.width
-                       * (len(central) / len(_ALONG)) ** 2 + 1e-6)
+                       * (len(central) / len(_ALONG)) ** 2 * (bone.fracture is None) + 1e-9)
     weights = np.array(weights)
     i = int(rng.choice(len(weights), p=weights / weights.sum()))
     return i, float(rng.choice(places[i]) + rng.uniform(-0.04, 0.04))
@@ -389,41 +399,45 @@ def _add_hardware(rng: np.random.Generator, anatomy: Anatomy) -> Anatomy:
     return replace(anatomy, metal=anatomy.metal + tuple(metal))
 
 
-def _add_break(rng: np.random.Generator, anatomy: Anatomy, displaced: float = 1.0) -> Anatomy:
-    """A cortical break: a jagged gap across a bone, the distal fragment shifted and tilted."""
-    i, at = _pick_long_bone(rng, anatomy)
-    bone = anatomy.bones[i]
-    w = bone.width
-    fracture = Break(at=at,
-                     slope=rng.uniform(-0.8, 0.8),
-                     jitter=tuple(rng.normal(0, 0.08, size=7)),
-                     gap=max(rng.uniform(0.35, 0.55), 0.02 / w),
-                     shift=displaced * max(rng.uniform(0.5, 1.0), 0.03 / w)
-                     * rng.choice([-1, 1]),
-                     angle=displaced * rng.uniform(0.15, 0.4) * rng.choice([-1, 1]))
+def _add_break(rng: np.random.Generator, anatomy: Anatomy) -> Anatomy:
+    """Cortical breaks: a dark jagged gap across a bone, the distal fragment shifted and tilted;
+    sometimes a second bone is broken too (both-bone forearm fractures are common)."""
     bones = list(anatomy.bones)
-    bones[i] = replace(bone, fracture=fracture)
+    for _ in range(1 if rng.random() < 0.65 else 2):
+        i, at = _pick_long_bone(rng, replace(anatomy, bones=tuple(bones)))
+        w = bones[i].width
+        fracture = Break(at=at,
+                         slope=rng.uniform(-0.8, 0.8),
+                         jitter=tuple(rng.normal(0, 0.08, size=7)),
+                         gap=max(rng.uniform(0.35, 0.55), 0.022 / w),
+                         shift=max(rng.uniform(0.5, 1.0), 0.03 / w) * rng.choice([-1, 1]),
+                         angle=rng.uniform(0.15, 0.4) * rng.choice([-1, 1]),
+                         callus=bool(rng.random() < 0.5))
+        bones[i] = replace(bones[i], fracture=fracture)
     return replace(anatomy, bones=tuple(bones))
 
 
 def _add_degenerative(rng: np.random.Generator, anatomy: Anatomy) -> Anatomy:
-    """Degenerative joint: the gap narrowed by sclerotic bone and osteophyte spurs at its edges."""
+    """Degenerative joints (often more than one): each gap narrowed by bright sclerotic bone,
+    with osteophyte spurs at its edges."""
     if not anatomy.joints:
         return _add_break(rng, anatomy)
     central = [j for j in anatomy.joints if max(map(abs, j.center)) < _CENTRAL]
     choices = central or list(anatomy.joints)
-    joint = choices[int(rng.integers(len(choices)))]
-    c, u = np.asarray(joint.center), np.asarray(joint.axis, float)
-    n = np.array([-u[1], u[0]])
+    count = min(len(choices), 1 + int(rng.random() < 0.5) + int(rng.random() < 0.25))
     blobs = []
-    for side in (-1, 1):    # sclerotic bands filling most of the gap from both sides
-        blobs.append(_ellipse(c + side * u * joint.gap * 0.42, joint.width * 0.45,
-                              max(joint.gap * 0.5, 0.008), math.atan2(n[1], n[0]), n=16))
-    for _ in range(int(rng.integers(2, 5))):    # osteophytes: spurs sticking out at the margins
-        edge = c + n * rng.choice([-1, 1]) * joint.width * rng.uniform(0.48, 0.6)
-        edge = edge + u * rng.choice([-1, 1]) * joint.gap * rng.uniform(0.3, 1.2)
-        size = max(joint.width * rng.uniform(0.18, 0.28), 0.035)
-        blobs.append(_ellipse(edge, size, size * 0.6, rng.uniform(0, np.pi), n=10))
+    for k in rng.choice(len(choices), size=count, replace=False):
+        joint = choices[int(k)]
+        c, u = np.asarray(joint.center), np.asarray(joint.axis, float)
+        n = np.array([-u[1], u[0]])
+        for side in (-1, 1):    # sclerotic bands filling most of the gap from both sides
+            blobs.append(_ellipse(c + side * u * joint.gap * 0.42, joint.width * 0.45,
+                                  max(joint.gap * 0.5, 0.008), math.atan2(n[1], n[0]), n=16))
+        for _ in range(int(rng.integers(2, 5))):    # osteophytes: spurs at the margins
+            edge = c + n * rng.choice([-1, 1]) * joint.width * rng.uniform(0.48, 0.6)
+            edge = edge + u * rng.choice([-1, 1]) * joint.gap * rng.uniform(0.3, 1.2)
+            size = max(joint.width * rng.uniform(0.18, 0.28), 0.035)
+            blobs.append(_ellipse(edge, size, size * 0.6, rng.uniform(0, np.pi), n=10))
     return replace(anatomy, sclerosis=anatomy.sclerosis + tuple(blobs))
 
 
@@ -505,6 +519,15 @@ def _bone_outlines(bone: Bone, inset: float) -> list[np.ndarray]:
     return [_to_anatomy(bone, first), _to_anatomy(bone, move(second))]
 
 
+def _callus(bone: Bone) -> list[tuple[int, np.ndarray]]:
+    """Overlay ellipses (strength, polygon) of the hazy callus around a healing break."""
+    xa, xb, _ = _profile(bone, 0.0)
+    xc = xa + bone.fracture.at * (xb - xa) + 0.5 * bone.fracture.gap * bone.width
+    ring = np.exp(1j * np.linspace(0, 2 * np.pi, 16, endpoint=False))
+    return [(strength, _to_anatomy(bone, xc + scale * bone.width * (ring.real + 0.75j * ring.imag)))
+            for strength, scale in ((70, 1.1), (120, 0.8))]
+
+
 def _fracture_gap(bone: Bone) -> np.ndarray:
     """The dark cleft between the two fragments of a broken bone."""
     xa, xb, half = _profile(bone, 0.0)
@@ -583,7 +606,8 @@ def _draw_letter(draw: ImageDraw.ImageDraw, letter: str, box, value: int) -> Non
 
 
 def _shapes(anatomy: Anatomy) -> tuple[list, list, list]:
-    """The anatomy as (fill level, polygon) lists: soft tissue, bones, metal (its own layer).
+    """The anatomy as (fill level, polygon) lists: soft tissue, bones, and an overlay layer
+    (metal, sclerosis) blended towards the metal brightness after exposure.
 
     Computed once per anatomy (it is the slow, Python-heavy part) and reused for every view.
     """
@@ -609,9 +633,14 @@ def _shapes(anatomy: Anatomy) -> tuple[list, list, list]:
             bones.append((_CLEFT, _fracture_gap(bone)))
         bones += [(_CORTEX, piece) for piece in _bone_outlines(bone, 0.0)]
         bones += [(_MEDULLA, piece) for piece in _bone_outlines(bone, bone.cortex * bone.width)]
-    bones += [(_SCLEROSIS, polygon) for polygon in anatomy.sclerosis]
-    metal = [(255, polygon) for polygon in anatomy.metal]
-    return tissue, bones, metal
+    # Sclerotic bone is denser than cortex; like metal it is drawn on the overlay layer, at
+    # partial strength, so it stays brighter than any cortex whatever the exposure.
+    overlay = [(_SCLEROSIS, polygon) for polygon in anatomy.sclerosis]
+    for bone in anatomy.bones:
+        if bone.fracture is not None and bone.fracture.callus:
+            overlay += _callus(bone)
+    overlay += [(255, polygon) for polygon in anatomy.metal]
+    return tissue, bones, overlay
 
 
 def render_radiograph(anatomy: Anatomy | tuple[list, list, list], view: View,

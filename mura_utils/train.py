@@ -126,7 +126,7 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
                                                     total_steps=max(1, config.epochs * len(train_loader)))
     amp_dtype = amp_dtype_for(device, config.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    augment_config = AugmentConfig() if config.augment else None
+    augment_config = AugmentConfig(max_rotation_degrees=config.rotation_degrees) if config.augment else None
     generators = {"shuffle": shuffle_generator, "augment": augment_generator}
 
     start_epoch, best_score, best_epoch, best_metrics, threshold, stale, history = 1, -math.inf, 0, {}, 0.5, 0, []

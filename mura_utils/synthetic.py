@@ -54,7 +54,7 @@ _FINDING_PROBABILITY = 0.8  # each view of an abnormal study shows the finding w
 _PNG_MODES = (("L", "RGB", "LA", "I;16"), (0.76, 0.12, 0.06, 0.06))
 
 # Raw "density" levels drawn on the canvas before exposure; only their order matters.
-_BACKGROUND, _CLEFT, _TISSUE, _MEDULLA, _CORTEX = 12, 40, 72, 135, 185
+_BACKGROUND, _CLEFT, _TISSUE, _MEDULLA, _CORTEX = 12, 30, 72, 135, 185
 _SCLEROSIS = 200  # strength (of 255) on the overlay layer that metal is drawn on
 
 
@@ -378,24 +378,24 @@ def _add_hardware(rng: np.random.Generator, anatomy: Anatomy) -> Anatomy:
     metal = []
     if length > 4 * w and rng.random() < 0.6:
         center = at * length
-        half = float(np.clip(rng.uniform(0.22, 0.32) * length, 0.08, 0.25))
+        half = float(np.clip(rng.uniform(0.25, 0.38) * length, 0.1, 0.28))
         side = rng.uniform(-0.35, 0.35) * w
         p, q = a + u * (center - half) + n * side, a + u * (center + half) + n * side
-        metal.append(_quad(p, q, max(rng.uniform(0.3, 0.45) * w, 2 * _MIN_METAL)))
+        metal.append(_quad(p, q, max(rng.uniform(0.4, 0.55) * w, 2.5 * _MIN_METAL)))
         for t in np.linspace(0.1, 0.9, int(rng.integers(3, 7))):
             c = p + (q - p) * t
             metal.append(_quad(c - n * 0.8 * w, c + n * 0.8 * w, max(0.08 * w, _MIN_METAL)))
-            r = max(0.2 * w, 1.6 * _MIN_METAL)
+            r = max(0.25 * w, 2 * _MIN_METAL)
             metal.append(_ellipse(c, r, r, n=10))
     else:
-        for _ in range(1 if rng.random() < 0.6 else 2):
+        for _ in range(1 if rng.random() < 0.5 else 2):
             t0 = max(at - rng.uniform(0.2, 0.45), 0.02)
             t1 = min(at + rng.uniform(0.2, 0.45), 0.98)
             tilt = rng.normal(0, 0.08)
             d = u * math.cos(tilt) + n * math.sin(tilt)
             p = a + u * t0 * length + n * rng.uniform(-0.15, 0.15) * w
             metal.append(_quad(p, p + d * (t1 - t0) * length,
-                               max(rng.uniform(0.08, 0.16) * w, _MIN_METAL)))
+                               max(rng.uniform(0.12, 0.22) * w, 1.4 * _MIN_METAL)))
     return replace(anatomy, metal=anatomy.metal + tuple(metal))
 
 
@@ -409,10 +409,10 @@ def _add_break(rng: np.random.Generator, anatomy: Anatomy) -> Anatomy:
         fracture = Break(at=at,
                          slope=rng.uniform(-0.8, 0.8),
                          jitter=tuple(rng.normal(0, 0.08, size=7)),
-                         gap=max(rng.uniform(0.35, 0.55), 0.022 / w),
+                         gap=max(rng.uniform(0.4, 0.6), 0.025 / w),
                          shift=max(rng.uniform(0.5, 1.0), 0.03 / w) * rng.choice([-1, 1]),
                          angle=rng.uniform(0.15, 0.4) * rng.choice([-1, 1]),
-                         callus=bool(rng.random() < 0.5))
+                         callus=bool(rng.random() < 0.6))
         bones[i] = replace(bones[i], fracture=fracture)
     return replace(anatomy, bones=tuple(bones))
 
@@ -525,7 +525,7 @@ def _callus(bone: Bone) -> list[tuple[int, np.ndarray]]:
     xc = xa + bone.fracture.at * (xb - xa) + 0.5 * bone.fracture.gap * bone.width
     ring = np.exp(1j * np.linspace(0, 2 * np.pi, 16, endpoint=False))
     return [(strength, _to_anatomy(bone, xc + scale * bone.width * (ring.real + 0.75j * ring.imag)))
-            for strength, scale in ((70, 1.1), (120, 0.8))]
+            for strength, scale in ((80, 1.3), (130, 0.9))]
 
 
 def _fracture_gap(bone: Bone) -> np.ndarray:
@@ -566,7 +566,7 @@ def _sample_view(rng: np.random.Generator, long_side=(256, 512), external: bool 
     aspect = rng.uniform(0.6, 1.4)
     width, height = (side, round(side / aspect)) if aspect >= 1 else (round(side * aspect), side)
     collimation = None
-    if rng.random() < 0.15:
+    if rng.random() < 0.12:
         collimation = tuple(rng.uniform(0.02, 0.12, size=4))
     view = View(width=width, height=height, angle=math.radians(rng.uniform(-25, 25)),
                 scale=rng.uniform(0.9, 1.2), shift=tuple(rng.uniform(-0.07, 0.07, size=2)),
@@ -575,7 +575,7 @@ def _sample_view(rng: np.random.Generator, long_side=(256, 512), external: bool 
                 contrast=rng.uniform(0.75, 1.0), offset=rng.uniform(-0.1, 0.03),
                 noise=rng.uniform(0.5, 2.0), fine_noise=0.0,
                 ramp=rng.uniform(-0.08, 0.08),
-                marker=str(rng.choice(["L", "R"])) if rng.random() < 0.2 else None,
+                marker=str(rng.choice(["L", "R"])) if rng.random() < 0.15 else None,
                 marker_corner=int(rng.integers(4)), collimation=collimation,
                 metal_level=rng.uniform(240.0, 255.0),
                 collimation_level=float(rng.choice([0.0, rng.uniform(0.55, 0.85)])))

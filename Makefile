@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SAMPLE := data/sample
+# train patients per body part in the demo sample (~230 train images): minutes on 2 CPU cores
+DEMO_PATIENTS ?= 10
 export HF_HUB_OFFLINE ?= 1
 
 .PHONY: install test demo sample clean
@@ -22,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 sample: $(STAMP)
-	test -f $(SAMPLE)/MURA-v1.1/train_image_paths.csv || $(BIN)/mura sample $(SAMPLE)
+	test -f $(SAMPLE)/MURA-v1.1/train_image_paths.csv || $(BIN)/mura sample $(SAMPLE) --patients-per-part $(DEMO_PATIENTS)
 
 demo: $(STAMP) sample
 	$(BIN)/mura reproduce --data-root $(SAMPLE) --out reports --profile demo

@@ -7,9 +7,6 @@
     the CPU: what mura_utils.train does today.
 (c) project lean: the same cache read by iterate_batches (one gather per batch, no workers,
     no per-item dicts) + batch_augment + normalize.
-(d) = (c) with ``proposed_batch_augment``, a drop-in for augment.batch_augment + normalize
-    (same random draws, same pixels up to float rounding) that avoids F.affine_grid (slow on
-    CPU) and fuses brightness/contrast/normalization into one pass: proposed for augment.py.
 
 Same PNGs, same run, same batch size; the loop body only consumes the batch. Rates are over
 the epochs after the first (warm-up). The last line is the ratio (b) / (a): the
@@ -31,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
@@ -69,46 +65,6 @@ def synthetic_radiograph(rng: np.random.Generator, height: int, width: int) -> n
     image[top:top + 20, left:left + 14] = 250  # the "L"/"R" marker
     image += rng.normal(0, rng.uniform(2, 5), image.shape).astype(np.float32)
     return np.clip(image, 0, 255).astype(np.uint8)
-
-
-def proposed_batch_augment(images: torch.Tensor, config: AugmentConfig = AugmentConfig(),
-                           generator: torch.Generator | None = None, mean: float | None = None,
-                           std: float | None = None, interpolation: str = "bilinear") -> torch.Tensor:
-    """augment.batch_augment with the same random draws and pixels (up to float rounding),
-    ~3x faster on CPU; with ``mean``/``std`` it also normalizes, in the same pass.
-
-    F.affine_grid's (N,H*W,3) @ theta batched matmul is slow on CPU: the grid is built by
-    broadcasting instead. The /255, brightness/contrast, clamp and normalization fold into
-    one addcmul + clamp_ (y = clamp(x*scale + bias)), instead of ~7 full-tensor passes.
-    ``interpolation="nearest"`` (torchvision RandomRotation's default) halves the sampling cost.
-    """
-    unit = 255.0 if images.dtype == torch.uint8 else 1.0
-    images = images.float()
-    count, _, height, width = images.shape
-    draw = lambda: torch.rand(count, generator=generator)  # noqa: E731 - same order as augment.py
-    angles = (draw() * 2 - 1) * math.radians(config.max_rotation_degrees)
-    flips = torch.where(draw() < config.flip_probability, -1.0, 1.0)
-    shifts = (draw() * 2 - 1) * config.brightness
-    gains = 1 + (draw() * 2 - 1) * config.contrast
-
-    device = images.device
-    cos, sin = torch.cos(angles), torch.sin(angles)
-    # grid[n,h,w,:] = x_w * (cos*flip, sin*flip) + y_h * (-sin, cos): affine_grid's theta, rows
-    per_x = torch.stack([cos * flips, sin * flips], 1).to(device).view(count, 1, 1, 2)
-    per_y = torch.stack([-sin, cos], 1).to(device).view(count, 1, 1, 2)
-    xs = (torch.linspace(-1, 1, width, device=device) * ((width - 1) / width)).view(1, 1, width, 1)
-    ys = (torch.linspace(-1, 1, height, device=device) * ((height - 1) / height)).view(1, height, 1, 1)
-    grid = per_x * xs + per_y * ys  # (N,1,W,2) + (N,H,1,2): one pass over the grid
-    images = F.grid_sample(images, grid, mode=interpolation, padding_mode="zeros", align_corners=False)
-
-    # (x/unit - m)*g + m + s, clamped to 0..1, then optionally (y - mean)/std, as x*scale + bias
-    means = images.mean(dim=(1, 2, 3), keepdim=True) / unit
-    gains = gains.to(device).view(-1, 1, 1, 1)
-    shifts = shifts.to(device).view(-1, 1, 1, 1)
-    scale, bias, low, high = gains / unit, means * (1 - gains) + shifts, 0.0, 1.0
-    if mean is not None and std is not None:
-        scale, bias, low, high = scale / std, (bias - mean) / std, -mean / std, (1 - mean) / std
-    return torch.addcmul(bias, images, scale).clamp_(low, high)
 
 
 def mura_like_shape(rng: np.random.Generator) -> tuple[int, int]:
@@ -179,8 +135,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads of the training process (default: torch's choice); "
                              "1 can win on a 2-core machine that other jobs share")
-    parser.add_argument("--interpolation", choices=("bilinear", "nearest"), default="bilinear",
-                        help="rotation sampling of (d); the notebooks' RandomRotation uses nearest")
     parser.add_argument("--skip-notebook", action="store_true", help="only time the project pipelines")
     args = parser.parse_args()
 
@@ -258,33 +212,11 @@ def main() -> None:
     print("(c) project lean: cache + iterate_batches (no workers) + batch_augment", flush=True)
     results["c"] = timed_epochs("(c)", args.epochs, lean_epoch)
 
-    sample = torch.from_numpy(np.array(cache.images[:8])).unsqueeze(1)
-    reference = normalize(batch_augment(sample, config, torch.Generator().manual_seed(1)), MEAN, STD)
-    proposed = proposed_batch_augment(sample, config, torch.Generator().manual_seed(1), MEAN, STD)
-    difference = (reference - proposed).abs().max() * STD  # in 0..1 pixel units
-    assert difference < 1e-4, f"proposed_batch_augment differs from batch_augment by {difference}"
-
-    def proposed_epoch() -> int:
-        seen = 0
-        for images, positions in iterate_batches(cache.images, dataset.cache_rows, args.batch_size,
-                                                 shuffle=True, generator=generator):
-            images = proposed_batch_augment(images, config, generator, MEAN, STD, args.interpolation)
-            images.sum()
-            dataset.labels[positions].sum()
-            seen += len(positions)
-        return seen
-
-    print(f"(d) = (c) with proposed_batch_augment, {args.interpolation} (max |difference| to batch_augment "
-          f"when bilinear: {difference:.1e})", flush=True)
-    results["d"] = timed_epochs("(d)", args.epochs, proposed_epoch)
-
-    names = {"a": "(a) notebooks", "b": "(b) project default", "c": "(c) project lean",
-             "d": "(d) lean + proposed"}
+    names = {"a": "(a) notebooks", "b": "(b) project default", "c": "(c) project lean"}
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     for key, rate in results.items():
         print(f"{names[key]:22s} {rate:8.1f} images/s")
     if "a" in results:
-        print(f"ratio (lean + proposed augment, {args.interpolation} / notebooks): {results['d'] / results['a']:.1f}x")
         print(f"ratio (lean / notebooks): {results['c'] / results['a']:.1f}x")
         print(f"ratio (project / notebooks): {results['b'] / results['a']:.1f}x")
 

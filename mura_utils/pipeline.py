@@ -20,11 +20,11 @@ NOTEBOOKS = ("00_data_overview", "01_custom_cnn", "02_resnet50", "03_efficientne
 # Parameters shared by every notebook, per profile; a notebook ignores the ones it does not declare.
 PROFILES: dict[str, dict] = {
     # demo: the whole pipeline on the synthetic sample on 2 CPU cores in minutes; numbers say nothing
-    "demo": {"epochs": 3, "img_size": 64, "batch_size": 32, "pretrained": False, "device": "cpu",
-             "n_resamples": 200, "cam_per_group": 3, "seed": 0},
+    "demo": {"epochs": 2, "img_size": 48, "batch_size": 32, "pretrained": False, "device": "cpu",
+             "n_resamples": 200, "cam_per_group": 3, "seed": 0, "progress": False},
     # full: the settings for a real MURA run on one GPU (ImageNet weights need internet or --weights)
     "full": {"epochs": 20, "img_size": 320, "batch_size": 64, "pretrained": True, "device": "auto",
-             "n_resamples": 2000, "cam_per_group": 6, "seed": 0, "num_workers": 4},
+             "n_resamples": 2000, "cam_per_group": 6, "seed": 0, "num_workers": 4, "progress": False},
 }
 
 

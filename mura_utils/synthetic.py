@@ -121,7 +121,7 @@ class Anatomy:
     joints: tuple[Joint, ...] = ()
     tissue: tuple[np.ndarray, ...] = ()       # extra soft-tissue polygons (body, palm)
     tissue_margin: float = 0.05                # soft tissue around every bone
-    plates: tuple[np.ndarray, ...] = ()        # bone-density polygons drawn after bones
+    flat_bones: tuple[np.ndarray, ...] = ()    # scapula, glenoid: drawn under the other bones
     metal: tuple[np.ndarray, ...] = ()         # hardware polygons, drawn last and brightest
     sclerosis: tuple[np.ndarray, ...] = ()     # osteophytes / subchondral sclerosis
 
@@ -275,7 +275,7 @@ def _humerus(rng: np.random.Generator) -> Anatomy:
                Bone((tilt + 0.045, 0.37), (tilt + 0.07, 0.85), 0.055, 1.6, 1.0))
     joints = (Joint((-0.09, -0.33), (1, 0), 0.15, 0.03), Joint((tilt, 0.35), (0, 1), 0.18, 0.03))
     return Anatomy((bone,) + forearm, (head,), joints, tissue_margin=rng.uniform(0.08, 0.13),
-                   plates=(glenoid,))
+                   flat_bones=(glenoid,))
 
 
 def _shoulder(rng: np.random.Generator) -> Anatomy:
@@ -292,7 +292,7 @@ def _shoulder(rng: np.random.Generator) -> Anatomy:
     body = np.array([[-1.0, -0.5], [hx + r + 0.1, -0.4], [hx + r + 0.2, 1.0], [-1.0, 1.0]])
     joints = (Joint((gx + 0.015, hy), (1, 0), 0.26, 0.03),)
     return Anatomy((shaft, clavicle, acromion), (head,), joints, (body,),
-                   rng.uniform(0.05, 0.1), plates=(scapula,))
+                   rng.uniform(0.05, 0.1), flat_bones=(scapula,))
 
 
 # Lower-limb layouts, used only by the external (Kaggle-like) sample.
@@ -474,7 +474,7 @@ def _profile(bone: Bone, inset: float):
     return xa, xb, half
 
 
-def _cut(bone: Bone, half_width: float, reach: float = 1.0):
+def _cut(bone: Bone, half_width: float):
     """The jagged fracture line (from the +y side to the -y side) and the map that moves
     points of the distal fragment to where it is displaced."""
     fracture, w = bone.fracture, bone.width
@@ -482,7 +482,7 @@ def _cut(bone: Bone, half_width: float, reach: float = 1.0):
     xc = xa + fracture.at * (xb - xa)
     s = np.linspace(1, -1, len(fracture.jitter))
     line = (xc + (fracture.slope * s * 0.5 + np.asarray(fracture.jitter)) * w
-            + 1j * s * half_width * reach)
+            + 1j * s * half_width)
     turn = np.exp(1j * fracture.angle)
     offset = xc + fracture.gap * w + 1j * fracture.shift * w
 
@@ -621,7 +621,7 @@ def _shapes(anatomy: Anatomy) -> tuple[list, list, list]:
         tissue += [(level, _ellipse(blob.center, blob.rx + extra, blob.ry + extra, blob.angle))
                    for blob in anatomy.blobs]
     bones = []
-    for polygon in anatomy.plates:           # flat bones (scapula): a rim and a thinner middle
+    for polygon in anatomy.flat_bones:       # a rim and a thinner middle
         centroid = polygon.mean(axis=0)
         bones += [(_CORTEX - 25, polygon), (_MEDULLA - 15, centroid + (polygon - centroid) * 0.8)]
     for blob in anatomy.blobs:

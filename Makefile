@@ -15,7 +15,6 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name mura --display-name "Python (mura)" >/dev/null
 	touch $(STAMP)
@@ -30,4 +29,5 @@ demo: $(STAMP) sample
 	$(BIN)/mura reproduce --data-root $(SAMPLE) --out reports --profile demo
 
 clean:
-	rm -rf reports/runs reports/*.md reports/*.csv reports/figures runs data/sample data/mura_cache
+	find reports -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+	rm -rf runs data/sample data/mura_cache

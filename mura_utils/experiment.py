@@ -26,7 +26,9 @@ VARIANTS = {"multitask": True, "single_task": False}
 
 def is_synthetic(data_root: str | Path) -> bool:
     """True for the embedded synthetic sample (``mura sample`` leaves a marker file in it)."""
-    return (resolve_mura_root(data_root) / "SYNTHETIC_SAMPLE.txt").is_file()
+    from .synthetic import SYNTHETIC_MARKER
+
+    return (resolve_mura_root(data_root) / SYNTHETIC_MARKER).is_file()
 
 
 def run_experiment(config: TrainConfig, resume: bool = False, test_split: str = "valid") -> Path:

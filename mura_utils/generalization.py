@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import balanced_accuracy_score
 
-from .evaluate import binary_metrics, bootstrap_ci
+from .evaluate import binary_metrics
 from .predict import predict_paths
 
 HEADLINE = ("auroc", "balanced_accuracy", "sensitivity", "specificity", "kappa")
@@ -25,29 +24,36 @@ def predict_external(index: pd.DataFrame, checkpoint: str, device: str = "auto",
     table = readable[["path", "split", "label", "near_group"]].merge(
         predictions[["path", "probability", "predicted_body_part", "body_part_probability", "threshold"]],
         on="path", how="left", validate="one_to_one")
-    table["study"] = table["path"]  # no study structure: each image is its own unit for bootstrap
     return table
 
 
-def _metrics(table: pd.DataFrame, threshold: float) -> dict[str, float | None]:
-    metrics = binary_metrics(table["label"], table["probability"], threshold)
-    predicted = (table["probability"].to_numpy() >= threshold).astype(int)
-    metrics["balanced_accuracy"] = float(balanced_accuracy_score(table["label"], predicted))
+def _metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, float | None]:
+    metrics = binary_metrics(labels, probabilities, threshold)
+    if metrics["sensitivity"] is None or metrics["specificity"] is None:
+        metrics["balanced_accuracy"] = None
+    else:
+        metrics["balanced_accuracy"] = (metrics["sensitivity"] + metrics["specificity"]) / 2
     return metrics
 
 
 def external_metrics(predictions: pd.DataFrame, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """AUROC, balanced accuracy, sensitivity, specificity and kappa with 95% CIs, at 0.5 and at
-    the MURA-validation threshold; one row per threshold."""
+    """AUROC, balanced accuracy, sensitivity, specificity and kappa with 95% percentile bootstrap
+    CIs (images resampled with replacement), at 0.5 and at the MURA-validation threshold; one row
+    per threshold. All metrics of one resample are computed together, once."""
     validation_threshold = float(predictions["threshold"].iloc[0])
+    labels = predictions["label"].to_numpy()
+    probabilities = predictions["probability"].to_numpy()
+    rng = np.random.default_rng(seed)
+    resamples = [rng.integers(0, len(labels), len(labels)) for _ in range(n_resamples)]
     rows = []
     for name, threshold in (("0.5", 0.5), (f"MURA validation ({validation_threshold:.3f})", validation_threshold)):
-        point = _metrics(predictions, threshold)
-        row = {"threshold": name, "images": len(predictions), "fractured": int(predictions["label"].sum())}
+        point = _metrics(labels, probabilities, threshold)
+        draws = [_metrics(labels[rows_], probabilities[rows_], threshold) for rows_ in resamples]
+        row = {"threshold": name, "images": len(predictions), "fractured": int(labels.sum())}
         for key in HEADLINE:
-            low, high = bootstrap_ci(predictions, lambda sample, key=key: _metrics(sample, threshold)[key],
-                                     n_resamples=n_resamples, seed=seed)
-            row.update({key: point[key], f"{key}_ci_low": low, f"{key}_ci_high": high})
+            values = np.array([draw[key] for draw in draws if draw[key] is not None], dtype=float)
+            low, high = (np.percentile(values, [2.5, 97.5]) if len(values) else (np.nan, np.nan))
+            row.update({key: point[key], f"{key}_ci_low": float(low), f"{key}_ci_high": float(high)})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -109,6 +115,7 @@ def evaluate_external(external_root: str, checkpoints: dict[str, str], out_dir: 
 
     from .external import deduplicate, find_duplicates, load_external_index
     from .io import atomic_write_text
+    from .report import markdown_table
 
     out = Path(out_dir)
     index = load_external_index(external_root, progress=False)
@@ -124,8 +131,9 @@ def evaluate_external(external_root: str, checkpoints: dict[str, str], out_dir: 
                                           name, synthetic))
         parts = predicted_body_parts(predictions)
         if not parts.empty:
-            sections.append("Predicted MURA body part (the external set has no body-part label):\n\n"
-                            + parts.to_csv(sep="|") + "\n")
+            table_text = markdown_table(["predicted body part", *parts.columns],
+                                        [[part, *map(str, counts)] for part, counts in zip(parts.index, parts.values)])
+            sections.append("Predicted MURA body part (the external set has no body-part label):\n\n" + table_text)
         atomic_write_text(out / f"external_predictions_{name}.csv", predictions.to_csv(index=False))
     metrics = pd.concat(tables, ignore_index=True)
     written = {"external_csv": out / "external.csv", "external_md": out / "external.md",

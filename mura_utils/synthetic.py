@@ -395,7 +395,7 @@ def _add_hardware(rng: np.random.Generator, anatomy: Anatomy) -> Anatomy:
             d = u * math.cos(tilt) + n * math.sin(tilt)
             p = a + u * t0 * length + n * rng.uniform(-0.15, 0.15) * w
             metal.append(_quad(p, p + d * (t1 - t0) * length,
-                               max(rng.uniform(0.12, 0.22) * w, 1.4 * _MIN_METAL)))
+                               max(rng.uniform(0.15, 0.25) * w, 1.6 * _MIN_METAL)))
     return replace(anatomy, metal=anatomy.metal + tuple(metal))
 
 
@@ -412,7 +412,7 @@ def _add_break(rng: np.random.Generator, anatomy: Anatomy) -> Anatomy:
                          gap=max(rng.uniform(0.4, 0.6), 0.025 / w),
                          shift=max(rng.uniform(0.5, 1.0), 0.03 / w) * rng.choice([-1, 1]),
                          angle=rng.uniform(0.15, 0.4) * rng.choice([-1, 1]),
-                         callus=bool(rng.random() < 0.6))
+                         callus=bool(rng.random() < 0.7))
         bones[i] = replace(bones[i], fracture=fracture)
     return replace(anatomy, bones=tuple(bones))
 

@@ -5,8 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SAMPLE := data/sample
-# train patients per body part in the demo sample (~230 train images): minutes on 2 CPU cores
-DEMO_PATIENTS ?= 10
+# train patients per body part in the demo sample (~190 train images): minutes on 2 CPU cores
+DEMO_PATIENTS ?= 8
 export HF_HUB_OFFLINE ?= 1
 
 .PHONY: install test demo sample clean

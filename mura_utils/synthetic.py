@@ -50,7 +50,9 @@ _FIRST_VALID_PATIENT = 11185  # valid ids sit above every train id, as in the re
 _STUDIES_PER_PATIENT = ((1, 2, 3), (0.75, 0.20, 0.05))
 _IMAGES_PER_STUDY = ((1, 2, 3, 4), (0.12, 0.40, 0.33, 0.15))
 _ABNORMAL_FRACTION = 0.4
-_FINDING_PROBABILITY = 0.8  # each view of an abnormal study shows the finding with this chance
+# Each view of an abnormal study shows its finding with this chance (a fracture is often seen
+# in one view only), but at least one view always does: the radiologist saw it somewhere.
+_FINDING_PROBABILITY = 0.85
 _PNG_MODES = (("L", "RGB", "LA", "I;16"), (0.76, 0.12, 0.06, 0.06))
 
 # Raw "density" levels drawn on the canvas before exposure; only their order matters.
@@ -808,11 +810,14 @@ def _write_study(root: Path, study: _Study, seed: int, index: int) -> list[str]:
     anatomy = _LAYOUTS[study.part](rng)
     normal_shapes = _shapes(anatomy)
     abnormal_shapes = _shapes(_plant_finding(rng, anatomy)[1]) if study.abnormal else None
+    shows = rng.random(study.n_images) < _FINDING_PROBABILITY
+    if study.abnormal and not shows.any():
+        shows[rng.integers(study.n_images)] = True
     paths = []
     for m in range(1, study.n_images + 1):
-        shows = study.abnormal and rng.random() < _FINDING_PROBABILITY
         view = _sample_view(rng)
-        image = render_radiograph(abnormal_shapes if shows else normal_shapes, view, rng)
+        abnormal = study.abnormal and shows[m - 1]
+        image = render_radiograph(abnormal_shapes if abnormal else normal_shapes, view, rng)
         mode = str(rng.choice(_PNG_MODES[0], p=_PNG_MODES[1]))
         relative = f"{study.folder}image{m}.png"
         target = root.parent / relative

@@ -53,6 +53,7 @@ _ABNORMAL_FRACTION = 0.4
 # Each view of an abnormal study shows its finding with this chance (a fracture is often seen
 # in one view only), but at least one view always does: the radiologist saw it somewhere.
 _FINDING_PROBABILITY = 0.85
+_FINDING_KINDS = (("hardware", "break", "degenerative"), (0.45, 0.3, 0.25))  # MURA: ~half metal
 _PNG_MODES = (("L", "RGB", "LA", "I;16"), (0.76, 0.12, 0.06, 0.06))
 
 # Raw "density" levels drawn on the canvas before exposure; only their order matters.
@@ -445,7 +446,7 @@ def _add_degenerative(rng: np.random.Generator, anatomy: Anatomy) -> Anatomy:
 
 def _plant_finding(rng: np.random.Generator, anatomy: Anatomy) -> tuple[str, Anatomy]:
     """Pick one finding for an abnormal study: hardware, a break or a degenerative joint."""
-    kind = str(rng.choice(["hardware", "break", "degenerative"], p=[0.45, 0.3, 0.25]))
+    kind = str(rng.choice(_FINDING_KINDS[0], p=_FINDING_KINDS[1]))
     if kind == "hardware":
         return kind, _add_hardware(rng, anatomy)
     if kind == "break":
@@ -614,7 +615,8 @@ def _shapes(anatomy: Anatomy) -> tuple[list, list, list]:
     Computed once per anatomy (it is the slow, Python-heavy part) and reused for every view.
     """
     tissue = [(_TISSUE, polygon) for polygon in anatomy.tissue]
-    for level, extra in ((_TISSUE, anatomy.tissue_margin), (_TISSUE + 18, 0.4 * anatomy.tissue_margin)):
+    margin = anatomy.tissue_margin
+    for level, extra in ((_TISSUE, margin), (_TISSUE + 18, 0.4 * margin)):   # thicker centre
         for bone in anatomy.bones:
             grown = replace(bone, width=bone.width + 2 * extra, fracture=None,
                             flare_a=1 + (bone.flare_a - 1) * bone.width / (bone.width + 2 * extra),
@@ -832,11 +834,13 @@ def make_sample(out_dir: str | Path, patients_per_part: int = 20, seed: int = 0,
                 overwrite: bool = False) -> Path:
     """Write a synthetic MURA-v1.1 tree under ``out_dir`` and return ``out_dir/MURA-v1.1``.
 
-    Same layout and CSVs as the real release, so it goes through the real loader. With the
-    defaults: about 460 train and 180 valid images, 40% of studies abnormal, a few MB.
-    ``valid_patients_per_part`` defaults to 40% of ``patients_per_part``. The same seed gives
-    byte-identical files. An existing non-empty ``MURA-v1.1`` folder is an error unless
-    ``overwrite`` is true, in which case it is deleted first.
+    Same layout and CSVs as the real release, so it goes through the real loader; a
+    ``SYNTHETIC_SAMPLE.txt`` beside the CSVs marks it as generated. With the defaults: about
+    450 train and 200 valid images, 40% of studies abnormal, about 8 MB, 5 s. Patients per
+    body part scale it; ``valid_patients_per_part`` defaults to 40% of ``patients_per_part``.
+    The same seed gives byte-identical files. An existing non-empty ``MURA-v1.1`` folder is an
+    error, unless ``overwrite`` is true and it holds the marker (a generated sample), in which
+    case it is replaced.
     """
     if patients_per_part < 1:
         raise ValueError("patients_per_part must be at least 1")
@@ -906,7 +910,7 @@ def _external_image(rng: np.random.Generator, fractured: bool) -> np.ndarray:
 
 
 def make_external_sample(out_dir: str | Path, seed: int = 0, *, overwrite: bool = False) -> Path:
-    """Write a Kaggle-style fracture sample and return ``out_dir/Bone_Fracture_Binary_Classification``.
+    """Write a Kaggle-style fracture sample; return ``out_dir/Bone_Fracture_Binary_Classification``.
 
     Images lie in ``<root>/Bone_Fracture_Binary_Classification/{train,val,test}/{fractured,not
     fractured}/`` (nested one level, like the download). Planted quirks, listed in

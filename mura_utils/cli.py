@@ -89,7 +89,7 @@ def _parse_value(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .models import MODEL_REGISTRY
+    from .constants import MODEL_NAMES
 
     parser = argparse.ArgumentParser(prog="mura", description="Abnormality detection on MURA radiographs.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train one model (best epoch chosen on a patient-level split)")
     train.add_argument("--data-root", required=True)
-    train.add_argument("--model", choices=sorted(MODEL_REGISTRY), default="custom_cnn")
+    train.add_argument("--model", choices=MODEL_NAMES, default="custom_cnn")
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--img-size", type=int, default=None)
     train.add_argument("--batch-size", type=int, default=32)

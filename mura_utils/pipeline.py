@@ -46,7 +46,7 @@ def _kernel_for_this_python(runs_dir: Path) -> str:
     return name
 
 
-def notebook_parameters(name: str, data_root: Path, out: Path, profile: dict, external_root: Path | None) -> dict:
+def notebook_parameters(data_root: Path, out: Path, profile: dict, external_root: Path | None) -> dict:
     """Everything a notebook may declare in its parameters cell (paths absolute); each notebook
     receives only the names it declares."""
     return {**profile, "data_root": str(data_root), "runs_dir": str(out / "runs"), "reports_dir": str(out),
@@ -92,7 +92,7 @@ def reproduce(data_root: str | Path, out: str | Path = "reports", profile: str =
         executed = runs_dir / f"{name}.ipynb"
         print(f"[mura reproduce] running {source.name} ...", flush=True)
         declared = declared_by[name]
-        offered = notebook_parameters(name, data_root, out, parameters, Path(external_root) if external_root else None)
+        offered = notebook_parameters(data_root, out, parameters, Path(external_root) if external_root else None)
         try:
             papermill.execute_notebook(str(source), str(executed), kernel_name=kernel, cwd=str(source.parent),
                                        parameters={k: v for k, v in offered.items() if k in declared},

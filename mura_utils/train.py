@@ -107,8 +107,8 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
 
     shuffle_generator = torch.Generator().manual_seed(config.seed)
     augment_generator = torch.Generator().manual_seed(config.seed + 1 + dist.rank)
-    per_rank_batches = len(train_set) // dist.world_size
-    drop_last = per_rank_batches > config.batch_size
+    images_per_rank = len(train_set) // dist.world_size
+    drop_last = images_per_rank > config.batch_size  # a last batch of 1 would break BatchNorm
     sampler = (DistributedSampler(train_set, dist.world_size, dist.rank, shuffle=True, seed=config.seed,
                                   drop_last=True) if dist.enabled else None)
     train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,

@@ -69,3 +69,9 @@ def test_local_weights_file_sums_rgb_kernels_into_one_channel(tmp_path):
 def test_missing_weights_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         build_model("resnet50", pretrained=True, weights_path=str(tmp_path / "nope.pth"))
+
+
+def test_cli_model_names_match_the_registry():
+    from mura_utils.constants import MODEL_NAMES
+
+    assert sorted(MODEL_NAMES) == sorted(MODEL_REGISTRY)

@@ -40,20 +40,20 @@ def read_rows(root: Path, name: str) -> list[str]:
     return text.splitlines()
 
 
-def image_rows(root: Path, split: str) -> list[re.Match]:
-    rows = read_rows(root, f"{split}_image_paths.csv")
-    matches = [IMAGE_ROW.match(row) for row in rows]
+def matched_rows(root: Path, name: str, pattern: re.Pattern, split: str) -> list[re.Match]:
+    rows = read_rows(root, name)
+    matches = [pattern.match(row) for row in rows]
     assert all(matches), [row for row, m in zip(rows, matches) if not m][:3]
     assert all(m.group(1) == split for m in matches)
     return matches
+
+
+def image_rows(root: Path, split: str) -> list[re.Match]:
+    return matched_rows(root, f"{split}_image_paths.csv", IMAGE_ROW, split)
 
 
 def study_rows(root: Path, split: str) -> list[re.Match]:
-    rows = read_rows(root, f"{split}_labeled_studies.csv")
-    matches = [STUDY_ROW.match(row) for row in rows]
-    assert all(matches), [row for row, m in zip(rows, matches) if not m][:3]
-    assert all(m.group(1) == split for m in matches)
-    return matches
+    return matched_rows(root, f"{split}_labeled_studies.csv", STUDY_ROW, split)
 
 
 def tree_bytes(folder: Path) -> dict[str, bytes]:

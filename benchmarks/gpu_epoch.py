@@ -6,7 +6,7 @@ baseline:  per-item DataLoader (uint8 pixels from the memmap, torchvision flip/r
            pageable memory, blocking copies.
 optimized: cache memmap read by iterate_batches in a prefetch thread (pinned memory,
            non_blocking copies),
-           batch_augment + normalize on the GPU, bf16 autocast, channels_last, batch 256,
+           batch_augment (table-lookup rotation, fused normalization) on the GPU, bf16 autocast, channels_last, batch 256,
            torch.compile with --compile.
 
 The images are synthetic, written straight into a cache-format memmap (no PNGs: the decode
@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from mura_utils.augment import AugmentConfig, batch_augment, normalize
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, if mura_utils is not installed
+from mura_utils.augment import AugmentConfig, batch_augment
 from mura_utils.cache import iterate_batches, prefetch
 from mura_utils.imaging import letterbox
 from mura_utils.models import build_model, get_spec
@@ -117,7 +118,7 @@ def make_step(model: torch.nn.Module, device: torch.device, bf16: bool, channels
         images = images.to(device, non_blocking=True)
         labels, parts = labels.to(device, non_blocking=True), parts.to(device, non_blocking=True)
         if gpu_augment:
-            images = normalize(batch_augment(images, config, generator), mean, std)
+            images = batch_augment(images, config, generator, mean, std)  # normalized in the same pass
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):

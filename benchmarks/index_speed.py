@@ -8,11 +8,13 @@ did with iterrows). Target: the project's index in under 2 s on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, if mura_utils is not installed
 from mura_utils.data import load_mura_index
 
 

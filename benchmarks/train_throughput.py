@@ -19,12 +19,15 @@ import ctypes
 import gc
 import os
 import resource
+import sys
 import threading
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, if mura_utils is not installed
 from mura_utils.models import build_model
 
 MODELS = ("custom_cnn", "resnet50", "densenet169", "efficientnet_b0")

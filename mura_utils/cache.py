@@ -254,21 +254,27 @@ def prepare_index_cache(index_df: "pd.DataFrame", img_size: int, cache_dir: str 
 
 def iterate_batches(images: np.ndarray, rows: Sequence[int] | np.ndarray, batch_size: int,
                     shuffle: bool = False, generator: "torch.Generator | None" = None,
-                    drop_last: bool = False, pin_memory: bool = False) -> Iterator[tuple["torch.Tensor", "torch.Tensor"]]:
+                    drop_last: bool = False, pin_memory: bool = False,
+                    order: Sequence[int] | np.ndarray | None = None) -> Iterator[tuple["torch.Tensor", "torch.Tensor"]]:
     """Yield (uint8 (B,1,S,S) images, int64 (B,) positions) batches straight from a cache.
 
     One gather per batch instead of B __getitem__ calls and a dict collation: ``positions``
     index ``rows`` (e.g. MuraDataset.cache_rows, so labels are ``dataset.labels[positions]``).
-    Each batch is read in increasing row order (sequential memmap access); shuffling picks
-    which rows form a batch, with ``generator`` for reproducibility.
+    Batches take ``order`` (positions, e.g. a DistributedSampler's) in chunks, else a shuffle
+    with ``generator`` or 0..N-1. Each batch is read in increasing row order (sequential memmap
+    access); which rows form a batch is what the order decides.
     """
     import torch
 
     rows = np.asarray(rows, dtype=np.int64)
-    order = torch.randperm(len(rows), generator=generator).numpy() if shuffle else np.arange(len(rows))
-    count = len(rows) // batch_size if drop_last else math.ceil(len(rows) / batch_size)
+    if order is None:
+        order = torch.randperm(len(rows), generator=generator).numpy() if shuffle else np.arange(len(rows))
+    order = np.asarray(order, dtype=np.int64)
+    count = len(order) // batch_size if drop_last else math.ceil(len(order) / batch_size)
     if len(rows) and (rows.min() < 0 or rows.max() >= len(images)):
         raise IndexError(f"iterate_batches: rows must lie in 0..{len(images) - 1}")
+    if len(order) and (order.min() < 0 or order.max() >= len(rows)):
+        raise IndexError(f"iterate_batches: order must lie in 0..{len(rows) - 1}")
     size = images.shape[1:]
     for start in range(0, count * batch_size, batch_size):
         positions = order[start:start + batch_size]

@@ -39,6 +39,7 @@ def _cmd_train(args) -> None:
                          batch_size=args.batch_size, out_dir=args.out, pretrained=not args.no_pretrained,
                          weights_path=args.weights, multitask=not args.single_task, seed=args.seed,
                          device=args.device, num_workers=args.num_workers, selection_metric=args.selection_metric,
+                         patience=args.patience,
                          use_cache=not args.no_cache, cache_dir=args.cache_dir, progress=not args.no_progress,
                          **({"lr": args.lr} if args.lr is not None else {}))
     result = fit(config, resume=args.resume)
@@ -125,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--selection-metric", choices=["study_auroc", "study_kappa"], default="study_auroc")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto")
+    train.add_argument("--patience", type=int, default=0,
+                       help="stop after this many epochs without improvement (default 0: run every epoch)")
     train.add_argument("--num-workers", type=int, default=0)
     train.add_argument("--cache-dir", default=None)
     train.add_argument("--no-cache", action="store_true")

@@ -31,7 +31,9 @@ class TrainConfig:
     augment: bool = True  # batched random flip + rotation + brightness/contrast on the training device
     rotation_degrees: float = 30.0  # max random rotation (the MURA paper's 30 degrees)
     selection_metric: str = "study_auroc"  # study_auroc | study_kappa (on the patient-level val split)
-    patience: int = 5  # epochs without improvement before early stopping; 0 disables it
+    # epochs without improvement before stopping early; 0 (default) runs the one-cycle schedule to its end,
+    # where the best epochs usually are (early epochs can score high by chance on a small validation split)
+    patience: int = 0
     # run
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:1 | mps

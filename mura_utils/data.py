@@ -224,8 +224,7 @@ class MuraDataset(Dataset):
     def __getitem__(self, position: int) -> dict:
         image = torch.from_numpy(self.pixels(position).copy()).unsqueeze(0)
         if not self.raw:
-            if self.train:
-                image = batch_augment(image.unsqueeze(0), self.augment)[0]
-            image = normalize(image, self.mean, self.std)
+            image = (batch_augment(image.unsqueeze(0), self.augment, mean=self.mean, std=self.std)[0]
+                     if self.train else normalize(image, self.mean, self.std))
         return {"image": image, "label": self.labels[position],
                 "body_part": self.body_parts[position], "position": position}

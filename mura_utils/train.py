@@ -11,6 +11,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
 from .augment import AugmentConfig, batch_augment, normalize
+from .cache import iterate_batches, prefetch
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import MuraDataset, class_weights, load_mura_index, open_image_cache, patient_split
@@ -45,6 +47,21 @@ def image_cache_for(index: pd.DataFrame, img_size: int, config: TrainConfig, dis
     cache = open_image_cache(index, img_size, config.data_root, config.cache_dir, config.progress) if dist.is_main else None
     dist.barrier()
     return cache if cache is not None else open_image_cache(index, img_size, config.data_root, config.cache_dir, False)
+
+
+def training_batches(dataset: MuraDataset, order: Sequence[int], config: TrainConfig, drop_last: bool,
+                     device: torch.device) -> Iterable[dict]:
+    """One epoch of batches in ``order`` (dataset positions). With the cache: one memmap gather
+    per batch, no per-item work (read ahead in a thread while a GPU computes); without it, a
+    DataLoader whose workers decode PNGs."""
+    pin_memory = device.type == "cuda"
+    if dataset.cache_rows is None:
+        return DataLoader(Subset(dataset, list(order)), batch_size=config.batch_size, shuffle=False,
+                          num_workers=config.num_workers, drop_last=drop_last, pin_memory=pin_memory)
+    batches = ({"image": images, "label": dataset.labels[positions], "body_part": dataset.body_parts[positions]}
+               for images, positions in iterate_batches(dataset.cache.images, dataset.cache_rows, config.batch_size,
+                                                        order=order, drop_last=drop_last, pin_memory=pin_memory))
+    return prefetch(batches) if pin_memory else batches
 
 
 def validation_predictions(model, dataset: MuraDataset, config: TrainConfig, device, amp_dtype,
@@ -111,9 +128,8 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
     drop_last = images_per_rank > config.batch_size  # a last batch of 1 would break BatchNorm
     sampler = (DistributedSampler(train_set, dist.world_size, dist.rank, shuffle=True, seed=config.seed,
                                   drop_last=True) if dist.enabled else None)
-    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
-                              generator=shuffle_generator, num_workers=config.num_workers, drop_last=drop_last,
-                              pin_memory=device.type == "cuda", persistent_workers=config.num_workers > 0)
+    epoch_size = len(sampler) if sampler is not None else len(train_set)
+    steps_per_epoch = epoch_size // config.batch_size if drop_last else math.ceil(epoch_size / config.batch_size)
 
     model = build_model(config.model, config.pretrained, config.multitask, config.weights_path).to(device)
     model = model.to(memory_format=torch.channels_last)  # faster convolutions on GPUs and on CPUs (oneDNN)
@@ -122,7 +138,7 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
             model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, pct_start=0.2,
-                                                    total_steps=max(1, config.epochs * len(train_loader)))
+                                                    total_steps=max(1, config.epochs * steps_per_epoch))
     amp_dtype = amp_dtype_for(device, config.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     augment_config = AugmentConfig(max_rotation_degrees=config.rotation_degrees) if config.augment else None
@@ -144,15 +160,21 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
             break
         if sampler is not None:
             sampler.set_epoch(epoch)
+            order = list(sampler)
+        else:
+            order = torch.randperm(len(train_set), generator=shuffle_generator).tolist()
         model.train()
         started, seen, loss_sum = time.perf_counter(), 0, 0.0
-        bar = tqdm(train_loader, desc=f"{config.model} epoch {epoch}/{config.epochs}", leave=False,
+        bar = tqdm(training_batches(train_set, order, config, drop_last, device), total=steps_per_epoch,
+                   desc=f"{config.model} epoch {epoch}/{config.epochs}", leave=False,
                    disable=not (config.progress and dist.is_main))
         for batch in bar:
             images = batch["image"].to(device, non_blocking=True)
-            if augment_config is not None:
-                images = batch_augment(images, augment_config, augment_generator)
-            images = normalize(images, spec.mean, spec.std).contiguous(memory_format=torch.channels_last)
+            if augment_config is not None:  # augmentation and normalization in one pass
+                images = batch_augment(images, augment_config, augment_generator, spec.mean, spec.std)
+            else:
+                images = normalize(images, spec.mean, spec.std)
+            images = images.contiguous(memory_format=torch.channels_last)
             labels = batch["label"].to(device, non_blocking=True)
             body_parts = batch["body_part"].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):

@@ -229,3 +229,19 @@ def test_prefetch_keeps_order_errors_and_early_stop():
     early = prefetch(iter(range(10**6)), depth=2)
     assert next(early) == 0
     early.close()  # the producer thread notices and exits instead of blocking forever
+
+
+def test_iterate_batches_follows_a_given_order(images, tmp_path):
+    import torch
+
+    cache = prepare_cache(images, 64, tmp_path / "cache", num_workers=1, progress=False)
+    rows = np.arange(len(images))[::-1].copy()
+    order = [5, 1, 7, 2, 0]  # e.g. one DDP rank's share of an epoch
+    batches = list(iterate_batches(cache.images, rows, 2, order=order))
+    assert [sorted(p.tolist()) for _, p in batches] == [[1, 5], [2, 7], [0]]
+    for batch, positions in batches:
+        for image, position in zip(batch, positions.tolist()):
+            assert torch.equal(image[0], torch.from_numpy(np.array(cache.images[rows[position]])))
+    assert len(list(iterate_batches(cache.images, rows, 2, order=order, drop_last=True))) == 2
+    with pytest.raises(IndexError, match="order"):
+        next(iterate_batches(cache.images, rows, 2, order=[len(images)]))

@@ -54,6 +54,25 @@ def test_same_seed_gives_identical_metrics(tiny_mura, tmp_path):
                                   second.history.drop(columns=["train_seconds", "images_per_second"]))
 
 
+def test_early_stopping_only_when_asked(tiny_mura, tmp_path, monkeypatch):
+    """patience=N stops N epochs after the last improvement; the default runs every epoch."""
+    real_metrics = train_module.compute_metrics
+
+    def flat_after_first_epoch(predictions):
+        metrics = real_metrics(predictions)
+        metrics["study"]["auroc"] = 0.9 if len(calls) == 0 else 0.5  # epoch 1 is best, the rest never improve
+        calls.append(1)
+        return metrics
+
+    calls = []
+    monkeypatch.setattr(train_module, "compute_metrics", flat_after_first_epoch)
+    stopped = fit(tiny_config(tiny_mura, tmp_path / "stopped", epochs=6, patience=2))
+    assert list(stopped.history["epoch"]) == [1, 2, 3] and stopped.best_epoch == 1
+    calls.clear()
+    full = fit(tiny_config(tiny_mura, tmp_path / "full", epochs=4))
+    assert list(full.history["epoch"]) == [1, 2, 3, 4] and full.best_epoch == 1
+
+
 def test_resume_continues_from_last_checkpoint(tiny_mura, tmp_path, monkeypatch):
     straight = fit(tiny_config(tiny_mura, tmp_path / "straight", epochs=3))
     calls = {"count": 0}

@@ -89,3 +89,10 @@ def test_same_seed_same_batch_and_float_input(batch):
     assert torch.equal(first, again) and not torch.equal(first, other)
     as_float = batch_augment(batch.float() / 255, AugmentConfig(), torch.Generator().manual_seed(7), 0.5, 0.25)
     assert torch.allclose(first, as_float, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (benchmarks/gpu_check.sh runs it on a GPU)")
+def test_cuda_gives_the_cpu_pixels(batch):
+    cpu = batch_augment(batch, AugmentConfig(), torch.Generator().manual_seed(5), 0.5, 0.25)
+    cuda = batch_augment(batch.cuda(), AugmentConfig(), torch.Generator().manual_seed(5), 0.5, 0.25)
+    assert cuda.is_cuda and torch.allclose(cpu, cuda.cpu(), atol=1e-5)

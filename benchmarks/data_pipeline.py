@@ -3,7 +3,7 @@
 (a) notebooks: a Dataset doing PIL open + convert('L') + torchvision transforms per item
     (Resize, flip, RandomRotation(30), ColorJitter, ToTensor, Normalize), DataLoader workers.
 (b) project: prepare_cache once (timed separately), then what mura_utils.train runs on a
-    CPU: train.training_batches (one memmap gather per batch, no workers, no per-item
+    CPU: train.TrainingBatches (one memmap gather per batch, no workers, no per-item
     work) + augment.batch_augment (per-sample flip, lookup-table rotation, exposure and
     normalization in one pass).
 
@@ -37,7 +37,7 @@ from mura_utils.cache import cache_files, prepare_cache
 from mura_utils.config import TrainConfig
 from mura_utils.constants import BODY_PARTS
 from mura_utils.data import MuraDataset
-from mura_utils.train import training_batches
+from mura_utils.train import TrainingBatches
 
 MEAN, STD = 0.5, 0.25
 
@@ -184,23 +184,23 @@ def main() -> None:
     print(f"prepare_cache: build {build:.2f} s ({len(paths) / build:.0f} images/s, {args.workers} processes), "
           f"reopen + validate {reopen * 1000:.0f} ms", flush=True)
 
-    # (b) exactly what mura_utils.train runs on the CPU: the cache read by training_batches
+    # (b) exactly what mura_utils.train runs on the CPU: the cache read by TrainingBatches
     # in a fresh shuffled order each epoch, then batch_augment with the model's normalization
     config, generator = AugmentConfig(), torch.Generator().manual_seed(0)
     dataset = MuraDataset(index, args.img_size, raw=True, cache=cache)
-    train_config = TrainConfig(batch_size=args.batch_size, num_workers=args.project_workers)
-    cpu = torch.device("cpu")
+    training_batches = TrainingBatches(dataset, TrainConfig(batch_size=args.batch_size, num_workers=args.project_workers),
+                                       drop_last=False, device=torch.device("cpu"))
 
     def project_epoch() -> int:
         seen = 0
         order = torch.randperm(len(dataset), generator=generator).tolist()
-        for batch in training_batches(dataset, order, train_config, drop_last=False, device=cpu):
+        for batch in training_batches.epoch(order):
             images = batch_augment(batch["image"], config, generator, MEAN, STD)
             images.sum()
             seen += len(batch["label"])
         return seen
 
-    print("(b) project: cache + train.training_batches + augment.batch_augment (CPU)", flush=True)
+    print("(b) project: cache + train.TrainingBatches + augment.batch_augment (CPU)", flush=True)
     results["b"] = timed_epochs("(b)", args.epochs, project_epoch)
 
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")

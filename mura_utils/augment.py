@@ -5,8 +5,10 @@ re-exposed here with per-sample random parameters. Rotation is nearest-neighbour
 torchvision's ``RandomRotation`` default, which the earlier notebooks used) over a grid of
 angles (1 degree apart by default), so every (angle, flip) pair is a precomputed table of source
 pixel indices: augmenting costs one gather per image plus one fused multiply-add-clamp for
-exposure and normalization (~0.15 ms per 224 px image on one CPU core, about 4x cheaper than a
-bilinear ``grid_sample``). CPU and GPU give the same pixels for the same random draws.
+exposure and normalization (~0.16 ms per 224 px image in all on 2 CPU cores, 5x less than the
+bilinear ``grid_sample`` version). CPU and GPU rotate to the same pixels for the same draws.
+Memory: host tables 2 x A x H x W int32 (24 MiB at 224 px, 48 MiB at 320 px, 61 angles); on a GPU
+they are int64 (twice that) and each batch needs an int64 (N, H*W) index (210 MB at 320 px, batch 256).
 """
 from __future__ import annotations
 

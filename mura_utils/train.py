@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 from tqdm.auto import tqdm
 
 from .augment import AugmentConfig, batch_augment, normalize
@@ -49,19 +49,45 @@ def image_cache_for(index: pd.DataFrame, img_size: int, config: TrainConfig, dis
     return cache if cache is not None else open_image_cache(index, img_size, config.data_root, config.cache_dir, False)
 
 
-def training_batches(dataset: MuraDataset, order: Sequence[int], config: TrainConfig, drop_last: bool,
-                     device: torch.device) -> Iterable[dict]:
-    """One epoch of batches in ``order`` (dataset positions). With the cache: one memmap gather
-    per batch, no per-item work (read ahead in a thread while a GPU computes); without it, a
-    DataLoader whose workers decode PNGs."""
-    pin_memory = device.type == "cuda"
-    if dataset.cache_rows is None:
-        return DataLoader(Subset(dataset, list(order)), batch_size=config.batch_size, shuffle=False,
-                          num_workers=config.num_workers, drop_last=drop_last, pin_memory=pin_memory)
-    batches = ({"image": images, "label": dataset.labels[positions], "body_part": dataset.body_parts[positions]}
-               for images, positions in iterate_batches(dataset.cache.images, dataset.cache_rows, config.batch_size,
-                                                        order=order, drop_last=drop_last, pin_memory=pin_memory))
-    return prefetch(batches) if pin_memory else batches
+class _EpochOrder(Sampler):
+    """A DataLoader sampler that yields the positions set for the current epoch."""
+
+    def __init__(self) -> None:
+        self.order: list[int] = []
+
+    def __iter__(self):
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+class TrainingBatches:
+    """Each epoch's training batches, in an order the caller draws (a shuffle, or a
+    DistributedSampler's share). With the decode-once cache: one memmap gather per batch, no
+    per-item work, read ahead in a thread while a GPU computes. Without it: one DataLoader whose
+    (persistent) workers decode PNGs."""
+
+    def __init__(self, dataset: MuraDataset, config: TrainConfig, drop_last: bool, device: torch.device):
+        self.dataset, self.batch_size, self.drop_last = dataset, config.batch_size, drop_last
+        self.pin_memory = device.type == "cuda"
+        self.sampler, self.loader = _EpochOrder(), None
+        if dataset.cache_rows is None:
+            self.loader = DataLoader(dataset, batch_size=config.batch_size, sampler=self.sampler,
+                                     num_workers=config.num_workers, drop_last=drop_last, pin_memory=self.pin_memory,
+                                     persistent_workers=config.num_workers > 0)
+
+    def epoch(self, order: Sequence[int]) -> Iterable[dict]:
+        if self.loader is not None:
+            self.sampler.order = list(order)
+            return self.loader
+        dataset = self.dataset
+        batches = ({"image": images, "label": dataset.labels[positions], "body_part": dataset.body_parts[positions],
+                    "position": positions}
+                   for images, positions in iterate_batches(dataset.cache.images, dataset.cache_rows, self.batch_size,
+                                                            order=order, drop_last=self.drop_last,
+                                                            pin_memory=self.pin_memory))
+        return prefetch(batches) if self.pin_memory else batches
 
 
 def validation_predictions(model, dataset: MuraDataset, config: TrainConfig, device, amp_dtype,
@@ -128,6 +154,7 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
     drop_last = images_per_rank > config.batch_size  # a last batch of 1 would break BatchNorm
     sampler = (DistributedSampler(train_set, dist.world_size, dist.rank, shuffle=True, seed=config.seed,
                                   drop_last=True) if dist.enabled else None)
+    training_batches = TrainingBatches(train_set, config, drop_last, device)
     epoch_size = len(sampler) if sampler is not None else len(train_set)
     steps_per_epoch = epoch_size // config.batch_size if drop_last else math.ceil(epoch_size / config.batch_size)
 
@@ -165,7 +192,7 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
             order = torch.randperm(len(train_set), generator=shuffle_generator).tolist()
         model.train()
         started, seen, loss_sum = time.perf_counter(), 0, 0.0
-        bar = tqdm(training_batches(train_set, order, config, drop_last, device), total=steps_per_epoch,
+        bar = tqdm(training_batches.epoch(order), total=steps_per_epoch,
                    desc=f"{config.model} epoch {epoch}/{config.epochs}", leave=False,
                    disable=not (config.progress and dist.is_main))
         for batch in bar:

@@ -73,6 +73,41 @@ def test_early_stopping_only_when_asked(tiny_mura, tmp_path, monkeypatch):
     assert list(full.history["epoch"]) == [1, 2, 3, 4] and full.best_epoch == 1
 
 
+def test_training_batches_same_with_and_without_cache(tiny_mura, tmp_path):
+    """The cache path (one gather per batch) and the DataLoader path (persistent workers decoding
+    PNGs) give the same batches for the same order, epoch after epoch."""
+    from mura_utils.data import MuraDataset, open_image_cache
+
+    index = load_mura_index(tiny_mura, splits=("train",)).head(20)
+    config = tiny_config(tiny_mura, tmp_path / "run", batch_size=6, num_workers=1)
+    cache = open_image_cache(index, 32, tiny_mura, tmp_path / "cache", progress=False)
+    cached = train_module.TrainingBatches(MuraDataset(index, 32, raw=True, cache=cache), config, True, torch.device("cpu"))
+    decoded = train_module.TrainingBatches(MuraDataset(index, 32, raw=True), config, True, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        order = torch.randperm(len(index), generator=generator).tolist()
+        pairs = list(zip(cached.epoch(order), decoded.epoch(order)))
+        assert len(pairs) == len(index) // 6  # drop_last
+        for ours, theirs in pairs:
+            ours_sorted, theirs_sorted = ours["position"].argsort(), theirs["position"].argsort()
+            assert ours["position"][ours_sorted].tolist() == theirs["position"][theirs_sorted].tolist()
+            for key in ("image", "label", "body_part"):
+                assert torch.equal(ours[key][ours_sorted], theirs[key][theirs_sorted]), key
+        assert sorted(p for ours, _ in pairs for p in ours["position"].tolist()) == sorted(order[:18])
+
+
+def test_fit_without_cache(tiny_mura, tmp_path):
+    result = fit(tiny_config(tiny_mura, tmp_path / "run", epochs=1, use_cache=False))
+    assert result.best_epoch == 1 and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (benchmarks/gpu_check.sh runs it on a GPU)")
+def test_fit_on_cuda(tiny_mura, tmp_path):
+    """Pinned batches, the prefetch thread, non_blocking copies and augmentation on the GPU."""
+    result = fit(tiny_config(tiny_mura, tmp_path / "run", epochs=2, device="cuda"))
+    assert (tmp_path / "run" / "best.pt").is_file() and result.history["train_loss"].notna().all()
+
+
 def test_resume_continues_from_last_checkpoint(tiny_mura, tmp_path, monkeypatch):
     straight = fit(tiny_config(tiny_mura, tmp_path / "straight", epochs=3))
     calls = {"count": 0}

@@ -91,7 +91,8 @@ def _rotate_and_flip(images: torch.Tensor, angle_ids: torch.Tensor, flips: torch
         batched_gather = images.device.type != "cpu"
     if not batched_gather:  # a numpy take per image: no (N, H*W) int64 index to build
         tables = rotation_tables(height, width, angles_degrees)
-        source, rotated = flat.numpy(), np.empty((count, height, width), flat.numpy().dtype)
+        source = flat.numpy()
+        rotated = np.empty((count, height, width), source.dtype)
         for position, (angle_id, flip) in enumerate(zip(angle_ids.tolist(), flips.tolist())):
             np.take(source[position], tables[int(flip), angle_id], out=rotated[position])
         return torch.from_numpy(rotated).unsqueeze(1)

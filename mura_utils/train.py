@@ -77,6 +77,10 @@ class TrainingBatches:
                                      num_workers=config.num_workers, drop_last=drop_last, pin_memory=self.pin_memory,
                                      persistent_workers=config.num_workers > 0)
 
+    def steps(self, epoch_size: int) -> int:
+        """Batches (optimizer steps) in an epoch of ``epoch_size`` images."""
+        return epoch_size // self.batch_size if self.drop_last else math.ceil(epoch_size / self.batch_size)
+
     def epoch(self, order: Sequence[int]) -> Iterable[dict]:
         if self.loader is not None:
             self.sampler.order = list(order)
@@ -155,8 +159,7 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
     sampler = (DistributedSampler(train_set, dist.world_size, dist.rank, shuffle=True, seed=config.seed,
                                   drop_last=True) if dist.enabled else None)
     training_batches = TrainingBatches(train_set, config, drop_last, device)
-    epoch_size = len(sampler) if sampler is not None else len(train_set)
-    steps_per_epoch = epoch_size // config.batch_size if drop_last else math.ceil(epoch_size / config.batch_size)
+    steps_per_epoch = training_batches.steps(len(sampler) if sampler is not None else len(train_set))
 
     model = build_model(config.model, config.pretrained, config.multitask, config.weights_path).to(device)
     model = model.to(memory_format=torch.channels_last)  # faster convolutions on GPUs and on CPUs (oneDNN)

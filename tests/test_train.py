@@ -87,7 +87,7 @@ def test_training_batches_same_with_and_without_cache(tiny_mura, tmp_path):
     for _ in range(2):
         order = torch.randperm(len(index), generator=generator).tolist()
         pairs = list(zip(cached.epoch(order), decoded.epoch(order)))
-        assert len(pairs) == len(index) // 6  # drop_last
+        assert len(pairs) == len(index) // 6 == cached.steps(len(order)) == decoded.steps(len(order))  # drop_last
         for ours, theirs in pairs:
             ours_sorted, theirs_sorted = ours["position"].argsort(), theirs["position"].argsort()
             assert ours["position"][ours_sorted].tolist() == theirs["position"][theirs_sorted].tolist()

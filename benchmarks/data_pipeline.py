@@ -14,6 +14,7 @@ the epochs after the first (warm-up). The last line is the ratio (b) / (a).
         [--batch-size 64] [--workers 2] [--project-workers 0] [--epochs 3] [--threads N] \
         [--out-dir /tmp/mura_pipeline_bench]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,7 +65,7 @@ def synthetic_radiograph(rng: np.random.Generator, height: int, width: int) -> n
         medulla = soft_ellipse(cx, 0, rx * 0.6, 0.9, bone_angle)
         image += rng.uniform(100, 150) * cortex - rng.uniform(30, 60) * medulla
     top, left = int(rng.integers(5, height // 6)), int(rng.integers(5, width // 6))
-    image[top:top + 20, left:left + 14] = 250  # the "L"/"R" marker
+    image[top : top + 20, left : left + 14] = 250  # the "L"/"R" marker
     image += rng.normal(0, rng.uniform(2, 5), image.shape).astype(np.float32)
     return np.clip(image, 0, 255).astype(np.uint8)
 
@@ -99,10 +100,16 @@ class NotebookDataset(Dataset):
 
     def __init__(self, paths: list[str], labels: list[int], img_size: int):
         self.paths, self.labels = paths, labels
-        self.transform = transforms.Compose([
-            transforms.Resize((img_size, img_size)), transforms.RandomHorizontalFlip(),
-            transforms.RandomRotation(30), transforms.ColorJitter(brightness=0.2, contrast=0.2),
-            transforms.ToTensor(), transforms.Normalize([MEAN], [STD])])
+        self.transform = transforms.Compose(
+            [
+                transforms.Resize((img_size, img_size)),
+                transforms.RandomHorizontalFlip(),
+                transforms.RandomRotation(30),
+                transforms.ColorJitter(brightness=0.2, contrast=0.2),
+                transforms.ToTensor(),
+                transforms.Normalize([MEAN], [STD]),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -130,13 +137,18 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2, help="notebook DataLoader workers and cache-build processes")
-    parser.add_argument("--project-workers", type=int, default=0,
-                        help="TrainConfig.num_workers of (b) (only used without a cache)")
+    parser.add_argument(
+        "--project-workers", type=int, default=0, help="TrainConfig.num_workers of (b) (only used without a cache)"
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--out-dir", default="/tmp/mura_pipeline_bench")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads of the training process (default: torch's choice); "
-                             "1 can win on a 2-core machine that other jobs share")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads of the training process (default: torch's choice); "
+        "1 can win on a 2-core machine that other jobs share",
+    )
     parser.add_argument("--skip-notebook", action="store_true", help="only time the project pipelines")
     args = parser.parse_args()
 
@@ -145,13 +157,17 @@ def main() -> None:
     out = Path(args.out_dir)
     paths = synthetic_pngs(out / "png", args.images, args.workers)
     rng = np.random.default_rng(0)
-    index = pd.DataFrame({"path": paths, "label": rng.integers(0, 2, len(paths)),
-                          "body_part": rng.choice(BODY_PARTS, len(paths))})
+    index = pd.DataFrame(
+        {"path": paths, "label": rng.integers(0, 2, len(paths)), "body_part": rng.choice(BODY_PARTS, len(paths))}
+    )
     mib = sum(os.path.getsize(p) for p in paths) / 2**20
-    print(f"{len(paths)} PNGs ({mib:.0f} MiB, {mib * 1024 / len(paths):.0f} KiB each), img_size {args.img_size}, "
-          f"batch {args.batch_size}, {args.workers} workers, {args.epochs} epochs, "
-          f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"{len(paths)} PNGs ({mib:.0f} MiB, {mib * 1024 / len(paths):.0f} KiB each), img_size {args.img_size}, "
+        f"batch {args.batch_size}, {args.workers} workers, {args.epochs} epochs, "
+        f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
 
     def loader_kw(workers: int) -> dict:
         return dict(batch_size=args.batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
@@ -181,15 +197,22 @@ def main() -> None:
     started = time.perf_counter()
     prepare_cache(paths, args.img_size, cache_dir)
     reopen = time.perf_counter() - started
-    print(f"prepare_cache: build {build:.2f} s ({len(paths) / build:.0f} images/s, {args.workers} processes), "
-          f"reopen + validate {reopen * 1000:.0f} ms", flush=True)
+    print(
+        f"prepare_cache: build {build:.2f} s ({len(paths) / build:.0f} images/s, {args.workers} processes), "
+        f"reopen + validate {reopen * 1000:.0f} ms",
+        flush=True,
+    )
 
     # (b) exactly what mura_utils.train runs on the CPU: the cache read by TrainingBatches
     # in a fresh shuffled order each epoch, then batch_augment with the model's normalization
     config, generator = AugmentConfig(), torch.Generator().manual_seed(0)
     dataset = MuraDataset(index, args.img_size, raw=True, cache=cache)
-    training_batches = TrainingBatches(dataset, TrainConfig(batch_size=args.batch_size, num_workers=args.project_workers),
-                                       drop_last=False, device=torch.device("cpu"))
+    training_batches = TrainingBatches(
+        dataset,
+        TrainConfig(batch_size=args.batch_size, num_workers=args.project_workers),
+        drop_last=False,
+        device=torch.device("cpu"),
+    )
 
     def project_epoch() -> int:
         seen = 0

@@ -17,6 +17,7 @@ CUDA it refuses; --dry-run runs every part on the CPU with tiny sizes to check t
     PYTHONPATH=. python benchmarks/gpu_epoch.py [--compile] [--workers 8] [--max-steps N]
     PYTHONPATH=. python benchmarks/gpu_epoch.py --dry-run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,9 @@ def synthetic_cache(path: Path, count: int, img_size: int, distinct: int = 64) -
         path.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         rng = np.random.default_rng(0)
-        bases = np.stack([letterbox(synthetic_radiograph(rng, *mura_like_shape(rng)), img_size)
-                          for _ in range(distinct)])
+        bases = np.stack(
+            [letterbox(synthetic_radiograph(rng, *mura_like_shape(rng)), img_size) for _ in range(distinct)]
+        )
         temporary = path.with_name(path.name + ".tmp")
         images = np.memmap(temporary, dtype=np.uint8, mode="w+", shape=shape)
         for start in range(0, count, 1024):
@@ -59,8 +61,10 @@ def synthetic_cache(path: Path, count: int, img_size: int, distinct: int = 64) -
         images.flush()
         del images
         os.replace(temporary, path)
-        print(f"wrote {path} ({count * img_size * img_size / 1e9:.2f} GB) in {time.perf_counter() - started:.1f} s",
-              flush=True)
+        print(
+            f"wrote {path} ({count * img_size * img_size / 1e9:.2f} GB) in {time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
     return np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
 
 
@@ -69,10 +73,15 @@ class PerItemDataset(Dataset):
 
     def __init__(self, images: np.ndarray, labels: torch.Tensor, parts: torch.Tensor, mean: float, std: float):
         self.images, self.labels, self.parts = images, labels, parts
-        self.transform = transforms.Compose([
-            transforms.RandomHorizontalFlip(), transforms.RandomRotation(30),
-            transforms.ColorJitter(brightness=0.2, contrast=0.2),
-            transforms.ConvertImageDtype(torch.float32), transforms.Normalize([mean], [std])])
+        self.transform = transforms.Compose(
+            [
+                transforms.RandomHorizontalFlip(),
+                transforms.RandomRotation(30),
+                transforms.ColorJitter(brightness=0.2, contrast=0.2),
+                transforms.ConvertImageDtype(torch.float32),
+                transforms.Normalize([mean], [std]),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -102,15 +111,25 @@ def train_epoch(name: str, batches, total_steps: int, step, warmup: int, device:
     sync()
     seconds = time.perf_counter() - started
     rate = seen / seconds
-    memory = (f", peak CUDA memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
-              if device.type == "cuda" else "")
-    print(f"  {name}: {seen} images in {seconds:.1f} s = {rate:.0f} images/s "
-          f"(warm-up {warmup} steps: {warmup_seconds:.1f} s{memory})", flush=True)
+    memory = f", peak CUDA memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device.type == "cuda" else ""
+    print(
+        f"  {name}: {seen} images in {seconds:.1f} s = {rate:.0f} images/s "
+        f"(warm-up {warmup} steps: {warmup_seconds:.1f} s{memory})",
+        flush=True,
+    )
     return {"rate": rate, "seconds": seconds, "warmup": warmup_seconds}
 
 
-def make_step(model: torch.nn.Module, device: torch.device, bf16: bool, channels_last: bool,
-              gpu_augment: bool, mean: float, std: float, generator: torch.Generator):
+def make_step(
+    model: torch.nn.Module,
+    device: torch.device,
+    bf16: bool,
+    channels_last: bool,
+    gpu_augment: bool,
+    mean: float,
+    std: float,
+    generator: torch.Generator,
+):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     config = AugmentConfig()
 
@@ -123,8 +142,9 @@ def make_step(model: torch.nn.Module, device: torch.device, bf16: bool, channels
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             outputs = model(images)
-            loss = (F.binary_cross_entropy_with_logits(outputs["abnormality"].float(), labels)
-                    + 0.3 * F.cross_entropy(outputs["body_part"].float(), parts))
+            loss = F.binary_cross_entropy_with_logits(outputs["abnormality"].float(), labels) + 0.3 * F.cross_entropy(
+                outputs["body_part"].float(), parts
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -145,7 +165,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the optimized model")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--work-dir", default="/tmp/mura_gpu_epoch")
-    parser.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU: checks the script, times nothing useful")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="tiny sizes on the CPU: checks the script, times nothing useful"
+    )
     args = parser.parse_args()
     args.warmup = max(1, args.warmup)
 
@@ -161,7 +183,9 @@ def main() -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (dry run)"
     print(f"{where}; {args.model} at {args.img_size}px, {args.images} images; torch {torch.__version__}", flush=True)
 
-    images = synthetic_cache(Path(args.work_dir) / f"synthetic_{args.images}x{args.img_size}.u8", args.images, args.img_size)
+    images = synthetic_cache(
+        Path(args.work_dir) / f"synthetic_{args.images}x{args.img_size}.u8", args.images, args.img_size
+    )
     generator = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 2, (args.images,), generator=generator).float()
     parts = torch.randint(0, 7, (args.images,), generator=generator)
@@ -175,28 +199,49 @@ def main() -> None:
         return args.warmup + min(steps - args.warmup, args.max_steps or steps)
 
     if not args.skip_baseline:
-        print(f"baseline: per-item loader ({args.workers} workers), fp32, NCHW, batch {args.baseline_batch_size}", flush=True)
-        loader = DataLoader(PerItemDataset(images, labels, parts, spec.mean, spec.std), batch_size=args.baseline_batch_size,
-                            shuffle=True, drop_last=True, num_workers=args.workers)
+        print(
+            f"baseline: per-item loader ({args.workers} workers), fp32, NCHW, batch {args.baseline_batch_size}",
+            flush=True,
+        )
+        loader = DataLoader(
+            PerItemDataset(images, labels, parts, spec.mean, spec.std),
+            batch_size=args.baseline_batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=args.workers,
+        )
         model = build_model(args.model, pretrained=False).to(device).train()
         step = make_step(model, device, False, False, False, spec.mean, spec.std, generator)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        results["baseline"] = train_epoch("baseline", loader, capped(args.baseline_batch_size), step, args.warmup, device)
+        results["baseline"] = train_epoch(
+            "baseline", loader, capped(args.baseline_batch_size), step, args.warmup, device
+        )
         del loader, model, step
 
     name = "optimized" + (" + compile" if args.compile else "")
-    print(f"{name}: prefetched memmap batches (pinned, non_blocking), GPU batch_augment, bf16, channels_last, "
-          f"batch {args.batch_size}", flush=True)
+    print(
+        f"{name}: prefetched memmap batches (pinned, non_blocking), GPU batch_augment, bf16, channels_last, "
+        f"batch {args.batch_size}",
+        flush=True,
+    )
     model = build_model(args.model, pretrained=False).to(device, memory_format=torch.channels_last).train()
     forward = torch.compile(model) if args.compile else model
     step = make_step(forward, device, True, True, True, spec.mean, spec.std, generator)
     rows = np.arange(args.images)
     pin = (lambda tensor: tensor.pin_memory()) if device.type == "cuda" else (lambda tensor: tensor)
-    batches = prefetch((batch, pin(labels[positions]), pin(parts[positions])) for batch, positions in
-                       iterate_batches(images, rows, args.batch_size, shuffle=True, drop_last=True,
-                                       generator=torch.Generator().manual_seed(1),  # its own: another thread
-                                       pin_memory=device.type == "cuda"))
+    batches = prefetch(
+        (batch, pin(labels[positions]), pin(parts[positions]))
+        for batch, positions in iterate_batches(
+            images,
+            rows,
+            args.batch_size,
+            shuffle=True,
+            drop_last=True,
+            generator=torch.Generator().manual_seed(1),  # its own: another thread
+            pin_memory=device.type == "cuda",
+        )
+    )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     results["optimized"] = train_epoch(name, batches, capped(args.batch_size), step, args.warmup, device)

@@ -5,6 +5,7 @@ did with iterrows). Target: the project's index in under 2 s on 2 CPU cores.
 
     python benchmarks/index_speed.py [--rows 40000] [--dir /tmp/mura_index_bench]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,14 @@ def naive_index(root: Path) -> pd.DataFrame:
     rows = []
     for _, row in images.iterrows():
         parts = row["path"].split("/")
-        rows.append({"path": str(root.parent / row["path"]), "body_part": parts[2][3:], "patient": parts[3],
-                     "label": labels["/".join(parts[:5]) + "/"]})
+        rows.append(
+            {
+                "path": str(root.parent / row["path"]),
+                "body_part": parts[2][3:],
+                "patient": parts[3],
+                "label": labels["/".join(parts[:5]) + "/"],
+            }
+        )
     return pd.DataFrame(rows)
 
 

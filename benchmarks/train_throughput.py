@@ -12,6 +12,7 @@ resident set while the setting runs (sampled with psutil, approximate).
     PYTHONPATH=. python benchmarks/train_throughput.py --device cuda --img-size 320 \
         --batch-size 64 --steps 20 --compile
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,6 +40,7 @@ class PeakRss:
     def __init__(self):
         try:
             import psutil
+
             self._rss = psutil.Process().memory_info
         except ImportError:
             self._rss = None
@@ -52,7 +54,7 @@ class PeakRss:
         while not self._stop.wait(0.002):
             self.peak = max(self.peak, self._current())
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         gc.collect()
         try:  # hand freed heap back to the OS so an earlier model's memory is not counted as reuse
             ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -80,8 +82,9 @@ def default_settings(device: torch.device, compile_: bool) -> list[str]:
     return settings + (["bf16+channels_last+compile"] if compile_ else [])
 
 
-def measure(name: str, setting: str, device: torch.device, img_size: int, batch_size: int,
-            steps: int, warmup: int) -> tuple[float, int]:
+def measure(
+    name: str, setting: str, device: torch.device, img_size: int, batch_size: int, steps: int, warmup: int
+) -> tuple[float, int]:
     """(images/s, peak bytes) of ``steps`` timed training steps after ``warmup`` untimed ones."""
     channels_last, bf16, compiled = "channels_last" in setting, "bf16" in setting, "compile" in setting
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -101,12 +104,13 @@ def measure(name: str, setting: str, device: torch.device, img_size: int, batch_
 
         def step() -> None:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                outputs = forward(images)
-                loss = (F.binary_cross_entropy_with_logits(outputs["abnormality"].float(), labels)
-                        + 0.3 * F.cross_entropy(outputs["body_part"].float(), parts))
-            optimizer.zero_grad(set_to_none=True)
+                outputs = forward(images)  # noqa: F821 (deleted after the timing loop)
+                loss = F.binary_cross_entropy_with_logits(
+                    outputs["abnormality"].float(), labels
+                ) + 0.3 * F.cross_entropy(outputs["body_part"].float(), parts)
+            optimizer.zero_grad(set_to_none=True)  # noqa: F821
             loss.backward()
-            optimizer.step()
+            optimizer.step()  # noqa: F821
 
         for _ in range(warmup):
             step()
@@ -131,17 +135,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per model and setting")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (cuDNN autotune, compile)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--settings", default=None,
-                        help="comma list of fp32, channels_last, bf16+channels_last, bf16+channels_last+compile "
-                             "(default: fp32,channels_last on CPU; plus bf16+channels_last on CUDA)")
+    parser.add_argument(
+        "--settings",
+        default=None,
+        help="comma list of fp32, channels_last, bf16+channels_last, bf16+channels_last+compile "
+        "(default: fp32,channels_last on CPU; plus bf16+channels_last on CUDA)",
+    )
     parser.add_argument("--compile", action="store_true", help="add bf16+channels_last+compile")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else "cpu"
+        if args.device == "auto"
+        else args.device
+    )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # TF32 left at PyTorch's defaults, as a plain script gets
         where = torch.cuda.get_device_name(device)
@@ -150,8 +162,11 @@ def main() -> None:
     settings = args.settings.split(",") if args.settings else default_settings(device, args.compile)
     if settings[0] != "fp32":
         settings.insert(0, "fp32")
-    print(f"{where}; img_size {args.img_size}, batch {args.batch_size}, {args.steps} timed steps "
-          f"after {args.warmup} warm-up; torch {torch.__version__}", flush=True)
+    print(
+        f"{where}; img_size {args.img_size}, batch {args.batch_size}, {args.steps} timed steps "
+        f"after {args.warmup} warm-up; torch {torch.__version__}",
+        flush=True,
+    )
     memory = "peak CUDA MiB" if device.type == "cuda" else "RSS growth MiB"
     print(f"{'model':16s} {'setting':28s} {'images/s':>9s} {'vs fp32':>8s} {memory:>15s}", flush=True)
     for name in args.models.split(","):

@@ -4,6 +4,7 @@ The small public API below is what notebooks and scripts use; each name lives in
 one job (data, models, train, evaluate, ...). Names load on first use (PEP 562), so importing
 one light module (``mura_utils.external``, the CLI's ``--help``) does not pay for torch and timm.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -16,8 +17,14 @@ _EXPORTS = {
     "config": ["TrainConfig"],
     "constants": ["BODY_PARTS", "POSITIVE_LABEL"],
     "data": ["MuraDataset", "class_weights", "load_mura_index", "patient_split"],
-    "evaluate": ["binary_metrics", "bootstrap_ci", "choose_threshold", "compute_metrics", "evaluate_checkpoint",
-                 "study_table"],
+    "evaluate": [
+        "binary_metrics",
+        "bootstrap_ci",
+        "choose_threshold",
+        "compute_metrics",
+        "evaluate_checkpoint",
+        "study_table",
+    ],
     "external": ["load_external_index", "find_duplicates", "deduplicate"],
     "imaging": ["ImageReadError", "letterbox", "load_letterboxed", "read_grayscale"],
     "models": ["MODEL_REGISTRY", "build_model", "count_parameters"],

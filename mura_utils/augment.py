@@ -10,6 +10,7 @@ bilinear ``grid_sample`` version). CPU and GPU rotate to the same pixels for the
 Memory: host tables 2 x A x H x W int32 (24 MiB at 224 px, 48 MiB at 320 px, 61 angles); on a GPU
 they are int64 (twice that) and each batch needs an int64 (N, H*W) index (210 MB at 320 px, batch 256).
 """
+
 from __future__ import annotations
 
 import math
@@ -81,8 +82,13 @@ def _device_tables(height: int, width: int, angles_degrees: tuple[float, ...], d
     return torch.from_numpy(rotation_tables(height, width, angles_degrees).astype(np.int64)).to(device)
 
 
-def _rotate_and_flip(images: torch.Tensor, angle_ids: torch.Tensor, flips: torch.Tensor,
-                     angles_degrees: tuple[float, ...], batched_gather: bool | None = None) -> torch.Tensor:
+def _rotate_and_flip(
+    images: torch.Tensor,
+    angle_ids: torch.Tensor,
+    flips: torch.Tensor,
+    angles_degrees: tuple[float, ...],
+    batched_gather: bool | None = None,
+) -> torch.Tensor:
     """Nearest-neighbour rotation + flip of an (N,1,H,W) batch by table lookup, dtype kept.
     One ``torch.gather`` for the batch on accelerators (``batched_gather=None``: not on the CPU)."""
     count, _, height, width = images.shape
@@ -101,8 +107,13 @@ def _rotate_and_flip(images: torch.Tensor, angle_ids: torch.Tensor, flips: torch
     return flat.gather(1, index).view(count, 1, height, width)
 
 
-def batch_augment(images: torch.Tensor, config: AugmentConfig = AugmentConfig(),
-                  generator: torch.Generator | None = None, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
+def batch_augment(
+    images: torch.Tensor,
+    config: AugmentConfig = AugmentConfig(),
+    generator: torch.Generator | None = None,
+    mean: float = 0.0,
+    std: float = 1.0,
+) -> torch.Tensor:
     """Random flip + rotation + brightness/contrast for every image of an (N,1,H,W) batch.
 
     Random parameters are drawn on the CPU (with ``generator`` when given, for reproducible

@@ -32,6 +32,7 @@ API: ``prepare_index_cache(index_df, S, dir)`` / ``prepare_cache(paths, S, dir)`
 build), ``open_cache`` (open or None), ``ImageCache`` (``images``, ``paths``, ``row_of``),
 ``iterate_batches`` (whole batches from the memmap, no per-item Dataset) and ``prefetch``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,10 +43,11 @@ import queue
 import threading
 import time
 import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -72,8 +74,9 @@ class ImageCache:
         self.paths = list(paths)
         self.img_size = int(img_size)
         self._rows = {path: row for row, path in enumerate(self.paths)}
-        self.images = np.memmap(self.array_path, dtype=np.uint8, mode="r",
-                                shape=(len(self.paths), self.img_size, self.img_size))
+        self.images = np.memmap(
+            self.array_path, dtype=np.uint8, mode="r", shape=(len(self.paths), self.img_size, self.img_size)
+        )
 
     def row_of(self, path: str | os.PathLike) -> int:
         """Row of ``images`` holding this source file (paths compare as given, via os.fspath)."""
@@ -115,7 +118,9 @@ def _leftovers(array_path: Path, manifest_path: Path) -> list[Path]:
     return sorted(folder.glob(f"{array_path.name}.*.tmp")) + sorted(folder.glob(f"{manifest_path.name}.*.tmp"))
 
 
-def _stale_reason(paths: list[str], img_size: int, array_path: Path, manifest_path: Path) -> tuple[dict | None, str | None]:
+def _stale_reason(
+    paths: list[str], img_size: int, array_path: Path, manifest_path: Path
+) -> tuple[dict | None, str | None]:
     """(manifest, None) when the cache is valid, else (None, why); why is None when no trace of
     a cache exists at all (nothing to warn about)."""
     if not manifest_path.is_file():
@@ -163,8 +168,11 @@ def open_cache(paths: Iterable[str | os.PathLike], img_size: int, cache_dir: str
     manifest, reason = _stale_reason(paths, int(img_size), array_path, manifest_path)
     if manifest is None:
         if reason is not None:
-            warnings.warn(f"image cache {array_path} is not used ({reason}); prepare_cache rebuilds it",
-                          StaleCacheWarning, stacklevel=2)
+            warnings.warn(
+                f"image cache {array_path} is not used ({reason}); prepare_cache rebuilds it",
+                StaleCacheWarning,
+                stacklevel=2,
+            )
         return None
     return ImageCache(array_path, manifest["paths"], manifest["img_size"])
 
@@ -189,8 +197,9 @@ def _write_manifest(manifest_path: Path, manifest: dict) -> None:
     os.replace(temporary, manifest_path)
 
 
-def _build(paths: list[str], img_size: int, array_path: Path, manifest_path: Path,
-           num_workers: int, progress: bool) -> None:
+def _build(
+    paths: list[str], img_size: int, array_path: Path, manifest_path: Path, num_workers: int, progress: bool
+) -> None:
     array_path.parent.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)  # from here on the cache is not "complete"
     for leftover in _leftovers(array_path, manifest_path):
@@ -204,8 +213,7 @@ def _build(paths: list[str], img_size: int, array_path: Path, manifest_path: Pat
     temporary = array_path.with_name(f"{array_path.name}.{os.getpid()}.tmp")
     try:
         images = np.memmap(temporary, dtype=np.uint8, mode="w+", shape=(len(paths), img_size, img_size))
-        with tqdm(total=len(paths), desc=f"caching images at {img_size}px", unit="img",
-                  disable=not progress) as bar:
+        with tqdm(total=len(paths), desc=f"caching images at {img_size}px", unit="img", disable=not progress) as bar:
             for row, image in enumerate(_decoded(paths, img_size, num_workers)):
                 images[row] = image
                 bar.update()
@@ -215,15 +223,27 @@ def _build(paths: list[str], img_size: int, array_path: Path, manifest_path: Pat
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _write_manifest(manifest_path, {
-        "format_version": FORMAT_VERSION, "img_size": img_size, "count": len(paths),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "paths": paths,
-        "sizes": [stat.st_size for stat in stats], "mtimes_ns": [stat.st_mtime_ns for stat in stats],
-    })
+    _write_manifest(
+        manifest_path,
+        {
+            "format_version": FORMAT_VERSION,
+            "img_size": img_size,
+            "count": len(paths),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "paths": paths,
+            "sizes": [stat.st_size for stat in stats],
+            "mtimes_ns": [stat.st_mtime_ns for stat in stats],
+        },
+    )
 
 
-def prepare_cache(paths: Iterable[str | os.PathLike], img_size: int, cache_dir: str | Path,
-                  num_workers: int | None = None, progress: bool = True) -> ImageCache:
+def prepare_cache(
+    paths: Iterable[str | os.PathLike],
+    img_size: int,
+    cache_dir: str | Path,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> ImageCache:
     """The valid cache for these paths at this size, building it first if needed.
 
     Decodes with ``num_workers`` processes (None: os.cpu_count(); 0 or 1: in this process).
@@ -241,21 +261,29 @@ def prepare_cache(paths: Iterable[str | os.PathLike], img_size: int, cache_dir: 
     _build(paths, img_size, array_path, manifest_path, workers, progress)
     cache = open_cache(paths, img_size, cache_dir)
     if cache is None:
-        raise RuntimeError(f"image cache {array_path} is invalid right after building it "
-                           "(were source files modified during the build?)")
+        raise RuntimeError(
+            f"image cache {array_path} is invalid right after building it "
+            "(were source files modified during the build?)"
+        )
     return cache
 
 
-def prepare_index_cache(index_df: "pd.DataFrame", img_size: int, cache_dir: str | Path, **kwargs) -> ImageCache:
+def prepare_index_cache(index_df: pd.DataFrame, img_size: int, cache_dir: str | Path, **kwargs) -> ImageCache:
     """One cache covering every row of a MURA index table (column ``path``); keyword arguments
     go to prepare_cache. This is what training and ``mura prepare`` call."""
     return prepare_cache(index_df["path"].tolist(), img_size, cache_dir, **kwargs)
 
 
-def iterate_batches(images: np.ndarray, rows: Sequence[int] | np.ndarray, batch_size: int,
-                    shuffle: bool = False, generator: "torch.Generator | None" = None,
-                    drop_last: bool = False, pin_memory: bool = False,
-                    order: Sequence[int] | np.ndarray | None = None) -> Iterator[tuple["torch.Tensor", "torch.Tensor"]]:
+def iterate_batches(
+    images: np.ndarray,
+    rows: Sequence[int] | np.ndarray,
+    batch_size: int,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+    order: Sequence[int] | np.ndarray | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (uint8 (B,1,S,S) images, int64 (B,) positions) batches straight from a cache.
 
     One gather per batch instead of B __getitem__ calls and a dict collation: ``positions``
@@ -277,10 +305,12 @@ def iterate_batches(images: np.ndarray, rows: Sequence[int] | np.ndarray, batch_
         raise IndexError(f"iterate_batches: order must lie in 0..{len(rows) - 1}")
     size = images.shape[1:]
     for start in range(0, count * batch_size, batch_size):
-        positions = order[start:start + batch_size]
+        positions = order[start : start + batch_size]
         positions = positions[np.argsort(rows[positions], kind="stable")]
         batch = torch.empty((len(positions), 1, *size), dtype=torch.uint8, pin_memory=pin_memory)
-        np.take(images, rows[positions], axis=0, out=batch.numpy()[:, 0], mode="clip")  # checked above; "clip" avoids a buffer
+        np.take(
+            images, rows[positions], axis=0, out=batch.numpy()[:, 0], mode="clip"
+        )  # checked above; "clip" avoids a buffer
         yield batch, torch.from_numpy(positions)
 
 
@@ -322,5 +352,14 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
         stop.set()
 
 
-__all__ = ["FORMAT_VERSION", "ImageCache", "StaleCacheWarning", "cache_files", "open_cache",
-           "prepare_cache", "prepare_index_cache", "iterate_batches", "prefetch"]
+__all__ = [
+    "FORMAT_VERSION",
+    "ImageCache",
+    "StaleCacheWarning",
+    "cache_files",
+    "open_cache",
+    "prepare_cache",
+    "prepare_index_cache",
+    "iterate_batches",
+    "prefetch",
+]

@@ -4,6 +4,7 @@ the grayscale radiograph.
 The target layer comes from the model registry; ``HeadOutput`` turns the model's dict output
 into the single tensor grad-cam expects.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,9 @@ from .augment import normalize
 from .models import HeadOutput, MuraNet, cam_target_layer, get_spec
 
 
-def gradcam_heatmaps(model: MuraNet, model_name: str, images: torch.Tensor, head: str = "abnormality",
-                     class_index: int = 0) -> np.ndarray:
+def gradcam_heatmaps(
+    model: MuraNet, model_name: str, images: torch.Tensor, head: str = "abnormality", class_index: int = 0
+) -> np.ndarray:
     """Heatmaps in 0..1, shape (N,H,W), for uint8 (N,1,H,W) letterboxed images.
 
     For the abnormality head the target is its single logit: regions that raise the

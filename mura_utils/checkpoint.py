@@ -1,5 +1,6 @@
 """Saving and loading checkpoints: weights plus everything needed to rebuild and judge the model
 (config, epoch, validation metrics, threshold, package version), written atomically."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,22 +24,32 @@ def package_version() -> str:
     return __version__
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, config: TrainConfig, epoch: int,
-                    metrics: dict | None = None, threshold: float = 0.5, **extra) -> None:
+def save_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    config: TrainConfig,
+    epoch: int,
+    metrics: dict | None = None,
+    threshold: float = 0.5,
+    **extra,
+) -> None:
     """Write a checkpoint via temp file + rename: a crash never leaves a half-written file."""
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
-    atomic_torch_save({
-        "format": CHECKPOINT_FORMAT,
-        "package_version": package_version(),
-        "model_name": config.model,
-        "multitask": config.multitask,
-        "config": config.to_dict(),
-        "epoch": epoch,
-        "metrics": metrics or {},
-        "threshold": threshold,
-        "state_dict": model.state_dict(),
-        **extra,
-    }, path)
+    atomic_torch_save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "package_version": package_version(),
+            "model_name": config.model,
+            "multitask": config.multitask,
+            "config": config.to_dict(),
+            "epoch": epoch,
+            "metrics": metrics or {},
+            "threshold": threshold,
+            "state_dict": model.state_dict(),
+            **extra,
+        },
+        path,
+    )
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -53,8 +64,10 @@ def read_checkpoint(path: str | Path) -> dict:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "model_name" not in checkpoint:
         raise CheckpointError(f"{path}: not a mura_utils checkpoint (no model_name/state_dict)")
     if checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format {checkpoint.get('format')} written by mura_utils "
-                              f"{checkpoint.get('package_version')}; this version reads format {CHECKPOINT_FORMAT}")
+        raise CheckpointError(
+            f"{path}: checkpoint format {checkpoint.get('format')} written by mura_utils "
+            f"{checkpoint.get('package_version')}; this version reads format {CHECKPOINT_FORMAT}"
+        )
     return checkpoint
 
 
@@ -65,6 +78,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Mu
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:
-        raise CheckpointError(f"{path}: weights do not fit model {checkpoint['model_name']!r} "
-                              f"(multitask={checkpoint['multitask']}): {str(error)[:300]}") from error
+        raise CheckpointError(
+            f"{path}: weights do not fit model {checkpoint['model_name']!r} "
+            f"(multitask={checkpoint['multitask']}): {str(error)[:300]}"
+        ) from error
     return model.to(device).eval(), checkpoint

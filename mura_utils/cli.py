@@ -1,5 +1,6 @@
 """`mura` command line: a thin argparse front over the package (sample, prepare, train, evaluate,
 predict, reproduce). Every command only parses flags and calls one function of mura_utils."""
+
 from __future__ import annotations
 
 import argparse
@@ -35,17 +36,32 @@ def _cmd_train(args) -> None:
     from .config import TrainConfig
     from .train import fit
 
-    config = TrainConfig(model=args.model, data_root=args.data_root, epochs=args.epochs, img_size=args.img_size,
-                         batch_size=args.batch_size, out_dir=args.out, pretrained=not args.no_pretrained,
-                         weights_path=args.weights, multitask=not args.single_task, seed=args.seed,
-                         device=args.device, num_workers=args.num_workers, selection_metric=args.selection_metric,
-                         patience=args.patience,
-                         use_cache=not args.no_cache, cache_dir=args.cache_dir, progress=not args.no_progress,
-                         **({"lr": args.lr} if args.lr is not None else {}))
+    config = TrainConfig(
+        model=args.model,
+        data_root=args.data_root,
+        epochs=args.epochs,
+        img_size=args.img_size,
+        batch_size=args.batch_size,
+        out_dir=args.out,
+        pretrained=not args.no_pretrained,
+        weights_path=args.weights,
+        multitask=not args.single_task,
+        seed=args.seed,
+        device=args.device,
+        num_workers=args.num_workers,
+        selection_metric=args.selection_metric,
+        patience=args.patience,
+        use_cache=not args.no_cache,
+        cache_dir=args.cache_dir,
+        progress=not args.no_progress,
+        **({"lr": args.lr} if args.lr is not None else {}),
+    )
     result = fit(config, resume=args.resume)
     study = result.best_metrics.get("study", {})
-    print(f"best epoch {result.best_epoch}: validation (patient split) study AUROC {study.get('auroc')}, "
-          f"kappa {study.get('kappa')}; checkpoint {Path(result.out_dir) / 'best.pt'}")
+    print(
+        f"best epoch {result.best_epoch}: validation (patient split) study AUROC {study.get('auroc')}, "
+        f"kappa {study.get('kappa')}; checkpoint {Path(result.out_dir) / 'best.pt'}"
+    )
 
 
 def _cmd_evaluate(args) -> None:
@@ -53,21 +69,31 @@ def _cmd_evaluate(args) -> None:
     from .io import atomic_write_text
 
     threshold = args.threshold if args.threshold == "val" else float(args.threshold)
-    predictions, metrics = evaluate_checkpoint(args.checkpoint, args.data_root, args.split, threshold,
-                                               device=args.device, cache_dir=args.cache_dir,
-                                               use_cache=not args.no_cache, progress=not args.no_progress)
+    predictions, metrics = evaluate_checkpoint(
+        args.checkpoint,
+        args.data_root,
+        args.split,
+        threshold,
+        device=args.device,
+        cache_dir=args.cache_dir,
+        use_cache=not args.no_cache,
+        progress=not args.no_progress,
+    )
     out = Path(args.out)
     atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False))
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-    print(f"{args.split}: study AUROC {metrics['study']['auroc']}, study kappa {metrics['study']['kappa']:.3f}, "
-          f"image AUROC {metrics['image']['auroc']}; wrote {out / 'metrics.json'} and {out / 'predictions.csv'}")
+    print(
+        f"{args.split}: study AUROC {metrics['study']['auroc']}, study kappa {metrics['study']['kappa']:.3f}, "
+        f"image AUROC {metrics['image']['auroc']}; wrote {out / 'metrics.json'} and {out / 'predictions.csv'}"
+    )
 
 
 def _cmd_predict(args) -> None:
     from .predict import format_predictions, predict_paths
 
-    table = predict_paths(args.paths, args.checkpoint, device=args.device, batch_size=args.batch_size,
-                          cam_dir=args.cam_dir)
+    table = predict_paths(
+        args.paths, args.checkpoint, device=args.device, batch_size=args.batch_size, cam_dir=args.cam_dir
+    )
     sys.stdout.write(format_predictions(table, args.format).rstrip("\n") + "\n")
     if args.cam_dir:
         print(f"Grad-CAM overlays written to {args.cam_dir}", file=sys.stderr)
@@ -126,8 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--selection-metric", choices=["study_auroc", "study_kappa"], default="study_auroc")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto")
-    train.add_argument("--patience", type=int, default=0,
-                       help="stop after this many epochs without improvement (default 0: run every epoch)")
+    train.add_argument(
+        "--patience",
+        type=int,
+        default=0,
+        help="stop after this many epochs without improvement (default 0: run every epoch)",
+    )
     train.add_argument("--num-workers", type=int, default=0)
     train.add_argument("--cache-dir", default=None)
     train.add_argument("--no-cache", action="store_true")
@@ -160,11 +190,21 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--data-root", default="data/sample")
     reproduce.add_argument("--out", default="reports")
     reproduce.add_argument("--profile", choices=["demo", "full"], default="demo")
-    reproduce.add_argument("--external-root", default=None,
-                           help="external fracture set (train|val|test/fractured|not fractured); "
-                                "default: a synthetic one for the demo profile")
-    reproduce.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                           help="override one notebook parameter, e.g. -p epochs 5")
+    reproduce.add_argument(
+        "--external-root",
+        default=None,
+        help="external fracture set (train|val|test/fractured|not fractured); "
+        "default: a synthetic one for the demo profile",
+    )
+    reproduce.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="override one notebook parameter, e.g. -p epochs 5",
+    )
     reproduce.set_defaults(handler=_cmd_reproduce)
     return parser
 

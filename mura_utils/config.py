@@ -1,5 +1,6 @@
 """One bag of settings for a training run: plain defaults that the CLI, a script or a papermill
 parameters cell override. It is saved as ``config.json`` beside every checkpoint."""
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,7 @@ class TrainConfig:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict) -> TrainConfig:
         known = {field.name for field in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -59,5 +60,5 @@ class TrainConfig:
         return cls(**values)
 
     @classmethod
-    def load(cls, path: str | Path) -> "TrainConfig":
+    def load(cls, path: str | Path) -> TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))

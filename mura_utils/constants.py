@@ -1,4 +1,5 @@
 """Names shared by every module: MURA's seven body parts and the meaning of the label."""
+
 from __future__ import annotations
 
 BODY_PARTS: tuple[str, ...] = ("ELBOW", "FINGER", "FOREARM", "HAND", "HUMERUS", "SHOULDER", "WRIST")

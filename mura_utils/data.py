@@ -4,6 +4,7 @@ The official CSVs are the source of truth: the index is built from them without 
 single image, and every inconsistency (missing file, label that disagrees with its folder name,
 image without a labeled study) is an error that names the file, never a silent drop.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,15 +38,17 @@ def resolve_mura_root(root: str | Path) -> Path:
     raise MuraIndexError(
         f"{root}: not a MURA-v1.1 folder: expected {root / 'MURA-v1.1' / 'train_image_paths.csv'} "
         f"or {root / 'train_image_paths.csv'} (download MURA-v1.1 from Stanford and unzip it, "
-        "or run `mura sample DIR` for the synthetic sample)")
+        "or run `mura sample DIR` for the synthetic sample)"
+    )
 
 
 def _read_csv(csv_path: Path, columns: list[str]) -> pd.DataFrame:
     if not csv_path.is_file():
         raise MuraIndexError(f"{csv_path}: official CSV is missing")
     try:
-        table = pd.read_csv(csv_path, header=None, names=columns, dtype=str, skip_blank_lines=True,
-                            keep_default_na=False)
+        table = pd.read_csv(
+            csv_path, header=None, names=columns, dtype=str, skip_blank_lines=True, keep_default_na=False
+        )
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise MuraIndexError(f"{csv_path}: cannot parse CSV ({error})") from error
     for column in columns:
@@ -62,8 +65,10 @@ def _relative_parts(paths: list[str], csv_path: Path, n_parts: int) -> list[list
     parts = [path.replace("\\", "/").strip("/").split("/")[1:] for path in paths]
     for row, path in zip(parts, paths):
         if len(row) != n_parts - 1:
-            raise MuraIndexError(f"{csv_path}: malformed row {path!r} (expected "
-                                 "MURA-v1.1/<split>/XR_<PART>/<patient>/<study>_<positive|negative>/...)")
+            raise MuraIndexError(
+                f"{csv_path}: malformed row {path!r} (expected "
+                "MURA-v1.1/<split>/XR_<PART>/<patient>/<study>_<positive|negative>/...)"
+            )
     return parts
 
 
@@ -83,9 +88,13 @@ def _load_split(mura_root: Path, split: str) -> pd.DataFrame:
     image_paths = _read_csv(images_csv, ["image"])["image"].tolist()
     studies = _read_csv(studies_csv, ["study_path", "label"])
 
-    image_paths = list(dict.fromkeys(  # drop repeated rows, keep order; never index macOS debris
-        path for path in image_paths
-        if not (path.rsplit("/", 1)[-1].startswith("._") or path.rsplit("/", 1)[-1] in _IGNORED_NAMES)))
+    image_paths = list(
+        dict.fromkeys(  # drop repeated rows, keep order; never index macOS debris
+            path
+            for path in image_paths
+            if not (path.rsplit("/", 1)[-1].startswith("._") or path.rsplit("/", 1)[-1] in _IGNORED_NAMES)
+        )
+    )
     image_parts = _relative_parts(image_paths, images_csv, 6)
     study_parts = _relative_parts(studies["study_path"].tolist(), studies_csv, 5)
     _check_parts(image_parts, split, images_csv)
@@ -98,8 +107,10 @@ def _load_split(mura_root: Path, split: str) -> pd.DataFrame:
             raise MuraIndexError(f"{studies_csv}: label {label!r} for {study!r} is not 0 or 1")
         folder_label = 1 if study.endswith("_positive") else 0
         if int(label) != folder_label:
-            raise MuraIndexError(f"{studies_csv}: label {label} for {study!r} disagrees with its folder name "
-                                 "(_positive = 1, _negative = 0)")
+            raise MuraIndexError(
+                f"{studies_csv}: label {label} for {study!r} disagrees with its folder name "
+                "(_positive = 1, _negative = 0)"
+            )
         study_labels.setdefault(study, int(label))
 
     study_folders = ["/".join(row[:4]) for row in image_parts]
@@ -113,16 +124,17 @@ def _load_split(mura_root: Path, split: str) -> pd.DataFrame:
     absolute = [f"{root_text}/{'/'.join(row)}" for row in image_parts]
     absent = [path for path in absolute if not os.path.isfile(path)]
     if absent:
-        raise MuraIndexError(f"{images_csv}: {len(absent)} listed image(s) are missing on disk, "
-                             f"first: {absent[0]}")
-    return pd.DataFrame({
-        "path": absolute,
-        "split": split,
-        "body_part": [row[1].removeprefix("XR_") for row in image_parts],
-        "patient": [row[2] for row in image_parts],
-        "study": [folder.rsplit("_", 1)[0] for folder in study_folders],
-        "label": np.asarray(labels, dtype=np.int64),
-    })
+        raise MuraIndexError(f"{images_csv}: {len(absent)} listed image(s) are missing on disk, first: {absent[0]}")
+    return pd.DataFrame(
+        {
+            "path": absolute,
+            "split": split,
+            "body_part": [row[1].removeprefix("XR_") for row in image_parts],
+            "patient": [row[2] for row in image_parts],
+            "study": [folder.rsplit("_", 1)[0] for folder in study_folders],
+            "label": np.asarray(labels, dtype=np.int64),
+        }
+    )
 
 
 def load_mura_index(root: str | Path, splits: tuple[str, ...] = SPLITS) -> pd.DataFrame:
@@ -136,8 +148,7 @@ def load_mura_index(root: str | Path, splits: tuple[str, ...] = SPLITS) -> pd.Da
     return pd.concat(tables, ignore_index=True)[INDEX_COLUMNS]
 
 
-def patient_split(index: pd.DataFrame, val_fraction: float = 0.1,
-                  seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def patient_split(index: pd.DataFrame, val_fraction: float = 0.1, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split MURA *train* rows into train/validation by patient (no patient on both sides).
 
     Stratified by body part and label as far as whole patients allow (sklearn's
@@ -155,8 +166,10 @@ def patient_split(index: pd.DataFrame, val_fraction: float = 0.1,
     with warnings.catch_warnings():  # small strata in a tiny sample: "as far as groups allow"
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         train_positions, val_positions = next(splitter.split(train_rows, strata, groups=train_rows["patient"]))
-    return (train_rows.iloc[np.sort(train_positions)].reset_index(drop=True),
-            train_rows.iloc[np.sort(val_positions)].reset_index(drop=True))
+    return (
+        train_rows.iloc[np.sort(train_positions)].reset_index(drop=True),
+        train_rows.iloc[np.sort(val_positions)].reset_index(drop=True),
+    )
 
 
 def class_weights(train_index: pd.DataFrame) -> pd.DataFrame:
@@ -167,8 +180,9 @@ def class_weights(train_index: pd.DataFrame) -> pd.DataFrame:
     """
     counts = train_index.groupby("body_part")["label"].agg(abnormal="sum", total="count")
     counts["normal"] = counts["total"] - counts["abnormal"]
-    weights = pd.DataFrame({"w_abnormal": counts["normal"] / counts["total"],
-                            "w_normal": counts["abnormal"] / counts["total"]})
+    weights = pd.DataFrame(
+        {"w_abnormal": counts["normal"] / counts["total"], "w_normal": counts["abnormal"] / counts["total"]}
+    )
     return weights.reindex(list(BODY_PARTS)).fillna(0.5)
 
 
@@ -177,8 +191,13 @@ def default_cache_dir(data_root: str | Path) -> Path:
     return resolve_mura_root(data_root).parent / "mura_cache"
 
 
-def open_image_cache(index: pd.DataFrame, img_size: int, data_root: str | Path,
-                     cache_dir: str | Path | None = None, progress: bool = True):
+def open_image_cache(
+    index: pd.DataFrame,
+    img_size: int,
+    data_root: str | Path,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+):
     """The uint8 memory-mapped cache at ``img_size``, built if missing or stale (see
     ``mura_utils.cache``). It always covers the *whole* MURA tree (both splits), so
     ``mura prepare``, training and evaluation share one cache instead of decoding twice."""
@@ -200,16 +219,23 @@ class MuraDataset(Dataset):
     (anything with ``row_of(path)`` and ``images``) so epochs after the first never decode PNGs.
     """
 
-    def __init__(self, index: pd.DataFrame, img_size: int, train: bool = False, raw: bool = False,
-                 mean: float = 0.5, std: float = 0.25, cache=None,
-                 augment: AugmentConfig = AugmentConfig()):
+    def __init__(
+        self,
+        index: pd.DataFrame,
+        img_size: int,
+        train: bool = False,
+        raw: bool = False,
+        mean: float = 0.5,
+        std: float = 0.25,
+        cache=None,
+        augment: AugmentConfig = AugmentConfig(),
+    ):
         self.index = index.reset_index(drop=True)
         self.img_size, self.train, self.raw = img_size, train, raw
         self.mean, self.std, self.cache, self.augment = mean, std, cache, augment
         self.paths = self.index["path"].tolist()
         self.labels = torch.tensor(self.index["label"].to_numpy(), dtype=torch.float32)
-        self.body_parts = torch.tensor(self.index["body_part"].map(BODY_PART_TO_INDEX).to_numpy(),
-                                       dtype=torch.long)
+        self.body_parts = torch.tensor(self.index["body_part"].map(BODY_PART_TO_INDEX).to_numpy(), dtype=torch.long)
         self.cache_rows = None if cache is None else np.array([cache.row_of(p) for p in self.paths])
 
     def __len__(self) -> int:
@@ -224,7 +250,14 @@ class MuraDataset(Dataset):
     def __getitem__(self, position: int) -> dict:
         image = torch.from_numpy(self.pixels(position).copy()).unsqueeze(0)
         if not self.raw:
-            image = (batch_augment(image.unsqueeze(0), self.augment, mean=self.mean, std=self.std)[0]
-                     if self.train else normalize(image, self.mean, self.std))
-        return {"image": image, "label": self.labels[position],
-                "body_part": self.body_parts[position], "position": position}
+            image = (
+                batch_augment(image.unsqueeze(0), self.augment, mean=self.mean, std=self.std)[0]
+                if self.train
+                else normalize(image, self.mean, self.std)
+            )
+        return {
+            "image": image,
+            "label": self.labels[position],
+            "body_part": self.body_parts[position],
+            "position": position,
+        }

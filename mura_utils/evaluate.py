@@ -3,6 +3,7 @@
 MURA is scored per *study*: a study's probability is the mean of its images' probabilities,
 and Cohen's kappa of the thresholded study predictions is the headline number.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +21,14 @@ METRIC_KEYS = ("accuracy", "auroc", "kappa", "sensitivity", "specificity", "f1")
 
 
 @torch.no_grad()
-def predict_batches(model: torch.nn.Module, loader: DataLoader, device: torch.device, mean: float,
-                    std: float, amp_dtype: torch.dtype | None = None) -> dict[str, np.ndarray]:
+def predict_batches(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    mean: float,
+    std: float,
+    amp_dtype: torch.dtype | None = None,
+) -> dict[str, np.ndarray]:
     """Run the model over a loader of raw uint8 batches; returns positions and head outputs."""
     model.eval()
     positions, probabilities, part_probabilities = [], [], []
@@ -44,8 +51,10 @@ def predictions_table(index: pd.DataFrame, outputs: dict[str, np.ndarray]) -> pd
     order = np.argsort(outputs["position"], kind="stable")
     positions = outputs["position"][order]
     if len(np.unique(positions)) != len(positions) or len(positions) != len(index):
-        raise ValueError(f"predictions cover {len(np.unique(positions))} of {len(index)} images "
-                         f"with {len(positions) - len(np.unique(positions))} duplicates")
+        raise ValueError(
+            f"predictions cover {len(np.unique(positions))} of {len(index)} images "
+            f"with {len(positions) - len(np.unique(positions))} duplicates"
+        )
     table = index.reset_index(drop=True).iloc[positions].reset_index(drop=True).copy()
     table["probability"] = outputs["probability"][order]
     if "body_part_probabilities" in outputs:
@@ -60,10 +69,16 @@ def predictions_table(index: pd.DataFrame, outputs: dict[str, np.ndarray]) -> pd
 
 def study_table(predictions: pd.DataFrame) -> pd.DataFrame:
     """One row per study: its label, body part, number of images and mean image probability."""
-    return (predictions.groupby("study", sort=True)
-            .agg(body_part=("body_part", "first"), label=("label", "first"),
-                 probability=("probability", "mean"), images=("probability", "size"))
-            .reset_index())
+    return (
+        predictions.groupby("study", sort=True)
+        .agg(
+            body_part=("body_part", "first"),
+            label=("label", "first"),
+            probability=("probability", "mean"),
+            images=("probability", "size"),
+        )
+        .reset_index()
+    )
 
 
 def binary_metrics(labels, probabilities, threshold: float = 0.5) -> dict[str, float | None]:
@@ -96,15 +111,19 @@ def compute_metrics(predictions: pd.DataFrame, threshold: float = 0.5) -> dict:
         if part_studies.empty:
             continue
         part_metrics = binary_metrics(part_studies["label"], part_studies["probability"], threshold)
-        per_body_part[part] = {"study_kappa": part_metrics["kappa"], "study_auroc": part_metrics["auroc"],
-                               "studies": int(len(part_studies))}
+        per_body_part[part] = {
+            "study_kappa": part_metrics["kappa"],
+            "study_auroc": part_metrics["auroc"],
+            "studies": int(len(part_studies)),
+        }
     has_parts = predictions["predicted_body_part"].notna().any() if "predicted_body_part" in predictions else False
     return {
         "image": binary_metrics(predictions["label"], predictions["probability"], threshold),
         "study": binary_metrics(studies["label"], studies["probability"], threshold),
         "per_body_part": per_body_part,
-        "body_part_accuracy": (float((predictions["predicted_body_part"] == predictions["body_part"]).mean())
-                               if has_parts else None),
+        "body_part_accuracy": (
+            float((predictions["predicted_body_part"] == predictions["body_part"]).mean()) if has_parts else None
+        ),
         "n_images": int(len(predictions)),
         "n_studies": int(len(studies)),
         "threshold": float(threshold),
@@ -129,15 +148,15 @@ def choose_threshold(predictions: pd.DataFrame, criterion: str = "kappa") -> flo
     return float(candidates[int(np.argmax(scores))])
 
 
-def bootstrap_ci(predictions: pd.DataFrame, statistic, n_resamples: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    predictions: pd.DataFrame, statistic, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile CI of ``statistic(predictions_subset)`` resampling whole *studies* with replacement
     (images of one study are correlated, so resampling images would make the CI too narrow)."""
     rng = np.random.default_rng(seed)
     studies = predictions["study"].to_numpy()
     unique_studies, study_codes = np.unique(studies, return_inverse=True)
-    rows_by_study = np.split(np.argsort(study_codes, kind="stable"),
-                             np.cumsum(np.bincount(study_codes))[:-1])
+    rows_by_study = np.split(np.argsort(study_codes, kind="stable"), np.cumsum(np.bincount(study_codes))[:-1])
     values = []
     for _ in range(n_resamples):
         chosen = rng.integers(0, len(unique_studies), len(unique_studies))
@@ -154,10 +173,17 @@ def bootstrap_ci(predictions: pd.DataFrame, statistic, n_resamples: int = 1000, 
     return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
 
 
-def evaluate_checkpoint(checkpoint_path: str | Path, data_root: str | Path, split: str = "valid",
-                        threshold: float | str = 0.5, batch_size: int = 64, device: str = "auto",
-                        cache_dir: str | Path | None = None, use_cache: bool = True,
-                        progress: bool = True) -> tuple[pd.DataFrame, dict]:
+def evaluate_checkpoint(
+    checkpoint_path: str | Path,
+    data_root: str | Path,
+    split: str = "valid",
+    threshold: float | str = 0.5,
+    batch_size: int = 64,
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, dict]:
     """Predict every image of a MURA split with a checkpoint; returns (predictions, metrics).
 
     ``threshold`` is a number or 'val', the study-level threshold chosen on the patient-level

@@ -4,6 +4,7 @@ test set) and leave a self-describing run folder that the reports read.
     runs_dir/<model>_<variant>/  config.json best.pt last.pt history.csv val_predictions.csv
                                  test_predictions.csv test_metrics.json run.json
 """
+
 from __future__ import annotations
 
 import json
@@ -37,9 +38,16 @@ def run_experiment(config: TrainConfig, resume: bool = False, test_split: str = 
     out_dir = Path(config.out_dir)
     if int(os.environ.get("RANK", "0")) != 0:
         return out_dir  # under torchrun only rank 0 evaluates and writes
-    predictions, metrics = evaluate_checkpoint(out_dir / "best.pt", config.data_root, test_split,
-                                               threshold=0.5, device=config.device, cache_dir=config.cache_dir,
-                                               use_cache=config.use_cache, progress=config.progress)
+    predictions, metrics = evaluate_checkpoint(
+        out_dir / "best.pt",
+        config.data_root,
+        test_split,
+        threshold=0.5,
+        device=config.device,
+        cache_dir=config.cache_dir,
+        use_cache=config.use_cache,
+        progress=config.progress,
+    )
     atomic_write_text(out_dir / "test_predictions.csv", predictions.to_csv(index=False))
     atomic_write_text(out_dir / "test_metrics.json", json.dumps(metrics, indent=2))
     checkpoint = read_checkpoint(out_dir / "best.pt")
@@ -65,8 +73,9 @@ def run_experiment(config: TrainConfig, resume: bool = False, test_split: str = 
     return out_dir
 
 
-def run_variants(model: str, runs_dir: str | Path, variants: tuple[str, ...] = ("multitask", "single_task"),
-                 **overrides) -> list[Path]:
+def run_variants(
+    model: str, runs_dir: str | Path, variants: tuple[str, ...] = ("multitask", "single_task"), **overrides
+) -> list[Path]:
     """Train and evaluate one model as multi-task and single-task runs, so the multi-task claim
     is measured, not assumed. ``overrides`` are TrainConfig fields (epochs, img_size, ...)."""
     base = TrainConfig(model=model, **overrides)
@@ -85,8 +94,16 @@ def run_summary(run_dirs: list[str | Path]) -> pd.DataFrame:
     for run_dir in run_dirs:
         info = json.loads((Path(run_dir) / "run.json").read_text())
         metrics = json.loads((Path(run_dir) / "test_metrics.json").read_text())
-        rows.append({"run": info["run_name"], "image_accuracy": metrics["image"]["accuracy"],
-                     "image_auroc": metrics["image"]["auroc"], "study_kappa": metrics["study"]["kappa"],
-                     "study_auroc": metrics["study"]["auroc"], "body_part_accuracy": metrics["body_part_accuracy"],
-                     "best_epoch": info["best_epoch"], "train_seconds": round(info["train_seconds"], 1)})
+        rows.append(
+            {
+                "run": info["run_name"],
+                "image_accuracy": metrics["image"]["accuracy"],
+                "image_auroc": metrics["image"]["auroc"],
+                "study_kappa": metrics["study"]["kappa"],
+                "study_auroc": metrics["study"]["auroc"],
+                "body_part_accuracy": metrics["body_part_accuracy"],
+                "best_epoch": info["best_epoch"],
+                "train_seconds": round(info["train_seconds"], 1),
+            }
+        )
     return pd.DataFrame(rows)

@@ -8,6 +8,7 @@ Labels here: 1 = fractured, 0 = not fractured. MURA's 1 means "abnormal", a broa
 (fractures, but also hardware, degenerative disease, lesions), so the two labels are not the same
 question; a MURA model's "abnormal" score is only a proxy for "fractured".
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,12 +36,18 @@ LABEL_NAMES: dict[int, str] = {1: "fractured", 0: "not fractured"}
 DEFAULT_MAX_DISTANCE = 6  # bits of 64: re-encoding or light resizing moves a phash by a few bits
 MAX_NESTING = 3  # split folders may sit under up to this many wrapper folders (zips nest them)
 
-_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                  "validation": "val", "test": "test", "testing": "test"}
+_SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 _CLASS_ALIASES = {"fractured": 1, "notfractured": 0, "nonfractured": 0, "unfractured": 0}
 _KEEP_ORDER = {"test": 0, "val": 1, "train": 2}  # deduplicate keeps the test copy of a group
-_COLUMNS = ["path", "relpath", "split", "label", "sha1", "phash", "near_group", "readable",
-            "error", "width", "height"]
+_COLUMNS = ["path", "relpath", "split", "label", "sha1", "phash", "near_group", "readable", "error", "width", "height"]
 
 
 def _normalize(name: str) -> str:
@@ -71,12 +78,14 @@ def _find_split_dirs(root: Path) -> list[tuple[Path, str]]:
     for _ in range(MAX_NESTING + 1):
         deeper = []
         for folder in frontier:
-            children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()
-                              and not p.name.startswith((".", "__MACOSX")))
+            children = sorted(
+                p
+                for p in folder.iterdir()
+                if p.is_dir() and not p.is_symlink() and not p.name.startswith((".", "__MACOSX"))
+            )
             for child in children:
                 split = _split_name(child.name)
-                if split and any(_class_label(c.name) is not None for c in child.iterdir()
-                                 if c.is_dir()):
+                if split and any(_class_label(c.name) is not None for c in child.iterdir() if c.is_dir()):
                     found.append((child, split))
                 else:
                     deeper.append(child)
@@ -92,19 +101,22 @@ def _list_files(root: Path) -> tuple[list[tuple[str, str, int]], list[str]]:
             label = _class_label(class_dir.name)
             if label is None:
                 continue
-            images += [(os.path.abspath(p), split, label) for p in sorted(class_dir.iterdir())
-                       if p.is_file() and _is_image(p)]
+            images += [
+                (os.path.abspath(p), split, label) for p in sorted(class_dir.iterdir()) if p.is_file() and _is_image(p)
+            ]
     indexed = {path for path, _, _ in images}
-    ignored = sorted(os.path.abspath(os.path.join(folder, name))
-                     for folder, _, names in os.walk(root) for name in names
-                     if os.path.abspath(os.path.join(folder, name)) not in indexed)
+    ignored = sorted(
+        os.path.abspath(os.path.join(folder, name))
+        for folder, _, names in os.walk(root)
+        for name in names
+        if os.path.abspath(os.path.join(folder, name)) not in indexed
+    )
     return images, ignored
 
 
 def _hash_file(path: str) -> dict[str, Any]:
     """sha1 of the bytes, phash of the decoded grayscale image; a bad file becomes an error row."""
-    row: dict[str, Any] = {"sha1": None, "phash": None, "readable": False, "error": "",
-                           "width": None, "height": None}
+    row: dict[str, Any] = {"sha1": None, "phash": None, "readable": False, "error": "", "width": None, "height": None}
     try:
         digest = hashlib.sha1()
         with open(path, "rb") as handle:
@@ -131,8 +143,11 @@ def _default_workers() -> int:
 
 def _hash_all(paths: list[str], num_workers: int, progress: bool) -> list[dict[str, Any]]:
     """Decoding dominates the cost, so spread it over processes; small jobs stay in-process."""
-    bar = (lambda it: tqdm(it, total=len(paths), desc="hashing images", unit="img",
-                           disable=not progress)) if tqdm is not None else (lambda it: it)
+    bar = (
+        (lambda it: tqdm(it, total=len(paths), desc="hashing images", unit="img", disable=not progress))
+        if tqdm is not None
+        else (lambda it: it)
+    )
     if num_workers <= 1 or len(paths) < 4 * num_workers:
         return list(bar(map(_hash_file, paths)))
     chunksize = max(1, min(64, len(paths) // (num_workers * 8)))
@@ -154,8 +169,7 @@ def _popcount64_lut(values: np.ndarray) -> np.ndarray:
 _popcount64 = getattr(np, "bitwise_count", _popcount64_lut)
 
 
-def hamming_pairs(hashes: np.ndarray, max_distance: int = DEFAULT_MAX_DISTANCE
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def hamming_pairs(hashes: np.ndarray, max_distance: int = DEFAULT_MAX_DISTANCE) -> tuple[np.ndarray, np.ndarray]:
     """Index pairs (i < j) of uint64 hashes within ``max_distance`` differing bits.
 
     All-pairs XOR + popcount in row blocks of ~4M comparisons: O(n^2) but vectorized, so 10k hashes
@@ -166,7 +180,7 @@ def hamming_pairs(hashes: np.ndarray, max_distance: int = DEFAULT_MAX_DISTANCE
     block = max(1, (1 << 22) // max(n, 1))
     lefts, rights = [], []
     for start in range(0, n, block):
-        rows = hashes[start:start + block]
+        rows = hashes[start : start + block]
         distance = _popcount64(rows[:, None] ^ hashes[None, start:])
         i, j = np.nonzero(distance <= max_distance)
         upper = j > i  # column j is hash start+j, row i is hash start+i
@@ -219,8 +233,9 @@ def _same_key_edges(keys: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------ index
 
 
-def load_external_index(root: str | Path, *, max_distance: int = DEFAULT_MAX_DISTANCE,
-                        num_workers: int | None = None, progress: bool = True) -> pd.DataFrame:
+def load_external_index(
+    root: str | Path, *, max_distance: int = DEFAULT_MAX_DISTANCE, num_workers: int | None = None, progress: bool = True
+) -> pd.DataFrame:
     """One row per image under ``root``'s train|val|test / fractured|not fractured folders.
 
     Columns: path, relpath, split, label (1 fractured, 0 not fractured), sha1, phash (hex, None if
@@ -236,15 +251,20 @@ def load_external_index(root: str | Path, *, max_distance: int = DEFAULT_MAX_DIS
         raise ValueError(
             f"no images found under {str(root)!r}: expected train|val|test folders (at most "
             f"{MAX_NESTING} levels down) holding 'fractured' and 'not fractured' folders of "
-            f"{'/'.join(IMAGE_SUFFIXES)} files")
+            f"{'/'.join(IMAGE_SUFFIXES)} files"
+        )
     order = {split: i for i, split in enumerate(SPLITS)}
     images.sort(key=lambda item: (order[item[1]], item[0]))
     paths = [path for path, _, _ in images]
     workers = _default_workers() if num_workers is None else num_workers
-    index = pd.DataFrame({"path": paths,
-                          "relpath": [Path(os.path.relpath(p, root)).as_posix() for p in paths],
-                          "split": [split for _, split, _ in images],
-                          "label": np.array([label for _, _, label in images], dtype=np.int64)})
+    index = pd.DataFrame(
+        {
+            "path": paths,
+            "relpath": [Path(os.path.relpath(p, root)).as_posix() for p in paths],
+            "split": [split for _, split, _ in images],
+            "label": np.array([label for _, _, label in images], dtype=np.int64),
+        }
+    )
     hashed = _hash_all(paths, workers, progress)
     for column in ("sha1", "phash"):  # object dtype keeps None (pandas 3 'str' would make it NaN)
         index[column] = pd.Series([row[column] for row in hashed], dtype=object)
@@ -282,15 +302,20 @@ def _group_table(index: pd.DataFrame, key: str) -> pd.DataFrame:
     """One row per ``key`` value shared by 2+ files, with the splits, labels and files involved."""
     rows = index[index[key].notna()]
     rows = rows[rows.groupby(key)[key].transform("size") >= 2]
-    columns = [key, "size", "distinct_files", "splits", "labels", "cross_split", "cross_label",
-               "files"]
-    table = [{key: name, "size": len(group), "distinct_files": group["sha1"].nunique(),
-              "splits": _sorted_splits(group["split"]),
-              "labels": sorted(int(v) for v in group["label"].unique()),
-              "cross_split": group["split"].nunique() > 1,
-              "cross_label": group["label"].nunique() > 1,
-              "files": group["relpath"].tolist()}
-             for name, group in rows.groupby(key, sort=False)]
+    columns = [key, "size", "distinct_files", "splits", "labels", "cross_split", "cross_label", "files"]
+    table = [
+        {
+            key: name,
+            "size": len(group),
+            "distinct_files": group["sha1"].nunique(),
+            "splits": _sorted_splits(group["split"]),
+            "labels": sorted(int(v) for v in group["label"].unique()),
+            "cross_split": group["split"].nunique() > 1,
+            "cross_label": group["label"].nunique() > 1,
+            "files": group["relpath"].tolist(),
+        }
+        for name, group in rows.groupby(key, sort=False)
+    ]
     return pd.DataFrame(table, columns=columns)
 
 
@@ -326,8 +351,10 @@ class DuplicateReport:
 
     def summary(self) -> dict[str, Any]:
         """Counts only, as plain ints: safe for json.dumps and for comparing runs."""
-        per_split = {split: {LABEL_NAMES[label].replace(" ", "_"): int(row[label])
-                             for label in (1, 0)} for split, row in self.per_split.iterrows()}
+        per_split = {
+            split: {LABEL_NAMES[label].replace(" ", "_"): int(row[label]) for label in (1, 0)}
+            for split, row in self.per_split.iterrows()
+        }
         return {
             "images": int(self.n_images),
             "readable": int(self.n_images - len(self.unreadable)),
@@ -348,36 +375,42 @@ class DuplicateReport:
         """A report section: counts, example groups (root-relative paths), every unreadable file."""
         counts = self.summary()
         lines = [
-            "## External set audit: duplicates and unreadable files", "",
+            "## External set audit: duplicates and unreadable files",
+            "",
             f"Root: `{self.root}`. Labels: 1 = fractured, 0 = not fractured. MURA's label 1 means "
-            "\"abnormal\", a broader finding (fractures, but also hardware, degenerative disease, "
-            "lesions), so a MURA model's abnormal score is only a proxy for this label.", "",
+            '"abnormal", a broader finding (fractures, but also hardware, degenerative disease, '
+            "lesions), so a MURA model's abnormal score is only a proxy for this label.",
+            "",
             f"Near duplicates: perceptual hashes (64-bit phash) within {self.max_distance} bits, "
-            "joined transitively; byte-identical files are always in one group.", "",
-            "| | count |", "|---|---:|",
+            "joined transitively; byte-identical files are always in one group.",
+            "",
+            "| | count |",
+            "|---|---:|",
         ]
-        lines += [f"| {name.replace('_', ' ')} | {value} |" for name, value in counts.items()
-                  if name != "per_split"]
-        lines += ["", "| split | fractured (1) | not fractured (0) | total |",
-                  "|---|---:|---:|---:|"]
+        lines += [f"| {name.replace('_', ' ')} | {value} |" for name, value in counts.items() if name != "per_split"]
+        lines += ["", "| split | fractured (1) | not fractured (0) | total |", "|---|---:|---:|---:|"]
         for split, row in counts["per_split"].items():
-            lines.append(f"| {split} | {row['fractured']} | {row['not_fractured']} | "
-                         f"{row['fractured'] + row['not_fractured']} |")
-        sections = [("Exact duplicate groups (identical bytes)", self.exact),
-                    ("Near-duplicate groups (not all byte-identical)", self.near_groups),
-                    ("Cross-split conflicts (one group in several splits)", self.cross_split),
-                    ("Cross-label conflicts (one group with both labels)", self.cross_label)]
+            lines.append(
+                f"| {split} | {row['fractured']} | {row['not_fractured']} | {row['fractured'] + row['not_fractured']} |"
+            )
+        sections = [
+            ("Exact duplicate groups (identical bytes)", self.exact),
+            ("Near-duplicate groups (not all byte-identical)", self.near_groups),
+            ("Cross-split conflicts (one group in several splits)", self.cross_split),
+            ("Cross-label conflicts (one group with both labels)", self.cross_label),
+        ]
         for title, table in sections:
             lines += ["", f"### {title}: {len(table)}", ""]
             lines += [_describe_group(row) for row in table.head(max_examples).to_dict("records")]
             if len(table) > max_examples:
                 lines.append(f"- ... and {len(table) - max_examples} more")
         lines += ["", f"### Unreadable files: {len(self.unreadable)}", ""]
-        lines += [f"- `{row['relpath']}` ({row['split']}, label {row['label']}): "
-                  f"{' '.join(str(row['error']).replace(row['path'] + ': ', '').split())}"
-                  for row in self.unreadable.to_dict("records")]
-        lines += ["", "### Ignored files (not images in a split/class folder): "
-                  f"{len(self.ignored)}", ""]
+        lines += [
+            f"- `{row['relpath']}` ({row['split']}, label {row['label']}): "
+            f"{' '.join(str(row['error']).replace(row['path'] + ': ', '').split())}"
+            for row in self.unreadable.to_dict("records")
+        ]
+        lines += ["", f"### Ignored files (not images in a split/class folder): {len(self.ignored)}", ""]
         lines += [f"- `{os.path.relpath(path, self.root)}`" for path in self.ignored[:max_examples]]
         if len(self.ignored) > max_examples:
             lines.append(f"- ... and {len(self.ignored) - max_examples} more")
@@ -386,8 +419,9 @@ class DuplicateReport:
 
 def _describe_group(row: dict[str, Any]) -> str:
     files = ", ".join(f"`{path}`" for path in row["files"])
-    return (f"- {row['size']} files; splits {'/'.join(row['splits'])}; "
-            f"labels {'/'.join(map(str, row['labels']))}: {files}")
+    return (
+        f"- {row['size']} files; splits {'/'.join(row['splits'])}; labels {'/'.join(map(str, row['labels']))}: {files}"
+    )
 
 
 def find_duplicates(index: pd.DataFrame) -> DuplicateReport:
@@ -397,9 +431,9 @@ def find_duplicates(index: pd.DataFrame) -> DuplicateReport:
         index = index.assign(relpath=[os.path.relpath(p, root) for p in index["path"]])
     groups = _group_table(index, "near_group")
     groups.insert(1, "kind", np.where(groups["distinct_files"] == 1, "exact", "near"))
-    per_split = (pd.crosstab(index["split"], index["label"])
-                 .reindex(index=[s for s in SPLITS if s in set(index["split"])], columns=[1, 0],
-                          fill_value=0))
+    per_split = pd.crosstab(index["split"], index["label"]).reindex(
+        index=[s for s in SPLITS if s in set(index["split"])], columns=[1, 0], fill_value=0
+    )
     return DuplicateReport(
         root=str(root),
         max_distance=int(index.attrs.get("max_distance", DEFAULT_MAX_DISTANCE)),
@@ -407,8 +441,7 @@ def find_duplicates(index: pd.DataFrame) -> DuplicateReport:
         n_after_dedup=len(deduplicate(index)),
         exact=_group_table(index, "sha1"),
         groups=groups,
-        unreadable=index.loc[~index["readable"], ["path", "relpath", "split", "label", "error"]]
-        .reset_index(drop=True),
+        unreadable=index.loc[~index["readable"], ["path", "relpath", "split", "label", "error"]].reset_index(drop=True),
         ignored=list(index.attrs.get("ignored", [])),
         per_split=per_split,
     )
@@ -432,5 +465,14 @@ def deduplicate(index: pd.DataFrame, drop_label_conflicts: bool = True) -> pd.Da
     return rows.loc[rows.index.isin(keep)].reset_index(drop=True)
 
 
-__all__ = ["SPLITS", "LABEL_NAMES", "DEFAULT_MAX_DISTANCE", "DuplicateReport",
-           "load_external_index", "find_duplicates", "deduplicate", "group_hashes", "hamming_pairs"]
+__all__ = [
+    "SPLITS",
+    "LABEL_NAMES",
+    "DEFAULT_MAX_DISTANCE",
+    "DuplicateReport",
+    "load_external_index",
+    "find_duplicates",
+    "deduplicate",
+    "group_hashes",
+    "hamming_pairs",
+]

@@ -5,6 +5,7 @@ Two thresholds, neither tuned on the external set: 0.5 and the study-level thres
 MURA's patient-level validation split (stored in the checkpoint). Labels differ in meaning:
 MURA's 1 is "abnormal" (a broader finding), this set's 1 is "fractured".
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,7 +24,10 @@ def predict_external(index: pd.DataFrame, checkpoint: str, device: str = "auto",
     predictions = predict_paths(readable["path"].tolist(), checkpoint, device=device, batch_size=batch_size)
     table = readable[["path", "split", "label", "near_group"]].merge(
         predictions[["path", "probability", "predicted_body_part", "body_part_probability", "threshold"]],
-        on="path", how="left", validate="one_to_one")
+        on="path",
+        how="left",
+        validate="one_to_one",
+    )
     return table
 
 
@@ -52,7 +56,7 @@ def external_metrics(predictions: pd.DataFrame, n_resamples: int = 1000, seed: i
         row = {"threshold": name, "images": len(predictions), "fractured": int(labels.sum())}
         for key in HEADLINE:
             values = np.array([draw[key] for draw in draws if draw[key] is not None], dtype=float)
-            low, high = (np.percentile(values, [2.5, 97.5]) if len(values) else (np.nan, np.nan))
+            low, high = np.percentile(values, [2.5, 97.5]) if len(values) else (np.nan, np.nan)
             row.update({key: point[key], f"{key}_ci_low": float(low), f"{key}_ci_high": float(high)})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -62,8 +66,9 @@ def predicted_body_parts(predictions: pd.DataFrame) -> pd.DataFrame:
     """What MURA body part the model thinks each external image shows, by label."""
     if predictions["predicted_body_part"].isna().all():
         return pd.DataFrame()
-    return (predictions.assign(label=np.where(predictions["label"] == 1, "fractured", "not fractured"))
-            .pivot_table(index="predicted_body_part", columns="label", values="path", aggfunc="count", fill_value=0))
+    return predictions.assign(label=np.where(predictions["label"] == 1, "fractured", "not fractured")).pivot_table(
+        index="predicted_body_part", columns="label", values="path", aggfunc="count", fill_value=0
+    )
 
 
 def external_markdown(table: pd.DataFrame, duplicate_summary: dict, checkpoint: str, synthetic: bool) -> str:
@@ -71,16 +76,26 @@ def external_markdown(table: pd.DataFrame, duplicate_summary: dict, checkpoint: 
     lines = []
     if synthetic:
         lines += ["> **SYNTHETIC EXTERNAL SAMPLE: these numbers say nothing about real radiographs.**", ""]
-    lines += [f"# External generalization: {checkpoint}", "",
-              "MURA's positive label is *abnormal* (fractures, hardware, arthritis, lesions); this set's positive "
-              "label is *fractured*. The model is applied unchanged; no threshold is tuned on this set.", "",
-              f"De-duplicated evaluation set: {table['images'].iloc[0]} images "
-              f"({table['fractured'].iloc[0]} fractured); duplicates found: "
-              + ", ".join(f"{k} {v}" for k, v in duplicate_summary.items() if not isinstance(v, dict)), "",
-              "| threshold | " + " | ".join(HEADLINE) + " |", "|---|" + "---|" * len(HEADLINE)]
+    lines += [
+        f"# External generalization: {checkpoint}",
+        "",
+        "MURA's positive label is *abnormal* (fractures, hardware, arthritis, lesions); this set's positive "
+        "label is *fractured*. The model is applied unchanged; no threshold is tuned on this set.",
+        "",
+        f"De-duplicated evaluation set: {table['images'].iloc[0]} images "
+        f"({table['fractured'].iloc[0]} fractured); duplicates found: "
+        + ", ".join(f"{k} {v}" for k, v in duplicate_summary.items() if not isinstance(v, dict)),
+        "",
+        "| threshold | " + " | ".join(HEADLINE) + " |",
+        "|---|" + "---|" * len(HEADLINE),
+    ]
     for _, row in table.iterrows():
-        cells = [f"{row[k]:.3f} [{row[k + '_ci_low']:.3f}, {row[k + '_ci_high']:.3f}]"
-                 if row[k] is not None and not pd.isna(row[k]) else "n/a" for k in HEADLINE]
+        cells = [
+            f"{row[k]:.3f} [{row[k + '_ci_low']:.3f}, {row[k + '_ci_high']:.3f}]"
+            if row[k] is not None and not pd.isna(row[k])
+            else "n/a"
+            for k in HEADLINE
+        ]
         lines.append(f"| {row['threshold']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -95,11 +110,20 @@ def plot_external_roc(predictions_by_model: dict[str, pd.DataFrame], path) -> No
     figure, axis = plt.subplots(figsize=(5.5, 5), dpi=150)
     for name, table in predictions_by_model.items():
         false_positive, true_positive, _ = roc_curve(table["label"], table["probability"])
-        axis.plot(false_positive, true_positive, lw=1.8,
-                  label=f"{name} (AUROC {roc_auc_score(table['label'], table['probability']):.3f})")
+        axis.plot(
+            false_positive,
+            true_positive,
+            lw=1.8,
+            label=f"{name} (AUROC {roc_auc_score(table['label'], table['probability']):.3f})",
+        )
     axis.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
-    axis.set(xlabel="1 - specificity", ylabel="sensitivity", title="External set (fractured vs not), image level",
-             xlim=(0, 1), ylim=(0, 1.01))
+    axis.set(
+        xlabel="1 - specificity",
+        ylabel="sensitivity",
+        title="External set (fractured vs not), image level",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     axis.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
     with atomic_path(path) as temporary:
@@ -107,8 +131,15 @@ def plot_external_roc(predictions_by_model: dict[str, pd.DataFrame], path) -> No
     plt.close(figure)
 
 
-def evaluate_external(external_root: str, checkpoints: dict[str, str], out_dir: str, n_resamples: int = 1000,
-                      device: str = "auto", synthetic: bool = False, seed: int = 0) -> dict:
+def evaluate_external(
+    external_root: str,
+    checkpoints: dict[str, str],
+    out_dir: str,
+    n_resamples: int = 1000,
+    device: str = "auto",
+    synthetic: bool = False,
+    seed: int = 0,
+) -> dict:
     """Audit the external set, de-duplicate it, evaluate each checkpoint; write tables, ROC figure
     and ``external.md`` under ``out_dir``. Returns the written paths and the metrics table."""
     from pathlib import Path
@@ -127,17 +158,25 @@ def evaluate_external(external_root: str, checkpoints: dict[str, str], out_dir: 
         predictions_by_model[name] = predictions
         table = external_metrics(predictions, n_resamples=n_resamples, seed=seed).assign(model=name)
         tables.append(table)
-        sections.append(external_markdown(table, {k: v for k, v in duplicates.summary().items() if k != "per_split"},
-                                          name, synthetic))
+        sections.append(
+            external_markdown(
+                table, {k: v for k, v in duplicates.summary().items() if k != "per_split"}, name, synthetic
+            )
+        )
         parts = predicted_body_parts(predictions)
         if not parts.empty:
-            table_text = markdown_table(["predicted body part", *parts.columns],
-                                        [[part, *map(str, counts)] for part, counts in zip(parts.index, parts.values)])
+            table_text = markdown_table(
+                ["predicted body part", *parts.columns],
+                [[part, *map(str, counts)] for part, counts in zip(parts.index, parts.values)],
+            )
             sections.append("Predicted MURA body part (the external set has no body-part label):\n\n" + table_text)
         atomic_write_text(out / f"external_predictions_{name}.csv", predictions.to_csv(index=False))
     metrics = pd.concat(tables, ignore_index=True)
-    written = {"external_csv": out / "external.csv", "external_md": out / "external.md",
-               "external_roc": out / "figures" / "roc_external.png"}
+    written = {
+        "external_csv": out / "external.csv",
+        "external_md": out / "external.md",
+        "external_roc": out / "figures" / "roc_external.png",
+    }
     atomic_write_text(written["external_csv"], metrics.to_csv(index=False))
     atomic_write_text(written["external_md"], "\n".join(sections) + "\n" + duplicates.to_markdown())
     (out / "figures").mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 One place for pixel decoding, so the dataset, the decode-once cache, ``mura predict`` and the
 benchmarks all see exactly the same pixels.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,7 +62,7 @@ def letterbox(array: np.ndarray, size: int) -> np.ndarray:
     canvas = np.zeros((size, size), dtype=np.uint8)
     top = (size - new_height) // 2
     left = (size - new_width) // 2
-    canvas[top:top + new_height, left:left + new_width] = np.asarray(resized)
+    canvas[top : top + new_height, left : left + new_width] = np.asarray(resized)
     return canvas
 
 
@@ -70,5 +71,4 @@ def load_letterboxed(path: str | Path, size: int) -> np.ndarray:
     return letterbox(read_grayscale(path), size)
 
 
-__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "to_uint8_gray", "read_grayscale", "letterbox",
-           "load_letterboxed"]
+__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "to_uint8_gray", "read_grayscale", "letterbox", "load_letterboxed"]

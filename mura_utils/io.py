@@ -1,11 +1,12 @@
 """Atomic file writes: a crash mid-write never leaves a half-written checkpoint or report."""
+
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 
 @contextmanager

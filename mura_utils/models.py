@@ -4,6 +4,7 @@ optional body-part head.
 The abnormality head sees only image features: the body part is a second *output* (multi-task
 learning), never an input, so nothing at test time depends on a ground-truth body part.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,10 +36,8 @@ class ModelSpec:
 MODEL_REGISTRY: dict[str, ModelSpec] = {
     "custom_cnn": ModelSpec(None, 224, 0.5, 0.25, "blocks.4.2"),
     "resnet50": ModelSpec("resnet50.tv_in1k", 224, IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, "layer4"),
-    "densenet169": ModelSpec("densenet169.tv_in1k", 224, IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD,
-                             "features.norm5"),
-    "efficientnet_b0": ModelSpec("efficientnet_b0.ra_in1k", 224, IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD,
-                                 "bn2"),
+    "densenet169": ModelSpec("densenet169.tv_in1k", 224, IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, "features.norm5"),
+    "efficientnet_b0": ModelSpec("efficientnet_b0.ra_in1k", 224, IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, "bn2"),
 }
 
 
@@ -58,8 +57,14 @@ class CustomCNN(nn.Module):
         super().__init__()
         blocks, channels = [], in_chans
         for width in widths:
-            blocks.append(nn.Sequential(nn.Conv2d(channels, width, 3, padding=1, bias=False),
-                                        nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.MaxPool2d(2)))
+            blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(width),
+                    nn.ReLU(inplace=True),
+                    nn.MaxPool2d(2),
+                )
+            )
             channels = width
         self.blocks = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -145,8 +150,9 @@ def _create_backbone(spec: ModelSpec, pretrained: bool, weights_path: str | None
     if weights_path is not None:
         if not os.path.isfile(weights_path):
             raise FileNotFoundError(f"{weights_path}: weights file not found")
-        return timm.create_model(spec.timm_name, pretrained=True,
-                                 pretrained_cfg_overlay=dict(file=str(weights_path)), **kwargs)
+        return timm.create_model(
+            spec.timm_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights_path)), **kwargs
+        )
     online = _hub_reachable()
     try:
         if online:
@@ -160,11 +166,13 @@ def _create_backbone(spec: ModelSpec, pretrained: bool, weights_path: str | None
             f"{type(error).__name__}: {error}). Either download them on a machine with internet "
             f"(https://huggingface.co/timm/{spec.timm_name}, file model.safetensors) and pass "
             "weights_path=... (CLI: --weights PATH), or train from scratch with pretrained=False "
-            "(CLI: --no-pretrained).") from error
+            "(CLI: --no-pretrained)."
+        ) from error
 
 
-def build_model(name: str, pretrained: bool = True, multitask: bool = True,
-                weights_path: str | None = None, dropout: float = 0.2) -> MuraNet:
+def build_model(
+    name: str, pretrained: bool = True, multitask: bool = True, weights_path: str | None = None, dropout: float = 0.2
+) -> MuraNet:
     """Create a one-channel MURA model by registry name (custom_cnn, resnet50, densenet169,
     efficientnet_b0). ``pretrained`` loads ImageNet weights through timm (or ``weights_path``)."""
     spec = get_spec(name)

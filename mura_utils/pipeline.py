@@ -2,6 +2,7 @@
 keep every executed notebook under ``reports/runs/``, and stop at the first failing cell with a
 message naming the notebook and the cell. The only module that knows about papermill.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -14,17 +15,42 @@ from pathlib import Path
 from .io import atomic_write_text
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-NOTEBOOKS = ("00_data_overview", "01_custom_cnn", "02_resnet50", "03_efficientnet_densenet",
-             "04_external_generalization", "05_comparison")
+NOTEBOOKS = (
+    "00_data_overview",
+    "01_custom_cnn",
+    "02_resnet50",
+    "03_efficientnet_densenet",
+    "04_external_generalization",
+    "05_comparison",
+)
 
 # Parameters shared by every notebook, per profile; a notebook ignores the ones it does not declare.
 PROFILES: dict[str, dict] = {
     # demo: the whole pipeline on the synthetic sample on 2 CPU cores in minutes; numbers say nothing
-    "demo": {"epochs": 2, "img_size": 48, "batch_size": 32, "pretrained": False, "device": "cpu",
-             "n_resamples": 200, "cam_per_group": 3, "seed": 0, "progress": False},
+    "demo": {
+        "epochs": 2,
+        "img_size": 48,
+        "batch_size": 32,
+        "pretrained": False,
+        "device": "cpu",
+        "n_resamples": 200,
+        "cam_per_group": 3,
+        "seed": 0,
+        "progress": False,
+    },
     # full: the settings for a real MURA run on one GPU (ImageNet weights need internet or --weights)
-    "full": {"epochs": 20, "img_size": 320, "batch_size": 64, "pretrained": True, "device": "auto",
-             "n_resamples": 2000, "cam_per_group": 6, "seed": 0, "num_workers": 4, "progress": False},
+    "full": {
+        "epochs": 20,
+        "img_size": 320,
+        "batch_size": 64,
+        "pretrained": True,
+        "device": "auto",
+        "n_resamples": 2000,
+        "cam_per_group": 6,
+        "seed": 0,
+        "num_workers": 4,
+        "progress": False,
+    },
 }
 
 
@@ -38,24 +64,39 @@ def _kernel_for_this_python(runs_dir: Path) -> str:
     name = "mura-reproduce"
     spec_dir = runs_dir / ".jupyter" / "kernels" / name
     spec_dir.mkdir(parents=True, exist_ok=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "mura (reproduce)", "language": "python"}
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "mura (reproduce)",
+        "language": "python",
+    }
     atomic_write_text(spec_dir / "kernel.json", json.dumps(spec))
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(runs_dir / ".jupyter"),
-                                                                os.environ.get("JUPYTER_PATH")]))
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(
+        filter(None, [str(runs_dir / ".jupyter"), os.environ.get("JUPYTER_PATH")])
+    )
     return name
 
 
 def notebook_parameters(data_root: Path, out: Path, profile: dict, external_root: Path | None) -> dict:
     """Everything a notebook may declare in its parameters cell (paths absolute); each notebook
     receives only the names it declares."""
-    return {**profile, "data_root": str(data_root), "runs_dir": str(out / "runs"), "reports_dir": str(out),
-            "external_root": str(external_root) if external_root else ""}
+    return {
+        **profile,
+        "data_root": str(data_root),
+        "runs_dir": str(out / "runs"),
+        "reports_dir": str(out),
+        "external_root": str(external_root) if external_root else "",
+    }
 
 
-def reproduce(data_root: str | Path, out: str | Path = "reports", profile: str = "demo",
-              overrides: dict | None = None, notebooks: tuple[str, ...] = NOTEBOOKS,
-              external_root: str | Path | None = None, notebook_dir: str | Path = NOTEBOOK_DIR) -> Path:
+def reproduce(
+    data_root: str | Path,
+    out: str | Path = "reports",
+    profile: str = "demo",
+    overrides: dict | None = None,
+    notebooks: tuple[str, ...] = NOTEBOOKS,
+    external_root: str | Path | None = None,
+    notebook_dir: str | Path = NOTEBOOK_DIR,
+) -> Path:
     """Execute ``notebooks`` in order with ``profile`` (+ ``overrides``); returns the reports folder."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -70,11 +111,17 @@ def reproduce(data_root: str | Path, out: str | Path = "reports", profile: str =
     from . import __version__
     from .report import git_commit
 
-    provenance = {"profile": profile, "parameters": parameters, "data_root": str(data_root),
-                  "external_root": str(external_root) if external_root else None,
-                  "package_version": __version__, "git_commit": git_commit(),
-                  "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                  "python": sys.version.split()[0], "notebooks": list(notebooks)}
+    provenance = {
+        "profile": profile,
+        "parameters": parameters,
+        "data_root": str(data_root),
+        "external_root": str(external_root) if external_root else None,
+        "package_version": __version__,
+        "git_commit": git_commit(),
+        "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "notebooks": list(notebooks),
+    }
     sources = [Path(notebook_dir) / f"{name}.ipynb" for name in notebooks]
     missing = [str(source) for source in sources if not source.is_file()]
     if missing:
@@ -82,8 +129,10 @@ def reproduce(data_root: str | Path, out: str | Path = "reports", profile: str =
     declared_by = {source.stem: set(papermill.inspect_notebook(str(source))) for source in sources}
     unknown = set(overrides or {}) - set().union(*declared_by.values())
     if unknown:
-        raise ReproduceError(f"parameter(s) {sorted(unknown)} are declared by no notebook; "
-                             f"known: {sorted(set().union(*declared_by.values()))}")
+        raise ReproduceError(
+            f"parameter(s) {sorted(unknown)} are declared by no notebook; "
+            f"known: {sorted(set().union(*declared_by.values()))}"
+        )
     for stale in runs_dir.iterdir():  # run folders of an earlier reproduce must not leak into this report
         if stale.is_dir() and (stale / "config.json").is_file():
             shutil.rmtree(stale)
@@ -94,15 +143,22 @@ def reproduce(data_root: str | Path, out: str | Path = "reports", profile: str =
         declared = declared_by[name]
         offered = notebook_parameters(data_root, out, parameters, Path(external_root) if external_root else None)
         try:
-            papermill.execute_notebook(str(source), str(executed), kernel_name=kernel, cwd=str(source.parent),
-                                       parameters={k: v for k, v in offered.items() if k in declared},
-                                       progress_bar=False)
+            papermill.execute_notebook(
+                str(source),
+                str(executed),
+                kernel_name=kernel,
+                cwd=str(source.parent),
+                parameters={k: v for k, v in offered.items() if k in declared},
+                progress_bar=False,
+            )
         except PapermillExecutionError as error:
             first_line = next((line for line in str(error.source).splitlines() if line.strip()), "")
-            raise ReproduceError(f"notebook {source.name} failed in cell {error.cell_index} "
-                                 f"(execution count {error.exec_count}, `{first_line[:80]}`): "
-                                 f"{error.ename}: {error.evalue}. "
-                                 f"The executed notebook with the error is at {executed}") from None
+            raise ReproduceError(
+                f"notebook {source.name} failed in cell {error.cell_index} "
+                f"(execution count {error.exec_count}, `{first_line[:80]}`): "
+                f"{error.ename}: {error.evalue}. "
+                f"The executed notebook with the error is at {executed}"
+            ) from None
     provenance["finished_utc"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     atomic_write_text(runs_dir / "reproduce.json", json.dumps(provenance, indent=2))
     return out

@@ -5,6 +5,7 @@ A folder given on the command line is one study (its direct image children); a f
 its own is a study of one image. Each image goes through exactly the pixels path training used
 (8-bit grayscale -> letterbox -> the registry's normalization), so probabilities are comparable.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,6 +33,7 @@ class PredictInputError(ValueError):
 
 # --- reading -------------------------------------------------------------------------------------
 
+
 def _is_dicom_file(path: Path) -> bool:
     """DICOM by suffix, or by the 'DICM' marker at byte 128 (archives often drop the suffix or
     name files by UID, e.g. ``1.2.840.113619.2.55``)."""
@@ -49,6 +51,7 @@ def read_dicom(path: str | Path) -> np.ndarray:
     Pixel spacing is ignored: letterboxing rescales every image anyway.
     """
     import pydicom
+
     try:
         from pydicom.pixels import apply_modality_lut, apply_voi_lut
     except ImportError:  # pydicom < 3
@@ -67,9 +70,11 @@ def read_dicom(path: str | Path) -> np.ndarray:
     except Exception as error:  # missing decoder plugin, truncated data, ...
         syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", syntax) or "unknown transfer syntax"
-        raise ImageReadError(f"{path}: cannot decode DICOM pixel data ({name}): {error}. Compressed DICOM "
-                             "needs a decoder: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg "
-                             "(or python-gdcm)") from error
+        raise ImageReadError(
+            f"{path}: cannot decode DICOM pixel data ({name}): {error}. Compressed DICOM "
+            "needs a decoder: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg "
+            "(or python-gdcm)"
+        ) from error
 
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
@@ -119,13 +124,15 @@ def read_image(path: str | Path, kind: str | None = None) -> np.ndarray:
 
 # --- inputs --------------------------------------------------------------------------------------
 
+
 def _file_kind(path: Path) -> str:
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return "image"
     if _is_dicom_file(path):
         return "dicom"
-    raise PredictInputError(f"{path}: unsupported file type (expected {', '.join(IMAGE_SUFFIXES)} "
-                            f"or DICOM {', '.join(DICOM_SUFFIXES)})")
+    raise PredictInputError(
+        f"{path}: unsupported file type (expected {', '.join(IMAGE_SUFFIXES)} or DICOM {', '.join(DICOM_SUFFIXES)})"
+    )
 
 
 def _skipped(path: Path) -> bool:
@@ -150,8 +157,10 @@ def collect_inputs(paths: list[str | Path] | str | Path) -> pd.DataFrame:
             children = sorted(child for child in path.iterdir() if child.is_file() and not _skipped(child))
             if not children:
                 has_subfolders = any(child.is_dir() for child in path.iterdir())
-                raise PredictInputError(f"{path}: empty folder (no images directly inside it"
-                                        + ("; pass its study subfolders instead)" if has_subfolders else ")"))
+                raise PredictInputError(
+                    f"{path}: empty folder (no images directly inside it"
+                    + ("; pass its study subfolders instead)" if has_subfolders else ")")
+                )
             files = [(child, str(path)) for child in children]
         else:
             files = [(path, str(path))]
@@ -169,6 +178,7 @@ def collect_inputs(paths: list[str | Path] | str | Path) -> pd.DataFrame:
 
 
 # --- prediction ----------------------------------------------------------------------------------
+
 
 def load_predictor(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """``load_model``, with a model_name missing from this version's registry reported as a
@@ -206,8 +216,13 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
         Image.fromarray(rgb).save(temporary, format="PNG")
 
 
-def predict_paths(paths: list[str | Path] | str | Path, checkpoint: str | Path, device: str = "auto",
-                  batch_size: int = 16, cam_dir: str | Path | None = None) -> pd.DataFrame:
+def predict_paths(
+    paths: list[str | Path] | str | Path,
+    checkpoint: str | Path,
+    device: str = "auto",
+    batch_size: int = 16,
+    cam_dir: str | Path | None = None,
+) -> pd.DataFrame:
     """Predict every image under ``paths``; one row per image.
 
     Columns: path, study, probability (of 'abnormal'), study_probability (mean over the study's
@@ -232,9 +247,10 @@ def predict_paths(paths: list[str | Path] | str | Path, checkpoint: str | Path, 
 
     batches = []
     for start in range(0, len(inputs), batch_size):
-        rows = inputs.iloc[start:start + batch_size]
-        images = np.stack([letterbox(read_image(path, kind), img_size)
-                           for path, kind in zip(rows["path"], rows["kind"])])
+        rows = inputs.iloc[start : start + batch_size]
+        images = np.stack(
+            [letterbox(read_image(path, kind), img_size) for path, kind in zip(rows["path"], rows["kind"])]
+        )
         images = torch.from_numpy(images)[:, None]  # (N,1,S,S) uint8
         batch = {"image": images, "position": torch.arange(start, start + len(rows))}
         batches.append(predict_batches(model, [batch], torch_device, spec.mean, spec.std))
@@ -250,8 +266,16 @@ def predict_paths(paths: list[str | Path] | str | Path, checkpoint: str | Path, 
     table["study_probability"] = table.groupby("study", sort=False)["probability"].transform("mean")
     table["study_prediction"] = np.where(table["study_probability"] >= threshold, POSITIVE_LABEL, NEGATIVE_LABEL)
     table["threshold"] = threshold
-    columns = ["path", "study", "probability", "study_probability", "study_prediction", "threshold",
-               "predicted_body_part", "body_part_probability"]
+    columns = [
+        "path",
+        "study",
+        "probability",
+        "study_probability",
+        "study_prediction",
+        "threshold",
+        "predicted_body_part",
+        "body_part_probability",
+    ]
     if cam_paths is not None:
         table["cam_path"] = [str(path) for path in cam_paths]
         columns.append("cam_path")
@@ -259,6 +283,7 @@ def predict_paths(paths: list[str | Path] | str | Path, checkpoint: str | Path, 
 
 
 # --- output --------------------------------------------------------------------------------------
+
 
 def _plain(value):
     """JSON-safe scalar: NumPy numbers to Python, NaN to null."""
@@ -276,22 +301,33 @@ def format_predictions(table: pd.DataFrame, fmt: str = "table") -> str:
         return table.to_csv(index=False)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    image_keys = [key for key in ("path", "probability", "predicted_body_part", "body_part_probability", "cam_path")
-                  if key in table]
+    image_keys = [
+        key
+        for key in ("path", "probability", "predicted_body_part", "body_part_probability", "cam_path")
+        if key in table
+    ]
     studies = []
     for study, rows in table.groupby("study", sort=False):
         first = rows.iloc[0]
-        studies.append({"study": study, "study_probability": _plain(first["study_probability"]),
-                        "study_prediction": first["study_prediction"], "threshold": _plain(first["threshold"]),
-                        "images": [{key: _plain(row[key]) for key in image_keys} for _, row in rows.iterrows()]})
+        studies.append(
+            {
+                "study": study,
+                "study_probability": _plain(first["study_probability"]),
+                "study_prediction": first["study_prediction"],
+                "threshold": _plain(first["threshold"]),
+                "images": [{key: _plain(row[key]) for key in image_keys} for _, row in rows.iterrows()],
+            }
+        )
     if fmt == "json":
         return json.dumps(studies, indent=2) + "\n"
 
     lines = []
     for study in studies:
-        lines.append(f"{study['study']}: {study['study_prediction'].upper()}  study probability "
-                     f"{study['study_probability']:.3f} (threshold {study['threshold']:.3f}, "
-                     f"{len(study['images'])} image{'s' if len(study['images']) != 1 else ''})")
+        lines.append(
+            f"{study['study']}: {study['study_prediction'].upper()}  study probability "
+            f"{study['study_probability']:.3f} (threshold {study['threshold']:.3f}, "
+            f"{len(study['images'])} image{'s' if len(study['images']) != 1 else ''})"
+        )
         lines.append(f"  {'probability':>11}  {'body part':<16}  image")
         for image in study["images"]:
             part = image["predicted_body_part"]
@@ -301,5 +337,12 @@ def format_predictions(table: pd.DataFrame, fmt: str = "table") -> str:
     return "\n".join(lines)
 
 
-__all__ = ["PredictInputError", "collect_inputs", "format_predictions", "load_predictor", "predict_paths",
-           "read_dicom", "read_image"]
+__all__ = [
+    "PredictInputError",
+    "collect_inputs",
+    "format_predictions",
+    "load_predictor",
+    "predict_paths",
+    "read_dicom",
+    "read_image",
+]

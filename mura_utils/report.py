@@ -5,16 +5,17 @@ It reads the run folders that ``mura_utils.experiment`` writes (run.json, histor
 test_predictions.csv, best.pt) and knows nothing about notebooks: pure functions that return
 DataFrames or write files. Every file is written atomically (temp file + rename).
 """
+
 from __future__ import annotations
 
 import json
 import subprocess
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import wraps
 from pathlib import Path
-from typing import Callable, Sequence
 
 import matplotlib
 import numpy as np
@@ -31,21 +32,40 @@ from .io import atomic_path, atomic_write_text
 
 ENSEMBLE_NAME = "ensemble (multi-task mean)"
 MODEL_ORDER = ("custom_cnn", "resnet50", "densenet169", "efficientnet_b0")
-MODEL_LABELS = {"custom_cnn": "Custom CNN", "resnet50": "ResNet50", "densenet169": "DenseNet169",
-                "efficientnet_b0": "EfficientNet-B0", "ensemble": "Ensemble (multi-task mean)"}
+MODEL_LABELS = {
+    "custom_cnn": "Custom CNN",
+    "resnet50": "ResNet50",
+    "densenet169": "DenseNet169",
+    "efficientnet_b0": "EfficientNet-B0",
+    "ensemble": "Ensemble (multi-task mean)",
+}
 VARIANT_LABELS = {"multitask": "multi-task", "single_task": "single-task"}
 TEXT_COLUMNS = ("path", "split", "body_part", "patient", "study", "predicted_body_part")
 REQUIRED_COLUMNS = ("path", "body_part", "study", "label", "probability")
 HEADLINE = ("image_accuracy", "image_auroc", "study_auroc", "study_kappa")
 TABLE_COLUMNS = [
-    "run", "model", "variant", "threshold",
+    "run",
+    "model",
+    "variant",
+    "threshold",
     *[f"{name}{suffix}" for name in HEADLINE for suffix in ("", "_ci_low", "_ci_high")],
-    "study_sensitivity", "study_specificity", "body_part_accuracy",
-    "val_threshold", "study_kappa_at_val_threshold",
-    "n_images", "n_studies", "bootstrap_resamples", "parameters", "train_seconds", "images_per_second",
+    "study_sensitivity",
+    "study_specificity",
+    "body_part_accuracy",
+    "val_threshold",
+    "study_kappa_at_val_threshold",
+    "n_images",
+    "n_studies",
+    "bootstrap_resamples",
+    "parameters",
+    "train_seconds",
+    "images_per_second",
 ]
-GROUPS = {"TP": "True positives\n(abnormal, flagged)", "FP": "False positives\n(normal, flagged)",
-          "FN": "False negatives\n(abnormal, missed)"}
+GROUPS = {
+    "TP": "True positives\n(abnormal, flagged)",
+    "FP": "False positives\n(normal, flagged)",
+    "FN": "False negatives\n(abnormal, missed)",
+}
 # What the earlier notebooks reached on MURA valid, and the MURA paper on its hidden test set.
 BASELINES = [
     ("EfficientNet-B0 (earlier notebook)", "80.6%", "0.871", "0.609"),
@@ -57,6 +77,7 @@ BASELINES = [
 
 
 # ----------------------------------------------------------------------------- runs
+
 
 @dataclass
 class Run:
@@ -109,15 +130,23 @@ def load_run(folder: str | Path) -> Run:
         raise ValueError(f"{folder / 'run.json'}: not valid JSON ({error})") from error
     predictions_path = folder / "test_predictions.csv"
     if not predictions_path.is_file():
-        raise FileNotFoundError(f"{folder}: has run.json but no test_predictions.csv "
-                                "(the run did not finish its test-set evaluation)")
+        raise FileNotFoundError(
+            f"{folder}: has run.json but no test_predictions.csv (the run did not finish its test-set evaluation)"
+        )
     predictions = _read_predictions(predictions_path)
     history_path = folder / "history.csv"
     history = pd.read_csv(history_path) if history_path.is_file() else pd.DataFrame()
     has_parts = "predicted_body_part" in predictions and predictions["predicted_body_part"].notna().any()
     variant = info.get("variant") or ("multitask" if has_parts else "single_task")
-    return Run(name=info.get("run_name", folder.name), model=info.get("model", "unknown"), variant=variant,
-               info=info, predictions=predictions, history=history, path=folder)
+    return Run(
+        name=info.get("run_name", folder.name),
+        model=info.get("model", "unknown"),
+        variant=variant,
+        info=info,
+        predictions=predictions,
+        history=history,
+        path=folder,
+    )
 
 
 def load_runs(runs_dir: str | Path) -> list[Run]:
@@ -136,8 +165,9 @@ def ensemble_predictions(runs: Sequence[Run]) -> pd.DataFrame:
     members = [run for run in runs if run.multitask and run.model != "ensemble"]
     if not members:
         raise ValueError("no multi-task runs to ensemble")
-    index_columns = [c for c in ("path", "split", "body_part", "patient", "study", "label")
-                     if c in members[0].predictions]
+    index_columns = [
+        c for c in ("path", "split", "body_part", "patient", "study", "label") if c in members[0].predictions
+    ]
     base = members[0].predictions[index_columns].reset_index(drop=True)
     if base["path"].duplicated().any():
         raise ValueError(f"run {members[0].name}: test_predictions.csv lists an image twice")
@@ -145,8 +175,10 @@ def ensemble_predictions(runs: Sequence[Run]) -> pd.DataFrame:
     for run in members:
         table = run.predictions.set_index("path")
         if table.index.duplicated().any() or set(table.index) != set(base["path"]):
-            raise ValueError(f"run {run.name} was tested on other images than run {members[0].name}; "
-                             "an ensemble needs the same test set")
+            raise ValueError(
+                f"run {run.name} was tested on other images than run {members[0].name}; "
+                "an ensemble needs the same test set"
+            )
         if (table["label"].reindex(base["path"]).to_numpy() != base["label"].to_numpy()).any():
             raise ValueError(f"run {run.name} labels some test images differently from run {members[0].name}")
         probabilities.append(table["probability"].reindex(base["path"]).to_numpy(dtype=float))
@@ -170,13 +202,20 @@ def ensemble_run(runs: Sequence[Run]) -> Run | None:
         values = [run.info.get(key) for run in members]
         return float(sum(values)) if all(isinstance(v, (int, float)) for v in values) else float("nan")
 
-    info = {"run_name": ENSEMBLE_NAME, "model": "ensemble", "variant": "multitask", "threshold": 0.5,
-            "members": [run.name for run in members], "parameters": total("parameters"),
-            "train_seconds": total("train_seconds")}
+    info = {
+        "run_name": ENSEMBLE_NAME,
+        "model": "ensemble",
+        "variant": "multitask",
+        "threshold": 0.5,
+        "members": [run.name for run in members],
+        "parameters": total("parameters"),
+        "train_seconds": total("train_seconds"),
+    }
     return Run(ENSEMBLE_NAME, "ensemble", "multitask", info, ensemble_predictions(members))
 
 
 # ----------------------------------------------------------------------------- table
+
 
 def _number(value) -> float:
     return float("nan") if value is None else float(value)
@@ -194,8 +233,7 @@ def _auroc(labels, probabilities) -> float:
 
 
 def _kappa(labels, probabilities, threshold: float = 0.5) -> float:
-    return float(cohen_kappa_score(np.asarray(labels, dtype=int),
-                                   (np.asarray(probabilities) >= threshold).astype(int)))
+    return float(cohen_kappa_score(np.asarray(labels, dtype=int), (np.asarray(probabilities) >= threshold).astype(int)))
 
 
 def _image_accuracy(sample: pd.DataFrame) -> float:
@@ -219,24 +257,32 @@ def _study_kappa(sample: pd.DataFrame) -> float:
 # One bootstrap statistic per headline number: the definitions of evaluate.binary_metrics at
 # threshold 0.5, without its other four metrics (the bootstrap evaluates each thousands of times).
 BOOTSTRAP_STATISTICS: dict[str, Callable[[pd.DataFrame], float]] = {
-    "image_accuracy": _image_accuracy, "image_auroc": _image_auroc,
-    "study_auroc": _study_auroc, "study_kappa": _study_kappa,
+    "image_accuracy": _image_accuracy,
+    "image_auroc": _image_auroc,
+    "study_auroc": _study_auroc,
+    "study_kappa": _study_kappa,
 }
 
 
 def run_row(run: Run, n_resamples: int = 1000, seed: int = 0) -> dict:
     """One comparison-table row: metrics at threshold 0.5, CIs from resampling whole studies."""
     metrics = compute_metrics(run.predictions, 0.5)
-    row = {"run": run.name, "model": run.model, "variant": run.variant, "threshold": 0.5,
-           "image_accuracy": _number(metrics["image"]["accuracy"]),
-           "image_auroc": _number(metrics["image"]["auroc"]),
-           "study_auroc": _number(metrics["study"]["auroc"]),
-           "study_kappa": _number(metrics["study"]["kappa"]),
-           "study_sensitivity": _number(metrics["study"]["sensitivity"]),
-           "study_specificity": _number(metrics["study"]["specificity"]),
-           "body_part_accuracy": _number(metrics["body_part_accuracy"]) if run.multitask else float("nan"),
-           "n_images": metrics["n_images"], "n_studies": metrics["n_studies"],
-           "bootstrap_resamples": n_resamples}
+    row = {
+        "run": run.name,
+        "model": run.model,
+        "variant": run.variant,
+        "threshold": 0.5,
+        "image_accuracy": _number(metrics["image"]["accuracy"]),
+        "image_auroc": _number(metrics["image"]["auroc"]),
+        "study_auroc": _number(metrics["study"]["auroc"]),
+        "study_kappa": _number(metrics["study"]["kappa"]),
+        "study_sensitivity": _number(metrics["study"]["sensitivity"]),
+        "study_specificity": _number(metrics["study"]["specificity"]),
+        "body_part_accuracy": _number(metrics["body_part_accuracy"]) if run.multitask else float("nan"),
+        "n_images": metrics["n_images"],
+        "n_studies": metrics["n_studies"],
+        "bootstrap_resamples": n_resamples,
+    }
     for name in HEADLINE:
         low, high = bootstrap_ci(run.predictions, BOOTSTRAP_STATISTICS[name], n_resamples, seed)
         row[f"{name}_ci_low"], row[f"{name}_ci_high"] = low, high
@@ -244,8 +290,9 @@ def run_row(run: Run, n_resamples: int = 1000, seed: int = 0) -> dict:
     row["val_threshold"] = _number(val_threshold)
     if val_threshold is not None:
         studies = study_table(run.predictions)
-        row["study_kappa_at_val_threshold"] = binary_metrics(studies["label"], studies["probability"],
-                                                             float(val_threshold))["kappa"]
+        row["study_kappa_at_val_threshold"] = binary_metrics(
+            studies["label"], studies["probability"], float(val_threshold)
+        )["kappa"]
     for key in ("parameters", "train_seconds", "images_per_second"):
         row[key] = _number(run.info.get(key))
     return row
@@ -264,6 +311,7 @@ def comparison_table(runs: Sequence[Run], n_resamples: int = 1000, seed: int = 0
 
 # ----------------------------------------------------------------------------- markdown
 
+
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -271,8 +319,10 @@ def _cell(text: str) -> str:
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool] | None = None) -> str:
     """A GitHub markdown table by hand (pandas' to_markdown needs the optional tabulate package)."""
     right = right or [False] * len(header)
-    lines = ["| " + " | ".join(_cell(h) for h in header) + " |",
-             "|" + "|".join("---:" if r else ":---" for r in right) + "|"]
+    lines = [
+        "| " + " | ".join(_cell(h) for h in header) + " |",
+        "|" + "|".join("---:" if r else ":---" for r in right) + "|",
+    ]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
@@ -310,18 +360,43 @@ def _model_label(model: str, variant: str) -> tuple[str, str]:
 
 def comparison_markdown(table: pd.DataFrame) -> str:
     """The comparison table as readable markdown: "0.871 [0.85, 0.89]" cells, one row per model."""
-    header = ["Model", "Variant", "Image accuracy", "Image AUROC", "Study AUROC", "Study κ", "Sensitivity",
-              "Specificity", "Body-part acc.", "Parameters", "Train time", "Train img/s"]
-    rows = [[*_model_label(row["model"], row["variant"]), _with_ci(row, "image_accuracy"),
-             _with_ci(row, "image_auroc"), _with_ci(row, "study_auroc"), _with_ci(row, "study_kappa"),
-             _plain(row["study_sensitivity"]), _plain(row["study_specificity"]),
-             _plain(row["body_part_accuracy"]), _parameters(row["parameters"]), _duration(row["train_seconds"]),
-             _plain(row["images_per_second"], 0)] for _, row in table.iterrows()]
+    header = [
+        "Model",
+        "Variant",
+        "Image accuracy",
+        "Image AUROC",
+        "Study AUROC",
+        "Study κ",
+        "Sensitivity",
+        "Specificity",
+        "Body-part acc.",
+        "Parameters",
+        "Train time",
+        "Train img/s",
+    ]
+    rows = [
+        [
+            *_model_label(row["model"], row["variant"]),
+            _with_ci(row, "image_accuracy"),
+            _with_ci(row, "image_auroc"),
+            _with_ci(row, "study_auroc"),
+            _with_ci(row, "study_kappa"),
+            _plain(row["study_sensitivity"]),
+            _plain(row["study_specificity"]),
+            _plain(row["body_part_accuracy"]),
+            _parameters(row["parameters"]),
+            _duration(row["train_seconds"]),
+            _plain(row["images_per_second"], 0),
+        ]
+        for _, row in table.iterrows()
+    ]
     threshold = table["threshold"].iloc[0] if len(table) else 0.5
     resamples = int(table["bootstrap_resamples"].iloc[0]) if len(table) else 0
-    note = (f"Test set: MURA valid. Accuracy, κ, sensitivity and specificity at threshold {threshold:g}; "
-            f"sensitivity, specificity and κ are study level. Brackets: 95% bootstrap CI "
-            f"({resamples} resamples of whole studies).\n\n")
+    note = (
+        f"Test set: MURA valid. Accuracy, κ, sensitivity and specificity at threshold {threshold:g}; "
+        f"sensitivity, specificity and κ are study level. Brackets: 95% bootstrap CI "
+        f"({resamples} resamples of whole studies).\n\n"
+    )
     return note + markdown_table(header, rows, [False, False] + [True] * (len(header) - 2))
 
 
@@ -337,20 +412,33 @@ def write_comparison(table: pd.DataFrame, out_dir: str | Path) -> dict[str, Path
 # ----------------------------------------------------------------------------- figures
 
 STYLE = {
-    "figure.facecolor": "white", "axes.facecolor": "white", "savefig.facecolor": "white",
-    "savefig.dpi": 150, "font.size": 9, "axes.titlesize": 11, "axes.labelsize": 9,
-    "figure.titlesize": 12, "figure.titleweight": "bold", "legend.fontsize": 8, "legend.frameon": False,
-    "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.6,
-    "axes.spines.top": False, "axes.spines.right": False,
+    "figure.facecolor": "white",
+    "axes.facecolor": "white",
+    "savefig.facecolor": "white",
+    "savefig.dpi": 150,
+    "font.size": 9,
+    "axes.titlesize": 11,
+    "axes.labelsize": 9,
+    "figure.titlesize": 12,
+    "figure.titleweight": "bold",
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.6,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
 }
 
 
 def _styled(plot: Callable) -> Callable:
     """Run a plotting function under the one report style (white, 150 dpi, light grid)."""
+
     @wraps(plot)
     def wrapper(*args, **kwargs):
         with matplotlib.rc_context(STYLE):
             return plot(*args, **kwargs)
+
     return wrapper
 
 
@@ -376,8 +464,11 @@ def _color(model: str):
 
 def _line_style(run: Run) -> dict:
     """Same colour for one model's two variants; single-task dashed, the ensemble thick black."""
-    return {"color": _color(run.model), "linestyle": "-" if run.multitask else "--",
-            "linewidth": 2.2 if run.model == "ensemble" else 1.5}
+    return {
+        "color": _color(run.model),
+        "linestyle": "-" if run.multitask else "--",
+        "linewidth": 2.2 if run.model == "ensemble" else 1.5,
+    }
 
 
 def _labels(runs: Sequence[Run]) -> list[str]:
@@ -406,11 +497,20 @@ def plot_roc(runs: Sequence[Run], level: str, path: str | Path) -> Path:
         if len(np.unique(labels)) < 2:
             continue
         false_positive, true_positive, _ = roc_curve(labels, probabilities)
-        axes.plot(false_positive, true_positive, label=f"{label} (AUROC {_auroc(labels, probabilities):.3f})",
-                  **_line_style(run))
-    axes.set(xlim=(0, 1), ylim=(0, 1.01), aspect="equal",
-             xlabel="False positive rate (1 − specificity)", ylabel="True positive rate (sensitivity)",
-             title=f"ROC, {level} level (MURA valid, n = {n_units} {'studies' if level == 'study' else 'images'})")
+        axes.plot(
+            false_positive,
+            true_positive,
+            label=f"{label} (AUROC {_auroc(labels, probabilities):.3f})",
+            **_line_style(run),
+        )
+    axes.set(
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        aspect="equal",
+        xlabel="False positive rate (1 − specificity)",
+        ylabel="True positive rate (sensitivity)",
+        title=f"ROC, {level} level (MURA valid, n = {n_units} {'studies' if level == 'study' else 'images'})",
+    )
     axes.legend(loc="lower right")
     return _save(figure, path)
 
@@ -426,14 +526,25 @@ def plot_per_body_part_kappa(runs: Sequence[Run], path: str | Path) -> Path:
     positions = np.arange(len(parts))
     for i, (run, label, metrics) in enumerate(zip(runs, _labels(runs), per_run)):
         kappas = [metrics.get(part, {}).get("study_kappa", np.nan) for part in parts]
-        axes.bar(positions - 0.4 + width * (i + 0.5), kappas, width, label=label, color=_color(run.model),
-                 hatch=None if run.multitask else "///", edgecolor="white", linewidth=0.5)
+        axes.bar(
+            positions - 0.4 + width * (i + 0.5),
+            kappas,
+            width,
+            label=label,
+            color=_color(run.model),
+            hatch=None if run.multitask else "///",
+            edgecolor="white",
+            linewidth=0.5,
+        )
     counts = [next((metrics[part]["studies"] for metrics in per_run if part in metrics), 0) for part in parts]
     axes.set_xticks(positions, [f"{part.title()}\n({count} studies)" for part, count in zip(parts, counts)])
     axes.axhline(0, color="0.3", linewidth=0.8)
     axes.grid(axis="x", visible=False)
-    axes.set(ylabel="Cohen's κ (study level)", xlabel="Body part",
-             title="Study-level Cohen's κ per body part (threshold 0.5)")
+    axes.set(
+        ylabel="Cohen's κ (study level)",
+        xlabel="Body part",
+        title="Study-level Cohen's κ per body part (threshold 0.5)",
+    )
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
     return _save(figure, path)
 
@@ -452,14 +563,21 @@ def plot_confusion_matrices(runs: Sequence[Run], path: str | Path, threshold: fl
         shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
         axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
         for (i, j), count in np.ndenumerate(counts):
-            axes.text(j, i, f"{count}\n({shares[i, j]:.0%})", ha="center", va="center", fontsize=10,
-                      color="white" if shares[i, j] > 0.6 else "black")
+            axes.text(
+                j,
+                i,
+                f"{count}\n({shares[i, j]:.0%})",
+                ha="center",
+                va="center",
+                fontsize=10,
+                color="white" if shares[i, j] > 0.6 else "black",
+            )
         kappa = binary_metrics(studies["label"], studies["probability"], threshold)["kappa"]
         axes.set_xticks([0, 1], names)
         axes.set_yticks([0, 1], names, rotation=90, va="center")
         axes.set(xlabel="Predicted", ylabel="True", title=f"{label}\nκ = {kappa:.3f}")
         axes.grid(False)
-    for axes in grid[len(runs):]:
+    for axes in grid[len(runs) :]:
         axes.set_visible(False)
     figure.suptitle(f"Study-level confusion matrices (MURA valid, threshold {threshold:g})")
     return _save(figure, path)
@@ -478,14 +596,20 @@ def plot_training_curves(runs: Sequence[Run], path: str | Path) -> Path:
         if "train_loss" in history:
             loss_axes.plot(history["epoch"], history["train_loss"], marker="o", markersize=3, label=label, **style)
         if "val_study_auroc" in history:
-            auroc_axes.plot(history["epoch"], history["val_study_auroc"], marker="o", markersize=3,
-                            label=label, **style)
+            auroc_axes.plot(
+                history["epoch"], history["val_study_auroc"], marker="o", markersize=3, label=label, **style
+            )
             best = history[history["epoch"] == run.info.get("best_epoch")]
-            auroc_axes.plot(best["epoch"], best["val_study_auroc"], marker="*", markersize=12,
-                            color=style["color"], linestyle="none")
+            auroc_axes.plot(
+                best["epoch"],
+                best["val_study_auroc"],
+                marker="*",
+                markersize=12,
+                color=style["color"],
+                linestyle="none",
+            )
     loss_axes.set(xlabel="Epoch", ylabel="Training loss", title="Training loss")
-    auroc_axes.set(xlabel="Epoch", ylabel="Study AUROC (validation)",
-                   title="Validation study AUROC (★ best epoch)")
+    auroc_axes.set(xlabel="Epoch", ylabel="Study AUROC (validation)", title="Validation study AUROC (★ best epoch)")
     for axes in (loss_axes, auroc_axes):
         axes.xaxis.get_major_locator().set_params(integer=True)
     handles, labels = loss_axes.get_legend_handles_labels()
@@ -505,10 +629,17 @@ def plot_reliability(runs: Sequence[Run], path: str | Path, n_bins: int = 10) ->
         labels, probabilities = _scores(run, "study")
         observed, predicted = calibration_curve(labels, probabilities, n_bins=n_bins, strategy="uniform")
         brier = brier_score_loss(labels, probabilities)
-        axes.plot(predicted, observed, marker="o", markersize=4, label=f"{label} (Brier {brier:.3f})",
-                  **_line_style(run))
-    axes.set(xlim=(0, 1), ylim=(-0.02, 1.02), aspect="equal", xlabel="Mean predicted probability (study)",
-             ylabel="Observed fraction abnormal", title=f"Reliability, study level ({n_bins} equal-width bins)")
+        axes.plot(
+            predicted, observed, marker="o", markersize=4, label=f"{label} (Brier {brier:.3f})", **_line_style(run)
+        )
+    axes.set(
+        xlim=(0, 1),
+        ylim=(-0.02, 1.02),
+        aspect="equal",
+        xlabel="Mean predicted probability (study)",
+        ylabel="Observed fraction abnormal",
+        title=f"Reliability, study level ({n_bins} equal-width bins)",
+    )
     figure.legend(loc="outside lower center", ncol=2)
     return _save(figure, path)
 
@@ -529,17 +660,28 @@ def plot_ablation(table: pd.DataFrame, path: str | Path) -> Path:
                     continue
                 row = match.iloc[0]
                 error = [[row[metric] - row[f"{metric}_ci_low"]], [row[f"{metric}_ci_high"] - row[metric]]]
-                axes.bar(x + offset, row[metric], width, yerr=np.nan_to_num(error), capsize=3, color=_color(model),
-                         hatch=None if variant == "multitask" else "///", edgecolor="white", linewidth=0.5,
-                         error_kw={"elinewidth": 1, "ecolor": "0.25"})
+                axes.bar(
+                    x + offset,
+                    row[metric],
+                    width,
+                    yerr=np.nan_to_num(error),
+                    capsize=3,
+                    color=_color(model),
+                    hatch=None if variant == "multitask" else "///",
+                    edgecolor="white",
+                    linewidth=0.5,
+                    error_kw={"elinewidth": 1, "ecolor": "0.25"},
+                )
                 top = np.nanmax([row[metric], row[f"{metric}_ci_high"]])
                 axes.text(x + offset, top + 0.015, f"{row[metric]:.3f}", ha="center", va="bottom", fontsize=7)
         axes.set_xticks(range(len(models)), [MODEL_LABELS.get(m, m) for m in models])
         axes.axhline(0, color="0.3", linewidth=0.8)
         axes.grid(axis="x", visible=False)
         axes.set(ylabel=title, title=title, ylim=(min(0, rows[f"{metric}_ci_low"].min() - 0.05), 1.08))
-    legend = [Patch(facecolor="0.5", label="multi-task (with body-part head)"),
-              Patch(facecolor="0.5", hatch="///", edgecolor="white", label="single-task")]
+    legend = [
+        Patch(facecolor="0.5", label="multi-task (with body-part head)"),
+        Patch(facecolor="0.5", hatch="///", edgecolor="white", label="single-task"),
+    ]
     figure.legend(handles=legend, loc="outside lower center", ncol=2)
     figure.suptitle("Ablation: multi-task vs single-task (threshold 0.5, 95% bootstrap CI)")
     return _save(figure, path)
@@ -547,14 +689,18 @@ def plot_ablation(table: pd.DataFrame, path: str | Path) -> Path:
 
 # ----------------------------------------------------------------------------- Grad-CAM
 
+
 def gallery_cases(predictions: pd.DataFrame, threshold: float, per_group: int = 3) -> pd.DataFrame:
     """True positives, false positives and false negatives among the test *images* at a threshold,
     most confident first, at most one image per study (so a tile row shows different patients'
     studies). Column ``group`` is TP, FP or FN."""
     predicted = predictions["probability"] >= threshold
     abnormal = predictions["label"] == 1
-    selections = {"TP": (abnormal & predicted, False), "FP": (~abnormal & predicted, False),
-                  "FN": (abnormal & ~predicted, True)}
+    selections = {
+        "TP": (abnormal & predicted, False),
+        "FP": (~abnormal & predicted, False),
+        "FN": (abnormal & ~predicted, True),
+    }
     chosen = []
     for group, (mask, ascending) in selections.items():
         rows = predictions[mask].sort_values("probability", ascending=ascending, kind="stable")
@@ -612,33 +758,47 @@ def cam_gallery(run: Run, path: str | Path, per_group: int = 3, img_size: int | 
                 axes.set_ylabel(row_label, fontsize=10, fontweight="bold")
             if column >= len(positions):
                 if column == 0:
-                    axes.text(0.5, 0.5, "none", ha="center", va="center", fontsize=12, color="0.4",
-                              transform=axes.transAxes)
+                    axes.text(
+                        0.5, 0.5, "none", ha="center", va="center", fontsize=12, color="0.4", transform=axes.transAxes
+                    )
                 continue
             case = cases.iloc[positions[column]]
             axes.imshow(overlay(grays[positions[column]], heatmaps[positions[column]]))
             truth = "abnormal" if case["label"] == 1 else "normal"
             axes.set_title(f"p = {case['probability']:.2f} · {truth}\n{str(case['body_part']).title()}", fontsize=8)
-    figure.suptitle(f"Grad-CAM, abnormality head: {MODEL_LABELS.get(model_name, model_name)} "
-                    f"({'multi-task' if checkpoint.get('multitask') else 'single-task'}), run {run.name}")
-    figure.supxlabel(f"threshold {threshold:.2f} (chosen on validation); most confident first; "
-                     "red = regions that raise the abnormal score", fontsize=8, color="0.3")
+    figure.suptitle(
+        f"Grad-CAM, abnormality head: {MODEL_LABELS.get(model_name, model_name)} "
+        f"({'multi-task' if checkpoint.get('multitask') else 'single-task'}), run {run.name}"
+    )
+    figure.supxlabel(
+        f"threshold {threshold:.2f} (chosen on validation); most confident first; "
+        "red = regions that raise the abnormal score",
+        fontsize=8,
+        color="0.3",
+    )
     _save(figure, path)
     return cases
 
 
 # ----------------------------------------------------------------------------- index.md
 
+
 def git_commit() -> str:
     """Short commit of the code that wrote the report (with a note if the tree was modified)."""
     here = Path(__file__).resolve().parent
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
-                              text=True, timeout=10)
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        )
         if head.returncode != 0 or not head.stdout.strip():
             return "unknown"
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                                capture_output=True, text=True, timeout=10)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         dirty = " (with uncommitted changes)" if status.stdout.strip() else ""
         return head.stdout.strip() + dirty
     except (OSError, subprocess.SubprocessError):
@@ -646,21 +806,45 @@ def git_commit() -> str:
 
 
 def _runs_markdown(runs: Sequence[Run]) -> str:
-    header = ["Run", "Model", "Variant", "Pretrained", "Image size", "Epochs (best)", "Seed",
-              "Val threshold", "Test images / studies"]
+    header = [
+        "Run",
+        "Model",
+        "Variant",
+        "Pretrained",
+        "Image size",
+        "Epochs (best)",
+        "Seed",
+        "Val threshold",
+        "Test images / studies",
+    ]
     rows = []
     for run in runs:
         info = run.info
-        rows.append([run.name, MODEL_LABELS.get(run.model, run.model), VARIANT_LABELS.get(run.variant, run.variant),
-                     str(info.get("pretrained", "—")), str(info.get("img_size", "—")),
-                     f"{info.get('epochs', '—')} ({info.get('best_epoch', '—')})", str(info.get("seed", "—")),
-                     _plain(_number(info.get("threshold")), 3),
-                     f"{len(run.predictions)} / {run.predictions['study'].nunique()}"])
+        rows.append(
+            [
+                run.name,
+                MODEL_LABELS.get(run.model, run.model),
+                VARIANT_LABELS.get(run.variant, run.variant),
+                str(info.get("pretrained", "—")),
+                str(info.get("img_size", "—")),
+                f"{info.get('epochs', '—')} ({info.get('best_epoch', '—')})",
+                str(info.get("seed", "—")),
+                _plain(_number(info.get("threshold")), 3),
+                f"{len(run.predictions)} / {run.predictions['study'].nunique()}",
+            ]
+        )
     return markdown_table(header, rows)
 
 
-def _index_markdown(runs: Sequence[Run], table: pd.DataFrame, written: dict[str, Path], out_dir: Path,
-                    data_description: str, synthetic: bool, skipped: dict[str, str]) -> str:
+def _index_markdown(
+    runs: Sequence[Run],
+    table: pd.DataFrame,
+    written: dict[str, Path],
+    out_dir: Path,
+    data_description: str,
+    synthetic: bool,
+    skipped: dict[str, str],
+) -> str:
     from . import __version__
 
     def link(key: str) -> str:
@@ -668,50 +852,78 @@ def _index_markdown(runs: Sequence[Run], table: pd.DataFrame, written: dict[str,
 
     lines = []
     if synthetic:
-        lines += ["> **SYNTHETIC SAMPLE — these numbers say nothing about real radiographs.** "
-                  "The data are the embedded synthetic sample, not MURA; the report only shows that the "
-                  "pipeline runs end to end.", ""]
+        lines += [
+            "> **SYNTHETIC SAMPLE — these numbers say nothing about real radiographs.** "
+            "The data are the embedded synthetic sample, not MURA; the report only shows that the "
+            "pipeline runs end to end.",
+            "",
+        ]
     data_roots = sorted({str(run.info.get("data_root")) for run in runs if run.info.get("data_root")})
     test_splits = sorted({str(run.info.get("test_split", "valid")) for run in runs})
     lines += [
-        "# MURA abnormality detection: model comparison", "",
+        "# MURA abnormality detection: model comparison",
+        "",
         f"- **Generated:** {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- **Code:** commit `{git_commit()}`, mura_utils {__version__}",
-        f"- **Data:** {data_description}" + (f" (data_root: {', '.join(f'`{r}`' for r in data_roots)})"
-                                             if data_roots else ""),
+        f"- **Data:** {data_description}"
+        + (f" (data_root: {', '.join(f'`{r}`' for r in data_roots)})" if data_roots else ""),
         f"- **Test set:** MURA *{', '.join(test_splits)}* (held out; thresholds and model selection used a "
         "patient-level validation split of MURA *train*).",
         "- **Label:** MURA's positive class is **abnormal**: fractures, but also hardware, degenerative "
         "joint disease, lesions and other findings. It is not a fracture-only label.",
-        "", "## Runs", "", _runs_markdown(runs),
-        "## Results", "", f"Full table: [comparison.md]({link('comparison_md')}), "
-        f"all columns: [comparison.csv]({link('comparison_csv')}).", "",
+        "",
+        "## Runs",
+        "",
+        _runs_markdown(runs),
+        "## Results",
+        "",
+        f"Full table: [comparison.md]({link('comparison_md')}), "
+        f"all columns: [comparison.csv]({link('comparison_csv')}).",
+        "",
         comparison_markdown(table),
         "The ensemble averages the multi-task runs' image probabilities (so also their study "
-        "probabilities); its parameters and training time are the members' sums.", "",
-        "## The bar: earlier results", "",
+        "probabilities); its parameters and training time are the members' sums.",
+        "",
+        "## The bar: earlier results",
+        "",
         "What the earlier notebooks reported on MURA valid (their AUROC and κ as the notebooks computed "
         "them), and the MURA paper (Rajpurkar et al., 2018) on its hidden test set (study level; "
-        "not comparable one to one with MURA valid).", "",
+        "not comparable one to one with MURA valid).",
+        "",
         markdown_table(["Model", "Image accuracy", "AUROC", "Cohen's κ"], BASELINES, [False, True, True, True]),
-        "## Figures", "",
+        "## Figures",
+        "",
     ]
-    captions = {"roc_study": "ROC, study level", "roc_image": "ROC, image level",
-                "per_body_part_kappa": "Study-level κ per body part", "confusion_matrices": "Confusion matrices",
-                "training_curves": "Training curves", "reliability": "Reliability (calibration)",
-                "ablation": "Ablation: multi-task vs single-task"}
+    captions = {
+        "roc_study": "ROC, study level",
+        "roc_image": "ROC, image level",
+        "per_body_part_kappa": "Study-level κ per body part",
+        "confusion_matrices": "Confusion matrices",
+        "training_curves": "Training curves",
+        "reliability": "Reliability (calibration)",
+        "ablation": "Ablation: multi-task vs single-task",
+    }
     for key, caption in captions.items():
         lines += [f"### {caption}", "", f"![{caption}]({link(key)})", ""]
-    extras = [(name, caption) for name, caption in (("external.md", "External generalization (fracture set)"),
-                                                     ("figures/sample_images.png", "Sample images per body part"),
-                                                     ("runs/reproduce.json", "Parameters and provenance of this run"))
-              if (out_dir / name).is_file()]
+    extras = [
+        (name, caption)
+        for name, caption in (
+            ("external.md", "External generalization (fracture set)"),
+            ("figures/sample_images.png", "Sample images per body part"),
+            ("runs/reproduce.json", "Parameters and provenance of this run"),
+        )
+        if (out_dir / name).is_file()
+    ]
     if extras:
         lines += ["## More", ""] + [f"- [{caption}]({name})" for name, caption in extras] + [""]
-    lines += ["## Grad-CAM galleries", "",
-              "Images the model flagged correctly (TP), flagged wrongly (FP) and missed (FN) at the run's "
-              "validation threshold. Grad-CAM shows where the abnormality score is sensitive, "
-              "not where a finding is.", ""]
+    lines += [
+        "## Grad-CAM galleries",
+        "",
+        "Images the model flagged correctly (TP), flagged wrongly (FP) and missed (FN) at the run's "
+        "validation threshold. Grad-CAM shows where the abnormality score is sensitive, "
+        "not where a finding is.",
+        "",
+    ]
     for run in runs:
         key = f"gradcam/{run.name}"
         if key in written:
@@ -721,8 +933,14 @@ def _index_markdown(runs: Sequence[Run], table: pd.DataFrame, written: dict[str,
     return "\n".join(lines) + "\n"
 
 
-def write_report(runs_dir: str | Path, out_dir: str | Path, data_description: str, synthetic: bool,
-                 n_resamples: int = 1000, cam_per_group: int = 3) -> dict[str, Path]:
+def write_report(
+    runs_dir: str | Path,
+    out_dir: str | Path,
+    data_description: str,
+    synthetic: bool,
+    n_resamples: int = 1000,
+    cam_per_group: int = 3,
+) -> dict[str, Path]:
     """Everything: comparison table (csv + md), figures, Grad-CAM galleries and index.md.
 
     ``synthetic`` is also switched on when any run.json says its data was the synthetic sample,
@@ -757,12 +975,30 @@ def write_report(runs_dir: str | Path, out_dir: str | Path, data_description: st
             skipped[run.name] = str(error)
             warnings.warn(f"Grad-CAM gallery for run {run.name} not drawn: {error}", stacklevel=2)
     written["index"] = out_dir / "index.md"
-    atomic_write_text(written["index"], _index_markdown(runs, table, written, out_dir, data_description,
-                                                        synthetic, skipped))
+    atomic_write_text(
+        written["index"], _index_markdown(runs, table, written, out_dir, data_description, synthetic, skipped)
+    )
     return written
 
 
-__all__ = ["Run", "load_run", "load_runs", "ensemble_predictions", "ensemble_run", "comparison_table",
-           "comparison_markdown", "write_comparison", "markdown_table", "plot_roc", "plot_per_body_part_kappa",
-           "plot_confusion_matrices", "plot_training_curves", "plot_reliability", "plot_ablation",
-           "gallery_cases", "cam_gallery", "git_commit", "write_report"]
+__all__ = [
+    "Run",
+    "load_run",
+    "load_runs",
+    "ensemble_predictions",
+    "ensemble_run",
+    "comparison_table",
+    "comparison_markdown",
+    "write_comparison",
+    "markdown_table",
+    "plot_roc",
+    "plot_per_body_part_kappa",
+    "plot_confusion_matrices",
+    "plot_training_curves",
+    "plot_reliability",
+    "plot_ablation",
+    "gallery_cases",
+    "cam_gallery",
+    "git_commit",
+    "write_report",
+]

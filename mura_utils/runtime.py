@@ -1,4 +1,5 @@
 """Where and how a run executes: device choice, seeds, mixed precision and torchrun (DDP) set-up."""
+
 from __future__ import annotations
 
 import os

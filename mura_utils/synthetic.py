@@ -17,6 +17,7 @@ is drawn from a numpy Generator seeded from ``seed``, so a seed gives byte-ident
 Layout of this module, top to bottom: anatomy primitives, one layout function per body part,
 findings, rendering, file writing, then the two public functions.
 """
+
 from __future__ import annotations
 
 import io
@@ -31,8 +32,15 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from mura_utils.constants import BODY_PARTS
 
-__all__ = ["make_sample", "make_external_sample", "render_radiograph", "MURA_DIRNAME",
-           "EXTERNAL_DIRNAME", "EXTERNAL_MANIFEST", "SYNTHETIC_MARKER"]
+__all__ = [
+    "make_sample",
+    "make_external_sample",
+    "render_radiograph",
+    "MURA_DIRNAME",
+    "EXTERNAL_DIRNAME",
+    "EXTERNAL_MANIFEST",
+    "SYNTHETIC_MARKER",
+]
 
 MURA_DIRNAME = "MURA-v1.1"
 EXTERNAL_DIRNAME = "Bone_Fracture_Binary_Classification"
@@ -65,17 +73,18 @@ _SCLEROSIS = 200  # strength (of 255) on the overlay layer that metal is drawn o
 # Anatomy primitives, in normalized units: the field of view is about 1 tall, y points down.
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Break:
     """A cortical break across a bone: where it is, its jagged shape and the fragment's shift."""
 
-    at: float              # fraction of the bone's length
-    slope: float           # obliquity of the fracture line (axial offset per unit of width)
+    at: float  # fraction of the bone's length
+    slope: float  # obliquity of the fracture line (axial offset per unit of width)
     jitter: tuple[float, ...]  # jagged axial offsets across the width, in units of width
-    gap: float             # distance between the fragments, in units of width
-    shift: float           # sideways displacement of the distal fragment, in units of width
-    angle: float           # angulation of the distal fragment, radians
-    callus: bool = False   # a healing fracture: a hazy bright cuff of new bone around it
+    gap: float  # distance between the fragments, in units of width
+    shift: float  # sideways displacement of the distal fragment, in units of width
+    angle: float  # angulation of the distal fragment, radians
+    callus: bool = False  # a healing fracture: a hazy bright cuff of new bone around it
 
 
 @dataclass(frozen=True)
@@ -87,7 +96,7 @@ class Bone:
     width: float
     flare_a: float = 1.3
     flare_b: float = 1.3
-    cortex: float = 0.17   # cortical thickness, in units of width
+    cortex: float = 0.17  # cortical thickness, in units of width
     fracture: Break | None = None
 
     @property
@@ -122,11 +131,11 @@ class Anatomy:
     bones: tuple[Bone, ...]
     blobs: tuple[Blob, ...] = ()
     joints: tuple[Joint, ...] = ()
-    tissue: tuple[np.ndarray, ...] = ()       # extra soft-tissue polygons (body, palm)
-    tissue_margin: float = 0.05                # soft tissue around every bone
-    flat_bones: tuple[np.ndarray, ...] = ()    # scapula, glenoid: drawn under the other bones
-    metal: tuple[np.ndarray, ...] = ()         # hardware polygons, drawn last and brightest
-    sclerosis: tuple[np.ndarray, ...] = ()     # osteophytes / subchondral sclerosis
+    tissue: tuple[np.ndarray, ...] = ()  # extra soft-tissue polygons (body, palm)
+    tissue_margin: float = 0.05  # soft tissue around every bone
+    flat_bones: tuple[np.ndarray, ...] = ()  # scapula, glenoid: drawn under the other bones
+    metal: tuple[np.ndarray, ...] = ()  # hardware polygons, drawn last and brightest
+    sclerosis: tuple[np.ndarray, ...] = ()  # osteophytes / subchondral sclerosis
 
 
 def _unit(angle: float) -> tuple[float, float]:
@@ -149,8 +158,16 @@ def _quad(p, q, half_width: float) -> np.ndarray:
     return np.stack([p + n, q + n, q - n, p - n])
 
 
-def _chain(rng: np.random.Generator, start, angle: float, lengths, widths, gap: float,
-           bend: float = 0.04, flare_last: float = 1.3):
+def _chain(
+    rng: np.random.Generator,
+    start,
+    angle: float,
+    lengths,
+    widths,
+    gap: float,
+    bend: float = 0.04,
+    flare_last: float = 1.3,
+):
     """Bones laid end to end with joint gaps (phalanges, metacarpal plus phalanges)."""
     bones, joints = [], []
     x, y = start
@@ -162,8 +179,7 @@ def _chain(rng: np.random.Generator, start, angle: float, lengths, widths, gap: 
         last = i == len(lengths) - 1
         bones.append(Bone(a, b, width, 1.35, flare_last if last else 1.35))
         if not last:
-            joints.append(Joint((b[0] + ux * gap / 2, b[1] + uy * gap / 2), (ux, uy),
-                                width * 1.3, gap))
+            joints.append(Joint((b[0] + ux * gap / 2, b[1] + uy * gap / 2), (ux, uy), width * 1.3, gap))
         x, y = b[0] + ux * gap, b[1] + uy * gap
     return bones, joints
 
@@ -172,14 +188,23 @@ def _chain(rng: np.random.Generator, start, angle: float, lengths, widths, gap: 
 # One layout per body part: the bone arrangement that makes each part recognisable.
 # --------------------------------------------------------------------------------------------
 
+
 def _finger(rng: np.random.Generator) -> Anatomy:
     """FINGER: a metacarpal head and a chain of three phalanges with joint gaps."""
     k = rng.uniform(0.9, 1.08)
     w = rng.uniform(0.07, 0.085) * k
     gap = rng.uniform(0.024, 0.032) * k
     lengths = np.array([0.3, 0.3, 0.2, 0.14]) * k
-    bones, joints = _chain(rng, (rng.normal(0, 0.02), 0.62 * k), rng.normal(0, 0.05), lengths,
-                           [w * 1.25, w, w * 0.86, w * 0.78], gap, 0.05, 1.55)
+    bones, joints = _chain(
+        rng,
+        (rng.normal(0, 0.02), 0.62 * k),
+        rng.normal(0, 0.05),
+        lengths,
+        [w * 1.25, w, w * 0.86, w * 0.78],
+        gap,
+        0.05,
+        1.55,
+    )
     return Anatomy(tuple(bones), joints=tuple(joints), tissue_margin=rng.uniform(0.035, 0.06))
 
 
@@ -188,28 +213,50 @@ def _hand(rng: np.random.Generator) -> Anatomy:
     k = rng.uniform(0.92, 1.06)
     bones, joints, tissue = [], [], []
     gap = 0.014 * k
-    for i, (x0, angle) in enumerate([(-0.1, -0.17), (-0.035, -0.05), (0.03, 0.05),
-                                     (0.095, 0.16)]):
+    for i, (x0, angle) in enumerate([(-0.1, -0.17), (-0.035, -0.05), (0.03, 0.05), (0.095, 0.16)]):
         meta = 0.22 - 0.015 * abs(i - 1.2)
         finger = np.array([0.15, 0.095, 0.065]) * (1.0 - 0.08 * abs(i - 1.5))
-        b, j = _chain(rng, (x0 * k, 0.3), angle + rng.normal(0, 0.04),
-                      np.r_[meta, finger] * k, np.array([0.04, 0.033, 0.028, 0.024]) * k,
-                      gap, 0.04, 1.5)
+        b, j = _chain(
+            rng,
+            (x0 * k, 0.3),
+            angle + rng.normal(0, 0.04),
+            np.r_[meta, finger] * k,
+            np.array([0.04, 0.033, 0.028, 0.024]) * k,
+            gap,
+            0.04,
+            1.5,
+        )
         bones += b
         joints += j
-    b, j = _chain(rng, (-0.15 * k, 0.33), -0.75 + rng.normal(0, 0.06),
-                  np.array([0.14, 0.11, 0.075]) * k, np.array([0.043, 0.036, 0.03]) * k,
-                  gap, 0.05, 1.5)
+    b, j = _chain(
+        rng,
+        (-0.15 * k, 0.33),
+        -0.75 + rng.normal(0, 0.06),
+        np.array([0.14, 0.11, 0.075]) * k,
+        np.array([0.043, 0.036, 0.03]) * k,
+        gap,
+        0.05,
+        1.5,
+    )
     bones += b
     joints += j
-    blobs = tuple(Blob((cx * k + rng.normal(0, 0.005), cy + rng.normal(0, 0.005)),
-                       rx * k, ry * k, rng.uniform(-0.5, 0.5))
-                  for cx, cy, rx, ry in [(-0.1, 0.35, 0.03, 0.022), (-0.04, 0.35, 0.026, 0.022),
-                                         (0.02, 0.35, 0.026, 0.024), (0.08, 0.36, 0.028, 0.024),
-                                         (-0.09, 0.41, 0.035, 0.024), (-0.02, 0.41, 0.03, 0.024),
-                                         (0.04, 0.41, 0.028, 0.022), (0.09, 0.42, 0.02, 0.018)])
-    bones += [Bone((-0.05 * k, 0.75), (-0.05 * k, 0.455), 0.12 * k, 1.0, 1.3),
-              Bone((0.085 * k, 0.75), (0.085 * k, 0.46), 0.06 * k, 1.0, 1.3)]
+    blobs = tuple(
+        Blob((cx * k + rng.normal(0, 0.005), cy + rng.normal(0, 0.005)), rx * k, ry * k, rng.uniform(-0.5, 0.5))
+        for cx, cy, rx, ry in [
+            (-0.1, 0.35, 0.03, 0.022),
+            (-0.04, 0.35, 0.026, 0.022),
+            (0.02, 0.35, 0.026, 0.024),
+            (0.08, 0.36, 0.028, 0.024),
+            (-0.09, 0.41, 0.035, 0.024),
+            (-0.02, 0.41, 0.03, 0.024),
+            (0.04, 0.41, 0.028, 0.022),
+            (0.09, 0.42, 0.02, 0.018),
+        ]
+    )
+    bones += [
+        Bone((-0.05 * k, 0.75), (-0.05 * k, 0.455), 0.12 * k, 1.0, 1.3),
+        Bone((0.085 * k, 0.75), (0.085 * k, 0.46), 0.06 * k, 1.0, 1.3),
+    ]
     palm = np.array([[-0.19, 0.45], [-0.14, 0.22], [0.15, 0.22], [0.17, 0.45]]) * [k, 1]
     tissue.append(np.vstack([palm, [[0.12 * k, 0.8], [-0.13 * k, 0.8]]]))
     return Anatomy(tuple(bones), blobs, tuple(joints), tuple(tissue), rng.uniform(0.03, 0.05))
@@ -219,18 +266,31 @@ def _wrist(rng: np.random.Generator) -> Anatomy:
     """WRIST: distal radius and ulna ends, two rows of small carpals, metacarpal bases."""
     k = rng.uniform(0.92, 1.08)
     top = 0.1 + rng.normal(0, 0.01)
-    bones = [Bone((-0.07 * k, 0.8), (-0.07 * k, top), 0.12 * k, 1.0, 1.55),
-             Bone((0.11 * k, 0.8), (0.11 * k, top + 0.05), 0.07 * k, 1.0, 1.3)]
-    bones += [Bone((x * k, -0.2), (x * k + 0.15 * dx, -0.75), 0.05 * k, 1.4, 1.0)
-              for x, dx in [(-0.14, -0.5), (-0.06, -0.15), (0.02, 0.1), (0.1, 0.35)]]
-    blobs = tuple(Blob(((cx + rng.normal(0, 0.006)) * k, cy + rng.normal(0, 0.006)),
-                       rx * k, ry * k, rng.uniform(-0.6, 0.6))
-                  for cx, cy, rx, ry in [(-0.1, 0.03, 0.05, 0.04), (-0.01, 0.03, 0.045, 0.04),
-                                         (0.07, 0.04, 0.035, 0.035), (0.12, 0.02, 0.02, 0.02),
-                                         (-0.15, -0.1, 0.04, 0.035), (-0.07, -0.1, 0.04, 0.038),
-                                         (0.01, -0.09, 0.045, 0.042), (0.09, -0.09, 0.045, 0.04)])
-    joints = (Joint((-0.07 * k, top - 0.02), (0, -1), 0.16 * k, 0.03),
-              Joint((-0.03 * k, -0.16), (0, -1), 0.16 * k, 0.02))
+    bones = [
+        Bone((-0.07 * k, 0.8), (-0.07 * k, top), 0.12 * k, 1.0, 1.55),
+        Bone((0.11 * k, 0.8), (0.11 * k, top + 0.05), 0.07 * k, 1.0, 1.3),
+    ]
+    bones += [
+        Bone((x * k, -0.2), (x * k + 0.15 * dx, -0.75), 0.05 * k, 1.4, 1.0)
+        for x, dx in [(-0.14, -0.5), (-0.06, -0.15), (0.02, 0.1), (0.1, 0.35)]
+    ]
+    blobs = tuple(
+        Blob(((cx + rng.normal(0, 0.006)) * k, cy + rng.normal(0, 0.006)), rx * k, ry * k, rng.uniform(-0.6, 0.6))
+        for cx, cy, rx, ry in [
+            (-0.1, 0.03, 0.05, 0.04),
+            (-0.01, 0.03, 0.045, 0.04),
+            (0.07, 0.04, 0.035, 0.035),
+            (0.12, 0.02, 0.02, 0.02),
+            (-0.15, -0.1, 0.04, 0.035),
+            (-0.07, -0.1, 0.04, 0.038),
+            (0.01, -0.09, 0.045, 0.042),
+            (0.09, -0.09, 0.045, 0.04),
+        ]
+    )
+    joints = (
+        Joint((-0.07 * k, top - 0.02), (0, -1), 0.16 * k, 0.03),
+        Joint((-0.03 * k, -0.16), (0, -1), 0.16 * k, 0.02),
+    )
     return Anatomy(tuple(bones), blobs, joints, tissue_margin=rng.uniform(0.05, 0.09))
 
 
@@ -238,12 +298,13 @@ def _forearm(rng: np.random.Generator) -> Anatomy:
     """FOREARM: radius and ulna, two long bones side by side, with the joints at both ends."""
     k = rng.uniform(0.9, 1.05)
     spread = rng.uniform(0.06, 0.09)
-    bones = (Bone((-spread, -0.44), (-spread * 1.3, 0.44), 0.07 * k, 1.5, 1.7),
-             Bone((spread, -0.5), (spread * 1.1, 0.42), 0.062 * k, 1.9, 1.3),
-             Bone((0.0, -0.85), (0.0, -0.535), 0.11 * k, 1.0, 1.6))
+    bones = (
+        Bone((-spread, -0.44), (-spread * 1.3, 0.44), 0.07 * k, 1.5, 1.7),
+        Bone((spread, -0.5), (spread * 1.1, 0.42), 0.062 * k, 1.9, 1.3),
+        Bone((0.0, -0.85), (0.0, -0.535), 0.11 * k, 1.0, 1.6),
+    )
     blobs = (Blob((-0.08, 0.5), 0.045, 0.03, 0.3), Blob((0.02, 0.5), 0.04, 0.03, -0.2))
-    joints = (Joint((0.0, -0.515), (0, 1), 0.2 * k, 0.03),
-              Joint((-spread * 1.3, 0.46), (0, 1), 0.12 * k, 0.025))
+    joints = (Joint((0.0, -0.515), (0, 1), 0.2 * k, 0.03), Joint((-spread * 1.3, 0.46), (0, 1), 0.12 * k, 0.025))
     return Anatomy(bones, blobs, joints, tissue_margin=rng.uniform(0.05, 0.085))
 
 
@@ -252,17 +313,24 @@ def _elbow(rng: np.random.Generator) -> Anatomy:
     bend = rng.uniform(0.0, 0.6) * rng.choice([-1, 1])
     gap = rng.uniform(0.03, 0.045)
     humerus = Bone((0.0, -0.75), (0.0, -0.02), 0.12, 1.0, 1.9)
-    ux, uy = _unit(math.pi + bend)            # forearm direction, pointing down-ish
+    ux, uy = _unit(math.pi + bend)  # forearm direction, pointing down-ish
     nx, ny = -uy, ux
     start = (ux * gap, -0.02 + uy * gap)
-    ulna = Bone((start[0] + nx * 0.035, start[1] + ny * 0.035),
-                (start[0] + nx * 0.035 + ux * 0.8, start[1] + ny * 0.035 + uy * 0.8), 0.07, 1.7)
-    radius = Bone((start[0] - nx * 0.055, start[1] - ny * 0.055 + 0.01),
-                  (start[0] - nx * 0.07 + ux * 0.8, start[1] - ny * 0.07 + uy * 0.8), 0.065, 1.45)
+    ulna = Bone(
+        (start[0] + nx * 0.035, start[1] + ny * 0.035),
+        (start[0] + nx * 0.035 + ux * 0.8, start[1] + ny * 0.035 + uy * 0.8),
+        0.07,
+        1.7,
+    )
+    radius = Bone(
+        (start[0] - nx * 0.055, start[1] - ny * 0.055 + 0.01),
+        (start[0] - nx * 0.07 + ux * 0.8, start[1] - ny * 0.07 + uy * 0.8),
+        0.065,
+        1.45,
+    )
     joints = (Joint((ux * gap / 2, -0.02 + uy * gap / 2), (ux, uy), 0.2, gap),)
     blob = Blob((0.03, -0.06), 0.05, 0.04)
-    return Anatomy((humerus, ulna, radius), (blob,), joints,
-                   tissue_margin=rng.uniform(0.06, 0.1))
+    return Anatomy((humerus, ulna, radius), (blob,), joints, tissue_margin=rng.uniform(0.06, 0.1))
 
 
 def _humerus(rng: np.random.Generator) -> Anatomy:
@@ -274,11 +342,12 @@ def _humerus(rng: np.random.Generator) -> Anatomy:
     arc = np.linspace(-0.8, 0.8, 7)
     glenoid = np.stack([-0.11 - 0.03 * np.cos(arc), -0.33 + 0.09 * np.sin(arc)], axis=1)
     glenoid = np.vstack([glenoid, [[-0.3, -0.2], [-0.3, -0.5]]])
-    forearm = (Bone((tilt - 0.04, 0.375), (tilt - 0.07, 0.85), 0.06, 1.4, 1.0),
-               Bone((tilt + 0.045, 0.37), (tilt + 0.07, 0.85), 0.055, 1.6, 1.0))
+    forearm = (
+        Bone((tilt - 0.04, 0.375), (tilt - 0.07, 0.85), 0.06, 1.4, 1.0),
+        Bone((tilt + 0.045, 0.37), (tilt + 0.07, 0.85), 0.055, 1.6, 1.0),
+    )
     joints = (Joint((-0.09, -0.33), (1, 0), 0.15, 0.03), Joint((tilt, 0.35), (0, 1), 0.18, 0.03))
-    return Anatomy((bone,) + forearm, (head,), joints, tissue_margin=rng.uniform(0.08, 0.13),
-                   flat_bones=(glenoid,))
+    return Anatomy((bone,) + forearm, (head,), joints, tissue_margin=rng.uniform(0.08, 0.13), flat_bones=(glenoid,))
 
 
 def _shoulder(rng: np.random.Generator) -> Anatomy:
@@ -294,24 +363,25 @@ def _shoulder(rng: np.random.Generator) -> Anatomy:
     acromion = Bone((gx - 0.1, -0.22), (hx + 0.1, -0.24), 0.05, 1.3, 1.4)
     body = np.array([[-1.0, -0.5], [hx + r + 0.1, -0.4], [hx + r + 0.2, 1.0], [-1.0, 1.0]])
     joints = (Joint((gx + 0.015, hy), (1, 0), 0.26, 0.03),)
-    return Anatomy((shaft, clavicle, acromion), (head,), joints, (body,),
-                   rng.uniform(0.05, 0.1), flat_bones=(scapula,))
+    return Anatomy((shaft, clavicle, acromion), (head,), joints, (body,), rng.uniform(0.05, 0.1), flat_bones=(scapula,))
 
 
 # Lower-limb layouts, used only by the external (Kaggle-like) sample.
 
+
 def _tibia_fibula(rng: np.random.Generator) -> Anatomy:
     """TIBIA/FIBULA: a thick tibia beside a thin fibula (external sample only)."""
     k = rng.uniform(0.9, 1.05)
-    bones = (Bone((-0.04, -0.5), (-0.05, 0.5), 0.12 * k, 1.6, 1.5),
-             Bone((0.1, -0.45), (0.08, 0.5), 0.045 * k, 1.5, 1.6))
+    bones = (
+        Bone((-0.04, -0.5), (-0.05, 0.5), 0.12 * k, 1.6, 1.5),
+        Bone((0.1, -0.45), (0.08, 0.5), 0.045 * k, 1.5, 1.6),
+    )
     return Anatomy(bones, tissue_margin=rng.uniform(0.07, 0.12))
 
 
 def _ankle(rng: np.random.Generator) -> Anatomy:
     """ANKLE: distal tibia and fibula over the talus dome, calcaneus below (external only)."""
-    bones = (Bone((-0.02, -0.8), (-0.02, -0.04), 0.16, 1.0, 1.5),
-             Bone((0.14, -0.8), (0.15, 0.06), 0.05, 1.0, 1.8))
+    bones = (Bone((-0.02, -0.8), (-0.02, -0.04), 0.16, 1.0, 1.5), Bone((0.14, -0.8), (0.15, 0.06), 0.05, 1.0, 1.8))
     blobs = (Blob((-0.02, 0.1), 0.13, 0.09), Blob((0.0, 0.33), 0.2, 0.1, 0.1))
     joints = (Joint((-0.02, -0.02), (0, 1), 0.22, 0.03),)
     return Anatomy(bones, blobs, joints, tissue_margin=rng.uniform(0.07, 0.11))
@@ -319,22 +389,34 @@ def _ankle(rng: np.random.Generator) -> Anatomy:
 
 def _knee(rng: np.random.Generator) -> Anatomy:
     """KNEE: femoral condyles over the tibial plateau, patella and fibular head (external)."""
-    bones = (Bone((0.0, -0.8), (0.0, -0.02), 0.17, 1.0, 1.9),
-             Bone((0.0, 0.02 + 0.04), (0.0, 0.8), 0.15, 1.8, 1.0),
-             Bone((0.2, 0.12), (0.19, 0.8), 0.05, 1.6, 1.0))
+    bones = (
+        Bone((0.0, -0.8), (0.0, -0.02), 0.17, 1.0, 1.9),
+        Bone((0.0, 0.02 + 0.04), (0.0, 0.8), 0.15, 1.8, 1.0),
+        Bone((0.2, 0.12), (0.19, 0.8), 0.05, 1.6, 1.0),
+    )
     blobs = (Blob((-0.02, -0.18), 0.08, 0.1),)
     joints = (Joint((0.0, 0.02), (0, 1), 0.3, 0.04),)
     return Anatomy(bones, blobs, joints, tissue_margin=rng.uniform(0.08, 0.12))
 
 
-_LAYOUTS = {"ELBOW": _elbow, "FINGER": _finger, "FOREARM": _forearm, "HAND": _hand,
-            "HUMERUS": _humerus, "SHOULDER": _shoulder, "WRIST": _wrist,
-            "TIBIA_FIBULA": _tibia_fibula, "ANKLE": _ankle, "KNEE": _knee}
+_LAYOUTS = {
+    "ELBOW": _elbow,
+    "FINGER": _finger,
+    "FOREARM": _forearm,
+    "HAND": _hand,
+    "HUMERUS": _humerus,
+    "SHOULDER": _shoulder,
+    "WRIST": _wrist,
+    "TIBIA_FIBULA": _tibia_fibula,
+    "ANKLE": _ankle,
+    "KNEE": _knee,
+}
 
 
 # --------------------------------------------------------------------------------------------
 # Findings: each returns a copy of the anatomy with the abnormality planted.
 # --------------------------------------------------------------------------------------------
+
 
 def _frame(bone: Bone):
     """Origin, axis and normal of a bone, to place things along it."""
@@ -343,7 +425,7 @@ def _frame(bone: Bone):
     return a, u, np.array([-u[1], u[0]])
 
 
-_CENTRAL = 0.36     # |x|, |y| below this: inside the field of view whatever the view's framing
+_CENTRAL = 0.36  # |x|, |y| below this: inside the field of view whatever the view's framing
 _ALONG = np.linspace(0.2, 0.8, 7)
 
 
@@ -360,8 +442,14 @@ def _pick_long_bone(rng: np.random.Generator, anatomy: Anatomy) -> tuple[int, fl
     for bone in anatomy.bones:
         central = _central_fractions(bone)
         places.append(central if len(central) else _ALONG)
-        weights.append(max(bone.length / bone.width - 2.0, 0.1) * bone.length * bone.width
-                       * (len(central) / len(_ALONG)) ** 2 * (bone.fracture is None) + 1e-9)
+        weights.append(
+            max(bone.length / bone.width - 2.0, 0.1)
+            * bone.length
+            * bone.width
+            * (len(central) / len(_ALONG)) ** 2
+            * (bone.fracture is None)
+            + 1e-9
+        )
     weights = np.array(weights)
     i = int(rng.choice(len(weights), p=weights / weights.sum()))
     return i, float(rng.choice(places[i]) + rng.uniform(-0.04, 0.04))
@@ -397,8 +485,7 @@ def _add_hardware(rng: np.random.Generator, anatomy: Anatomy) -> Anatomy:
             tilt = rng.normal(0, 0.08)
             d = u * math.cos(tilt) + n * math.sin(tilt)
             p = a + u * t0 * length + n * rng.uniform(-0.15, 0.15) * w
-            metal.append(_quad(p, p + d * (t1 - t0) * length,
-                               max(rng.uniform(0.15, 0.25) * w, 1.6 * _MIN_METAL)))
+            metal.append(_quad(p, p + d * (t1 - t0) * length, max(rng.uniform(0.15, 0.25) * w, 1.6 * _MIN_METAL)))
     return replace(anatomy, metal=anatomy.metal + tuple(metal))
 
 
@@ -409,13 +496,15 @@ def _add_break(rng: np.random.Generator, anatomy: Anatomy) -> Anatomy:
     for _ in range(1 if rng.random() < 0.65 else 2):
         i, at = _pick_long_bone(rng, replace(anatomy, bones=tuple(bones)))
         w = bones[i].width
-        fracture = Break(at=at,
-                         slope=rng.uniform(-0.8, 0.8),
-                         jitter=tuple(rng.normal(0, 0.08, size=7)),
-                         gap=max(rng.uniform(0.4, 0.6), 0.025 / w),
-                         shift=max(rng.uniform(0.5, 1.0), 0.03 / w) * rng.choice([-1, 1]),
-                         angle=rng.uniform(0.15, 0.4) * rng.choice([-1, 1]),
-                         callus=bool(rng.random() < 0.7))
+        fracture = Break(
+            at=at,
+            slope=rng.uniform(-0.8, 0.8),
+            jitter=tuple(rng.normal(0, 0.08, size=7)),
+            gap=max(rng.uniform(0.4, 0.6), 0.025 / w),
+            shift=max(rng.uniform(0.5, 1.0), 0.03 / w) * rng.choice([-1, 1]),
+            angle=rng.uniform(0.15, 0.4) * rng.choice([-1, 1]),
+            callus=bool(rng.random() < 0.7),
+        )
         bones[i] = replace(bones[i], fracture=fracture)
     return replace(anatomy, bones=tuple(bones))
 
@@ -433,10 +522,17 @@ def _add_degenerative(rng: np.random.Generator, anatomy: Anatomy) -> Anatomy:
         joint = choices[int(k)]
         c, u = np.asarray(joint.center), np.asarray(joint.axis, float)
         n = np.array([-u[1], u[0]])
-        for side in (-1, 1):    # sclerotic bands filling most of the gap from both sides
-            blobs.append(_ellipse(c + side * u * joint.gap * 0.42, joint.width * 0.45,
-                                  max(joint.gap * 0.5, 0.008), math.atan2(n[1], n[0]), n=16))
-        for _ in range(int(rng.integers(2, 5))):    # osteophytes: spurs at the margins
+        for side in (-1, 1):  # sclerotic bands filling most of the gap from both sides
+            blobs.append(
+                _ellipse(
+                    c + side * u * joint.gap * 0.42,
+                    joint.width * 0.45,
+                    max(joint.gap * 0.5, 0.008),
+                    math.atan2(n[1], n[0]),
+                    n=16,
+                )
+            )
+        for _ in range(int(rng.integers(2, 5))):  # osteophytes: spurs at the margins
             edge = c + n * rng.choice([-1, 1]) * joint.width * rng.uniform(0.48, 0.6)
             edge = edge + u * rng.choice([-1, 1]) * joint.gap * rng.uniform(0.3, 1.2)
             size = max(joint.width * rng.uniform(0.18, 0.28), 0.035)
@@ -458,7 +554,7 @@ def _plant_finding(rng: np.random.Generator, anatomy: Anatomy) -> tuple[str, Ana
 # Rendering: anatomy -> polygons in pixels -> blur, exposure, noise -> uint8 array.
 # --------------------------------------------------------------------------------------------
 
-_CAP = np.exp(1j * np.linspace(np.pi / 2, -np.pi / 2, 9))   # a half circle, +y to -y
+_CAP = np.exp(1j * np.linspace(np.pi / 2, -np.pi / 2, 9))  # a half circle, +y to -y
 _SHAFT = np.linspace(0.0, 1.0, 12)
 
 
@@ -469,10 +565,9 @@ def _profile(bone: Bone, inset: float):
     xb = max(length - 0.5 * w * bone.flare_b, length / 2)
 
     def half(x):
-        ea = np.exp(-(x / (1.2 * w)) ** 2)
-        eb = np.exp(-((length - x) / (1.2 * w)) ** 2)
-        return np.maximum(0.5 * w * (1 + (bone.flare_a - 1) * ea + (bone.flare_b - 1) * eb)
-                          - inset, 1e-4)
+        ea = np.exp(-((x / (1.2 * w)) ** 2))
+        eb = np.exp(-(((length - x) / (1.2 * w)) ** 2))
+        return np.maximum(0.5 * w * (1 + (bone.flare_a - 1) * ea + (bone.flare_b - 1) * eb) - inset, 1e-4)
 
     return xa, xb, half
 
@@ -484,8 +579,7 @@ def _cut(bone: Bone, half_width: float):
     xa, xb, _ = _profile(bone, 0.0)
     xc = xa + fracture.at * (xb - xa)
     s = np.linspace(1, -1, len(fracture.jitter))
-    line = (xc + (fracture.slope * s * 0.5 + np.asarray(fracture.jitter)) * w
-            + 1j * s * half_width)
+    line = xc + (fracture.slope * s * 0.5 + np.asarray(fracture.jitter)) * w + 1j * s * half_width
     turn = np.exp(1j * fracture.angle)
     offset = xc + fracture.gap * w + 1j * fracture.shift * w
 
@@ -510,9 +604,9 @@ def _bone_outlines(bone: Bone, inset: float) -> list[np.ndarray]:
     """
     xa, xb, half = _profile(bone, inset)
     xs = xa + (xb - xa) * _SHAFT
-    right = xs + 1j * half(xs)                      # the +y side, from a to b
-    cap_a = xa - right[0].imag * _CAP               # -y to +y round the a end
-    cap_b = xb + right[-1].imag * _CAP              # +y to -y round the b end
+    right = xs + 1j * half(xs)  # the +y side, from a to b
+    cap_a = xa - right[0].imag * _CAP  # -y to +y round the a end
+    cap_b = xb + right[-1].imag * _CAP  # +y to -y round the b end
     if bone.fracture is None:
         return [_to_anatomy(bone, np.concatenate([right, cap_b, right[::-1].conjugate(), cap_a]))]
     cut, move = _cut(bone, float(half(xa + bone.fracture.at * (xb - xa))))
@@ -527,8 +621,10 @@ def _callus(bone: Bone) -> list[tuple[int, np.ndarray]]:
     xa, xb, _ = _profile(bone, 0.0)
     xc = xa + bone.fracture.at * (xb - xa) + 0.5 * bone.fracture.gap * bone.width
     ring = np.exp(1j * np.linspace(0, 2 * np.pi, 16, endpoint=False))
-    return [(strength, _to_anatomy(bone, xc + scale * bone.width * (ring.real + 0.75j * ring.imag)))
-            for strength, scale in ((80, 1.3), (130, 0.9))]
+    return [
+        (strength, _to_anatomy(bone, xc + scale * bone.width * (ring.real + 0.75j * ring.imag)))
+        for strength, scale in ((80, 1.3), (130, 0.9))
+    ]
 
 
 def _fracture_gap(bone: Bone) -> np.ndarray:
@@ -560,7 +656,7 @@ class View:
     collimation: tuple[float, float, float, float] | None = None
     collimation_level: float = 0.0
     invert: bool = False
-    metal_level: float = 250.0     # brightness of metal: hardware and the lead L/R marker
+    metal_level: float = 250.0  # brightness of metal: hardware and the lead L/R marker
 
 
 def _sample_view(rng: np.random.Generator, long_side=(256, 512), external: bool = False) -> View:
@@ -571,18 +667,27 @@ def _sample_view(rng: np.random.Generator, long_side=(256, 512), external: bool 
     collimation = None
     if rng.random() < 0.12:
         collimation = tuple(rng.uniform(0.02, 0.12, size=4))
-    view = View(width=width, height=height, angle=math.radians(rng.uniform(-25, 25)),
-                scale=rng.uniform(0.9, 1.2), shift=tuple(rng.uniform(-0.07, 0.07, size=2)),
-                mirror=bool(rng.random() < 0.5),
-                blur=rng.uniform(0.6, 1.8), gamma=rng.uniform(0.8, 1.3),
-                contrast=rng.uniform(0.75, 1.0), offset=rng.uniform(-0.1, 0.03),
-                noise=rng.uniform(0.5, 2.0), fine_noise=0.0,
-                ramp=rng.uniform(-0.08, 0.08),
-                marker=str(rng.choice(["L", "R"])) if rng.random() < 0.15 else None,
-                marker_corner=int(rng.integers(4)), collimation=collimation,
-                metal_level=rng.uniform(240.0, 255.0),
-                collimation_level=float(rng.choice([0.0, rng.uniform(0.55, 0.85)])))
-    if external:    # flatter, noisier, sometimes inverted: a different scanner and export
+    view = View(
+        width=width,
+        height=height,
+        angle=math.radians(rng.uniform(-25, 25)),
+        scale=rng.uniform(0.9, 1.2),
+        shift=tuple(rng.uniform(-0.07, 0.07, size=2)),
+        mirror=bool(rng.random() < 0.5),
+        blur=rng.uniform(0.6, 1.8),
+        gamma=rng.uniform(0.8, 1.3),
+        contrast=rng.uniform(0.75, 1.0),
+        offset=rng.uniform(-0.1, 0.03),
+        noise=rng.uniform(0.5, 2.0),
+        fine_noise=0.0,
+        ramp=rng.uniform(-0.08, 0.08),
+        marker=str(rng.choice(["L", "R"])) if rng.random() < 0.15 else None,
+        marker_corner=int(rng.integers(4)),
+        collimation=collimation,
+        metal_level=rng.uniform(240.0, 255.0),
+        collimation_level=float(rng.choice([0.0, rng.uniform(0.55, 0.85)])),
+    )
+    if external:  # flatter, noisier, sometimes inverted: a different scanner and export
         view.contrast = rng.uniform(0.45, 0.7)
         view.offset = rng.uniform(0.15, 0.3)
         view.gamma = rng.uniform(0.6, 1.0)
@@ -603,8 +708,7 @@ def _draw_letter(draw: ImageDraw.ImageDraw, letter: str, box, value: int) -> Non
     if letter == "L":
         draw.line([px(0.3, 0.85), px(0.75, 0.85)], fill=value, width=w)
     else:
-        draw.line([px(0.3, 0.15), px(0.65, 0.2), px(0.72, 0.35), px(0.65, 0.48), px(0.3, 0.5)],
-                  fill=value, width=w)
+        draw.line([px(0.3, 0.15), px(0.65, 0.2), px(0.72, 0.35), px(0.65, 0.48), px(0.3, 0.5)], fill=value, width=w)
         draw.line([px(0.45, 0.5), px(0.75, 0.85)], fill=value, width=w)
 
 
@@ -616,22 +720,29 @@ def _shapes(anatomy: Anatomy) -> tuple[list, list, list]:
     """
     tissue = [(_TISSUE, polygon) for polygon in anatomy.tissue]
     margin = anatomy.tissue_margin
-    for level, extra in ((_TISSUE, margin), (_TISSUE + 18, 0.4 * margin)):   # thicker centre
+    for level, extra in ((_TISSUE, margin), (_TISSUE + 18, 0.4 * margin)):  # thicker centre
         for bone in anatomy.bones:
-            grown = replace(bone, width=bone.width + 2 * extra, fracture=None,
-                            flare_a=1 + (bone.flare_a - 1) * bone.width / (bone.width + 2 * extra),
-                            flare_b=1 + (bone.flare_b - 1) * bone.width / (bone.width + 2 * extra))
+            grown = replace(
+                bone,
+                width=bone.width + 2 * extra,
+                fracture=None,
+                flare_a=1 + (bone.flare_a - 1) * bone.width / (bone.width + 2 * extra),
+                flare_b=1 + (bone.flare_b - 1) * bone.width / (bone.width + 2 * extra),
+            )
             tissue.append((level, _bone_outlines(grown, 0.0)[0]))
-        tissue += [(level, _ellipse(blob.center, blob.rx + extra, blob.ry + extra, blob.angle))
-                   for blob in anatomy.blobs]
+        tissue += [
+            (level, _ellipse(blob.center, blob.rx + extra, blob.ry + extra, blob.angle)) for blob in anatomy.blobs
+        ]
     bones = []
-    for polygon in anatomy.flat_bones:       # a rim and a thinner middle
+    for polygon in anatomy.flat_bones:  # a rim and a thinner middle
         centroid = polygon.mean(axis=0)
         bones += [(_CORTEX - 25, polygon), (_MEDULLA - 15, centroid + (polygon - centroid) * 0.8)]
     for blob in anatomy.blobs:
         rim = 0.16 * min(blob.rx, blob.ry)
-        bones += [(_CORTEX, _ellipse(blob.center, blob.rx, blob.ry, blob.angle)),
-                  (_MEDULLA, _ellipse(blob.center, blob.rx - rim, blob.ry - rim, blob.angle))]
+        bones += [
+            (_CORTEX, _ellipse(blob.center, blob.rx, blob.ry, blob.angle)),
+            (_MEDULLA, _ellipse(blob.center, blob.rx - rim, blob.ry - rim, blob.angle)),
+        ]
     for bone in anatomy.bones:
         if bone.fracture is not None:
             bones.append((_CLEFT, _fracture_gap(bone)))
@@ -647,8 +758,7 @@ def _shapes(anatomy: Anatomy) -> tuple[list, list, list]:
     return tissue, bones, overlay
 
 
-def render_radiograph(anatomy: Anatomy | tuple[list, list, list], view: View,
-                      rng: np.random.Generator) -> np.ndarray:
+def render_radiograph(anatomy: Anatomy | tuple[list, list, list], view: View, rng: np.random.Generator) -> np.ndarray:
     """Draw one synthetic radiograph of ``anatomy`` as seen in ``view``; returns HxW uint8.
 
     Drawing, blur, exposure and noise happen at half resolution and the result is upsampled:
@@ -669,24 +779,23 @@ def render_radiograph(anatomy: Anatomy | tuple[list, list, list], view: View,
         points = np.concatenate([polygon for _, polygon in shapes]) @ transform.T + center
         draw, start = ImageDraw.Draw(image), 0
         for level, polygon in shapes:
-            draw.polygon(points[start:start + len(polygon)].ravel().tolist(), fill=level)
+            draw.polygon(points[start : start + len(polygon)].ravel().tolist(), fill=level)
             start += len(polygon)
 
     canvas = Image.new("L", (w, h), _BACKGROUND)
     draw_all(canvas, tissue)
-    canvas = canvas.filter(ImageFilter.GaussianBlur(0.02 * pixels))   # soft tissue falls off
+    canvas = canvas.filter(ImageFilter.GaussianBlur(0.02 * pixels))  # soft tissue falls off
     draw_all(canvas, bones)
     canvas = canvas.filter(ImageFilter.GaussianBlur(view.blur / 2))
 
     x = np.asarray(canvas, dtype=np.float32) * (1.0 / 255.0)
-    x = x ** view.gamma * view.contrast + view.offset
+    x = x**view.gamma * view.contrast + view.offset
     x += view.ramp * np.linspace(-1.0, 1.0, h, dtype=np.float32)[:, None]
     x *= 255.0
-    if metal:       # metal stops nearly all X-rays: saturated whatever the exposure
+    if metal:  # metal stops nearly all X-rays: saturated whatever the exposure
         mask = Image.new("L", (w, h), 0)
         draw_all(mask, metal)
-        alpha = np.asarray(mask.filter(ImageFilter.GaussianBlur(view.blur / 2)),
-                           dtype=np.float32) * (1.0 / 255.0)
+        alpha = np.asarray(mask.filter(ImageFilter.GaussianBlur(view.blur / 2)), dtype=np.float32) * (1.0 / 255.0)
         x += alpha * (view.metal_level - x)
     coarse = rng.normal(0.0, view.noise, size=(max(2, h // 4), max(2, w // 4)))
     x += np.asarray(Image.fromarray(coarse.astype(np.float32)).resize((w, h), Image.BILINEAR))
@@ -695,15 +804,15 @@ def render_radiograph(anatomy: Anatomy | tuple[list, list, list], view: View,
     if view.collimation is not None:
         left, top, right, bottom = view.collimation
         mask = np.ones((h, w), dtype=bool)
-        mask[int(top * h):h - int(bottom * h), int(left * w):w - int(right * w)] = False
-        if view.collimation_level > 0:      # shutter area exported as flat light grey
+        mask[int(top * h) : h - int(bottom * h), int(left * w) : w - int(right * w)] = False
+        if view.collimation_level > 0:  # shutter area exported as flat light grey
             x[mask] = 255.0 * view.collimation_level
-        else:                               # or as a darkened band
+        else:  # or as a darkened band
             x[mask] *= 0.3
     if view.invert:
         x = 255.0 - x
     small = Image.fromarray(np.clip(np.rint(x), 0, 255).astype(np.uint8))
-    full = small.resize((W, H), Image.NEAREST)   # pixel pairs repeat: PNG stores them cheaply
+    full = small.resize((W, H), Image.NEAREST)  # pixel pairs repeat: PNG stores them cheaply
     if view.marker is not None:
         size = max(12, min(W, H) // 10)
         pad = max(4, min(W, H) // 30)
@@ -718,6 +827,7 @@ def render_radiograph(anatomy: Anatomy | tuple[list, list, list], view: View,
 # --------------------------------------------------------------------------------------------
 # Writing files.
 # --------------------------------------------------------------------------------------------
+
 
 def _png_bytes(image: np.ndarray, mode: str) -> bytes:
     """Encode a uint8 grayscale image as PNG in one of the modes MURA's files come in."""
@@ -751,11 +861,13 @@ def _prepare(root: Path, overwrite: bool, marker: Path) -> None:
     """
     if root.exists() and any(root.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{root} exists and is not empty; pass overwrite=True "
-                                  "to replace a previously generated sample")
+            raise FileExistsError(
+                f"{root} exists and is not empty; pass overwrite=True to replace a previously generated sample"
+            )
         if not marker.is_file():
-            raise FileExistsError(f"{root} has no {marker.name}: it does not look like a "
-                                  "generated sample, so it is left alone")
+            raise FileExistsError(
+                f"{root} has no {marker.name}: it does not look like a generated sample, so it is left alone"
+            )
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
 
@@ -763,6 +875,7 @@ def _prepare(root: Path, overwrite: bool, marker: Path) -> None:
 # --------------------------------------------------------------------------------------------
 # MURA-v1.1 sample.
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Study:
@@ -776,16 +889,16 @@ class _Study:
     @property
     def folder(self) -> str:
         label = "positive" if self.abnormal else "negative"
-        return (f"{MURA_DIRNAME}/{self.split}/XR_{self.part}/patient{self.patient:05d}/"
-                f"study{self.number}_{label}/")
+        return f"{MURA_DIRNAME}/{self.split}/XR_{self.part}/patient{self.patient:05d}/study{self.number}_{label}/"
 
 
-def _plan_split(rng: np.random.Generator, split: str, parts: tuple[str, ...],
-                patients_per_part: int, first_id: int) -> list[_Study]:
+def _plan_split(
+    rng: np.random.Generator, split: str, parts: tuple[str, ...], patients_per_part: int, first_id: int
+) -> list[_Study]:
     """Studies of one split, in CSV order; patients are shared across body parts."""
     pool = max(patients_per_part, math.ceil(0.7 * len(parts) * patients_per_part))
     chosen = [np.sort(rng.choice(pool, size=patients_per_part, replace=False)) for _ in parts]
-    ids: dict[int, int] = {}     # pool index -> patient id, numbered by first appearance
+    ids: dict[int, int] = {}  # pool index -> patient id, numbered by first appearance
     for members in chosen:
         for m in members:
             ids.setdefault(int(m), first_id + len(ids))
@@ -801,8 +914,9 @@ def _plan_split(rng: np.random.Generator, split: str, parts: tuple[str, ...],
         if len(rows) >= 2:
             n_abnormal = min(max(n_abnormal, 1), len(rows) - 1)
         abnormal = set(rng.choice(len(rows), size=n_abnormal, replace=False).tolist())
-        studies += [_Study(split, part, pid, number, k in abnormal, n_images)
-                    for k, (pid, number, n_images) in enumerate(rows)]
+        studies += [
+            _Study(split, part, pid, number, k in abnormal, n_images) for k, (pid, number, n_images) in enumerate(rows)
+        ]
     return studies
 
 
@@ -829,9 +943,14 @@ def _write_study(root: Path, study: _Study, seed: int, index: int) -> list[str]:
     return paths
 
 
-def make_sample(out_dir: str | Path, patients_per_part: int = 20, seed: int = 0,
-                valid_patients_per_part: int | None = None, *,
-                overwrite: bool = False) -> Path:
+def make_sample(
+    out_dir: str | Path,
+    patients_per_part: int = 20,
+    seed: int = 0,
+    valid_patients_per_part: int | None = None,
+    *,
+    overwrite: bool = False,
+) -> Path:
     """Write a synthetic MURA-v1.1 tree under ``out_dir`` and return ``out_dir/MURA-v1.1``.
 
     Same layout and CSVs as the real release, so it goes through the real loader; a
@@ -851,22 +970,26 @@ def make_sample(out_dir: str | Path, patients_per_part: int = 20, seed: int = 0,
     plan_rng = np.random.default_rng([seed, 7])
     train = _plan_split(plan_rng, "train", _TRAIN_PART_ORDER, patients_per_part, 1)
     first_valid = max(_FIRST_VALID_PATIENT, max(s.patient for s in train) + 1)
-    valid = _plan_split(plan_rng, "valid", _VALID_PART_ORDER, valid_patients_per_part,
-                        first_valid) if valid_patients_per_part > 0 else []
+    valid = (
+        _plan_split(plan_rng, "valid", _VALID_PART_ORDER, valid_patients_per_part, first_valid)
+        if valid_patients_per_part > 0
+        else []
+    )
     for split, studies in (("train", train), ("valid", valid)):
         image_rows = []
         for index, study in enumerate(studies):
             image_rows += _write_study(root, study, seed, index)
-        (root / f"{split}_image_paths.csv").write_text(
-            "".join(f"{row}\n" for row in image_rows), encoding="utf-8")
+        (root / f"{split}_image_paths.csv").write_text("".join(f"{row}\n" for row in image_rows), encoding="utf-8")
         (root / f"{split}_labeled_studies.csv").write_text(
-            "".join(f"{s.folder},{int(s.abnormal)}\n" for s in studies), encoding="utf-8")
+            "".join(f"{s.folder},{int(s.abnormal)}\n" for s in studies), encoding="utf-8"
+        )
     (root / SYNTHETIC_MARKER).write_text(
         "Synthetic MURA-v1.1-shaped sample written by mura_utils.synthetic.make_sample "
         f"(seed={seed}, patients_per_part={patients_per_part}, "
         f"valid_patients_per_part={valid_patients_per_part}).\n"
         "Cartoon radiographs, not patient data: metrics measured on it say nothing about MURA.\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     return root
 
 
@@ -874,9 +997,16 @@ def make_sample(out_dir: str | Path, patients_per_part: int = 20, seed: int = 0,
 # External (Kaggle "Bone Fracture Binary Classification") sample.
 # --------------------------------------------------------------------------------------------
 
-_EXTERNAL_REGIONS = (("TIBIA_FIBULA", 0.22), ("ANKLE", 0.18), ("KNEE", 0.18),
-                     ("FOREARM", 0.12), ("WRIST", 0.1), ("HAND", 0.1), ("ELBOW", 0.1))
-_EXTERNAL_SPLITS = (("train", 46), ("val", 40), ("test", 40))   # images before planted copies
+_EXTERNAL_REGIONS = (
+    ("TIBIA_FIBULA", 0.22),
+    ("ANKLE", 0.18),
+    ("KNEE", 0.18),
+    ("FOREARM", 0.12),
+    ("WRIST", 0.1),
+    ("HAND", 0.1),
+    ("ELBOW", 0.1),
+)
+_EXTERNAL_SPLITS = (("train", 46), ("val", 40), ("test", 40))  # images before planted copies
 _LABELS = ("fractured", "not fractured")
 
 
@@ -892,7 +1022,7 @@ def _external_name(rng: np.random.Generator, used: set[str], suffix: str) -> str
         elif style == 2:
             stem = f"{k}-rotated{int(rng.integers(1, 4))}-rotated{int(rng.integers(1, 4))}"
         else:
-            stem = f"IMG{int(rng.integers(10 ** 6, 10 ** 7)):07d}"
+            stem = f"IMG{int(rng.integers(10**6, 10**7)):07d}"
         name = stem + suffix
         if name not in used:
             used.add(name)
@@ -924,8 +1054,7 @@ def make_external_sample(out_dir: str | Path, seed: int = 0, *, overwrite: bool 
     _prepare(root, overwrite, out_dir / EXTERNAL_MANIFEST)
     inner = root / EXTERNAL_DIRNAME
     rng = np.random.default_rng([seed, 11])
-    used: dict[tuple[str, str], set[str]] = {(s, lab): set() for s, _ in _EXTERNAL_SPLITS
-                                             for lab in _LABELS}
+    used: dict[tuple[str, str], set[str]] = {(s, lab): set() for s, _ in _EXTERNAL_SPLITS for lab in _LABELS}
     originals: dict[tuple[str, str], list[tuple[str, np.ndarray, bytes]]] = {}
 
     def write(split: str, label: str, name: str, data: bytes) -> str:
@@ -946,7 +1075,7 @@ def make_external_sample(out_dir: str | Path, seed: int = 0, *, overwrite: bool 
             image = _external_image(rng, label == "fractured")
             suffix = ".png" if rng.random() < 0.3 else ".jpg"
             if split == "train" and label == "not fractured" and k == 1:
-                name = "image1.png"       # the AppleDouble file below shadows this one
+                name = "image1.png"  # the AppleDouble file below shadows this one
                 used[(split, label)].add(name)
                 suffix = ".png"
             else:
@@ -963,66 +1092,114 @@ def make_external_sample(out_dir: str | Path, seed: int = 0, *, overwrite: bool 
         return f"{EXTERNAL_DIRNAME}/{split}/{label}/{name}"
 
     exact = []
-    name, _, data = source("train", "fractured", ".jpg", 0)        # same bytes, new name
-    exact.append([rel("train", "fractured", name),
-                  write("test", "fractured", _external_name(rng, used[("test", "fractured")],
-                                                            ".jpg"), data)])
-    name, _, data = source("train", "not fractured", ".png", 0)    # same bytes, same name
+    name, _, data = source("train", "fractured", ".jpg", 0)  # same bytes, new name
+    exact.append(
+        [
+            rel("train", "fractured", name),
+            write("test", "fractured", _external_name(rng, used[("test", "fractured")], ".jpg"), data),
+        ]
+    )
+    name, _, data = source("train", "not fractured", ".png", 0)  # same bytes, same name
     copy_name = name
     if copy_name in used[("val", "not fractured")]:
         copy_name = _external_name(rng, used[("val", "not fractured")], ".png")
-    exact.append([rel("train", "not fractured", name),
-                  write("val", "not fractured", copy_name, data)])
-    name, _, data = source("val", "fractured", ".jpg", 0)          # across splits and labels
-    cross = [rel("val", "fractured", name),
-             write("test", "not fractured",
-                   _external_name(rng, used[("test", "not fractured")], ".jpg"), data)]
+    exact.append([rel("train", "not fractured", name), write("val", "not fractured", copy_name, data)])
+    name, _, data = source("val", "fractured", ".jpg", 0)  # across splits and labels
+    cross = [
+        rel("val", "fractured", name),
+        write("test", "not fractured", _external_name(rng, used[("test", "not fractured")], ".jpg"), data),
+    ]
     exact.append(cross)
 
     near = []
     name, image, _ = source("train", "fractured", ".jpg", 1)
-    near.append({"kind": "jpeg_requality", "paths": [
-        rel("train", "fractured", name),
-        write("val", "fractured", _external_name(rng, used[("val", "fractured")], ".jpg"),
-              _jpeg_bytes(image, 60, rgb=True))]})
+    near.append(
+        {
+            "kind": "jpeg_requality",
+            "paths": [
+                rel("train", "fractured", name),
+                write(
+                    "val",
+                    "fractured",
+                    _external_name(rng, used[("val", "fractured")], ".jpg"),
+                    _jpeg_bytes(image, 60, rgb=True),
+                ),
+            ],
+        }
+    )
     name, image, _ = source("train", "not fractured", ".jpg", 0)
     h, w = image.shape
-    small = np.asarray(Image.fromarray(image).resize((round(w * 0.9), round(h * 0.9)),
-                                                     Image.BILINEAR))
-    near.append({"kind": "resized_90_percent", "paths": [
-        rel("train", "not fractured", name),
-        write("test", "not fractured",
-              _external_name(rng, used[("test", "not fractured")], ".jpg"),
-              _jpeg_bytes(small, 90, rgb=False))]})
+    small = np.asarray(Image.fromarray(image).resize((round(w * 0.9), round(h * 0.9)), Image.BILINEAR))
+    near.append(
+        {
+            "kind": "resized_90_percent",
+            "paths": [
+                rel("train", "not fractured", name),
+                write(
+                    "test",
+                    "not fractured",
+                    _external_name(rng, used[("test", "not fractured")], ".jpg"),
+                    _jpeg_bytes(small, 90, rgb=False),
+                ),
+            ],
+        }
+    )
     name, image, _ = source("val", "not fractured", ".jpg", 0)
     brighter = np.clip(np.rint(image.astype(np.float32) * 1.05), 0, 255).astype(np.uint8)
-    near.append({"kind": "brightness_plus_5_percent", "paths": [
-        rel("val", "not fractured", name),
-        write("test", "not fractured",
-              _external_name(rng, used[("test", "not fractured")], ".jpg"),
-              _jpeg_bytes(brighter, 90, rgb=True))]})
+    near.append(
+        {
+            "kind": "brightness_plus_5_percent",
+            "paths": [
+                rel("val", "not fractured", name),
+                write(
+                    "test",
+                    "not fractured",
+                    _external_name(rng, used[("test", "not fractured")], ".jpg"),
+                    _jpeg_bytes(brighter, 90, rgb=True),
+                ),
+            ],
+        }
+    )
 
     whole = _jpeg_bytes(_external_image(rng, True), 90, rgb=True)
-    truncated = write("train", "fractured", _external_name(rng, used[("train", "fractured")],
-                                                           ".jpg"), whole[:len(whole) // 2])
+    truncated = write(
+        "train", "fractured", _external_name(rng, used[("train", "fractured")], ".jpg"), whole[: len(whole) // 2]
+    )
 
     (root / "README.txt").write_text(
         "Bone fracture binary classification (synthetic sample).\n"
-        "Folders: train, val, test; classes: fractured, not fractured.\n", encoding="utf-8")
+        "Folders: train, val, test; classes: fractured, not fractured.\n",
+        encoding="utf-8",
+    )
     (inner / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(56))
-    apple_double = (b"\x00\x05\x16\x07\x00\x02\x00\x00" + b"Mac OS X        "
-                    + b"\x00\x02\x00\x00\x00\x09\x00\x00\x00\x32\x00\x00\x00\x20"
-                    + bytes(48))
+    apple_double = (
+        b"\x00\x05\x16\x07\x00\x02\x00\x00"
+        + b"Mac OS X        "
+        + b"\x00\x02\x00\x00\x00\x09\x00\x00\x00\x32\x00\x00\x00\x20"
+        + bytes(48)
+    )
     (inner / "train" / "not fractured" / "._image1.png").write_bytes(apple_double)
-    stray = ["README.txt", f"{EXTERNAL_DIRNAME}/.DS_Store",
-             f"{EXTERNAL_DIRNAME}/train/not fractured/._image1.png"]
+    stray = ["README.txt", f"{EXTERNAL_DIRNAME}/.DS_Store", f"{EXTERNAL_DIRNAME}/train/not fractured/._image1.png"]
 
-    counts = {split: {label: sum(1 for p in (inner / split / label).iterdir()
-                                 if p.suffix in (".jpg", ".png") and not p.name.startswith("._"))
-                      for label in _LABELS} for split, _ in _EXTERNAL_SPLITS}
-    manifest = {"root": EXTERNAL_DIRNAME, "exact_duplicate_groups": exact,
-                "cross_label_duplicate_group": cross, "near_duplicate_groups": near,
-                "truncated": [truncated], "stray_files": stray, "image_counts": counts}
-    (out_dir / EXTERNAL_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n",
-                                             encoding="utf-8")
+    counts = {
+        split: {
+            label: sum(
+                1
+                for p in (inner / split / label).iterdir()
+                if p.suffix in (".jpg", ".png") and not p.name.startswith("._")
+            )
+            for label in _LABELS
+        }
+        for split, _ in _EXTERNAL_SPLITS
+    }
+    manifest = {
+        "root": EXTERNAL_DIRNAME,
+        "exact_duplicate_groups": exact,
+        "cross_label_duplicate_group": cross,
+        "near_duplicate_groups": near,
+        "truncated": [truncated],
+        "stray_files": stray,
+        "image_counts": counts,
+    }
+    (out_dir / EXTERNAL_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return root

@@ -4,14 +4,15 @@ patient-level validation split (MURA valid stays untouched as the test set).
 Outputs in ``config.out_dir``: best.pt, last.pt (for --resume), history.csv, config.json.
 Runs unchanged under ``torchrun --nproc_per_node=N`` (DDP); only rank 0 writes files.
 """
+
 from __future__ import annotations
 
 import math
 import random
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,7 +45,9 @@ def image_cache_for(index: pd.DataFrame, img_size: int, config: TrainConfig, dis
     """Build (rank 0, others wait) or open the decode-once cache of every image in ``index``."""
     if not config.use_cache:
         return None
-    cache = open_image_cache(index, img_size, config.data_root, config.cache_dir, config.progress) if dist.is_main else None
+    cache = (
+        open_image_cache(index, img_size, config.data_root, config.cache_dir, config.progress) if dist.is_main else None
+    )
     dist.barrier()
     return cache if cache is not None else open_image_cache(index, img_size, config.data_root, config.cache_dir, False)
 
@@ -73,9 +76,15 @@ class TrainingBatches:
         self.pin_memory = device.type == "cuda"
         self.sampler, self.loader = _EpochOrder(), None
         if dataset.cache_rows is None:
-            self.loader = DataLoader(dataset, batch_size=config.batch_size, sampler=self.sampler,
-                                     num_workers=config.num_workers, drop_last=drop_last, pin_memory=self.pin_memory,
-                                     persistent_workers=config.num_workers > 0)
+            self.loader = DataLoader(
+                dataset,
+                batch_size=config.batch_size,
+                sampler=self.sampler,
+                num_workers=config.num_workers,
+                drop_last=drop_last,
+                pin_memory=self.pin_memory,
+                persistent_workers=config.num_workers > 0,
+            )
 
     def steps(self, epoch_size: int) -> int:
         """Batches (optimizer steps) in an epoch of ``epoch_size`` images."""
@@ -86,16 +95,28 @@ class TrainingBatches:
             self.sampler.order = list(order)
             return self.loader
         dataset = self.dataset
-        batches = ({"image": images, "label": dataset.labels[positions], "body_part": dataset.body_parts[positions],
-                    "position": positions}
-                   for images, positions in iterate_batches(dataset.cache.images, dataset.cache_rows, self.batch_size,
-                                                            order=order, drop_last=self.drop_last,
-                                                            pin_memory=self.pin_memory))
+        batches = (
+            {
+                "image": images,
+                "label": dataset.labels[positions],
+                "body_part": dataset.body_parts[positions],
+                "position": positions,
+            }
+            for images, positions in iterate_batches(
+                dataset.cache.images,
+                dataset.cache_rows,
+                self.batch_size,
+                order=order,
+                drop_last=self.drop_last,
+                pin_memory=self.pin_memory,
+            )
+        )
         return prefetch(batches) if self.pin_memory else batches
 
 
-def validation_predictions(model, dataset: MuraDataset, config: TrainConfig, device, amp_dtype,
-                           dist: Distributed = Distributed()) -> pd.DataFrame:
+def validation_predictions(
+    model, dataset: MuraDataset, config: TrainConfig, device, amp_dtype, dist: Distributed = Distributed()
+) -> pd.DataFrame:
     """Predict every validation image exactly once, sharded over ranks and gathered on all."""
     spec = get_spec(config.model)
     shard = Subset(dataset, list(range(dist.rank, len(dataset), dist.world_size)))
@@ -119,8 +140,12 @@ def _loss(outputs: dict, labels, body_parts, abnormal_weights, normal_weights, c
 
 
 def _rng_states(generators: dict[str, torch.Generator]) -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            **{name: generator.get_state() for name, generator in generators.items()}}
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        **{name: generator.get_state() for name, generator in generators.items()},
+    }
 
 
 def _restore_rng_states(states: dict, generators: dict[str, torch.Generator]) -> None:
@@ -156,8 +181,11 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
     augment_generator = torch.Generator().manual_seed(config.seed + 1 + dist.rank)
     images_per_rank = len(train_set) // dist.world_size
     drop_last = images_per_rank > config.batch_size  # a last batch of 1 would break BatchNorm
-    sampler = (DistributedSampler(train_set, dist.world_size, dist.rank, shuffle=True, seed=config.seed,
-                                  drop_last=True) if dist.enabled else None)
+    sampler = (
+        DistributedSampler(train_set, dist.world_size, dist.rank, shuffle=True, seed=config.seed, drop_last=True)
+        if dist.enabled
+        else None
+    )
     training_batches = TrainingBatches(train_set, config, drop_last, device)
     steps_per_epoch = training_batches.steps(len(sampler) if sampler is not None else len(train_set))
 
@@ -165,10 +193,12 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
     model = model.to(memory_format=torch.channels_last)  # faster convolutions on GPUs and on CPUs (oneDNN)
     if dist.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+            model, device_ids=[dist.local_rank] if device.type == "cuda" else None
+        )
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, pct_start=0.2,
-                                                    total_steps=max(1, config.epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, pct_start=0.2, total_steps=max(1, config.epochs * steps_per_epoch)
+    )
     amp_dtype = amp_dtype_for(device, config.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     augment_config = AugmentConfig(max_rotation_degrees=config.rotation_degrees) if config.augment else None
@@ -183,7 +213,12 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
         scaler.load_state_dict(state["scaler"])
         _restore_rng_states(state["rng"], generators)
         start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
-        best_metrics, threshold, stale, history = state["best_metrics"], state["best_threshold"], state["stale"], state["history"]
+        best_metrics, threshold, stale, history = (
+            state["best_metrics"],
+            state["best_threshold"],
+            state["stale"],
+            state["history"],
+        )
 
     for epoch in range(start_epoch, config.epochs + 1):
         if config.patience and stale >= config.patience:
@@ -195,9 +230,13 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
             order = torch.randperm(len(train_set), generator=shuffle_generator).tolist()
         model.train()
         started, seen, loss_sum = time.perf_counter(), 0, 0.0
-        bar = tqdm(training_batches.epoch(order), total=steps_per_epoch,
-                   desc=f"{config.model} epoch {epoch}/{config.epochs}", leave=False,
-                   disable=not (config.progress and dist.is_main))
+        bar = tqdm(
+            training_batches.epoch(order),
+            total=steps_per_epoch,
+            desc=f"{config.model} epoch {epoch}/{config.epochs}",
+            leave=False,
+            disable=not (config.progress and dist.is_main),
+        )
         for batch in bar:
             images = batch["image"].to(device, non_blocking=True)
             if augment_config is not None:  # augmentation and normalization in one pass
@@ -225,11 +264,16 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
         score_key = config.selection_metric.removeprefix("study_")
         score = metrics["study"][score_key]
         score = -math.inf if score is None else score
-        row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "lr": scheduler.get_last_lr()[0],
-               "train_seconds": train_seconds, "images_per_second": seen * dist.world_size / train_seconds,
-               **{f"val_image_{k}": v for k, v in metrics["image"].items()},
-               **{f"val_study_{k}": v for k, v in metrics["study"].items()},
-               "val_body_part_accuracy": metrics["body_part_accuracy"]}
+        row = {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(seen, 1),
+            "lr": scheduler.get_last_lr()[0],
+            "train_seconds": train_seconds,
+            "images_per_second": seen * dist.world_size / train_seconds,
+            **{f"val_image_{k}": v for k, v in metrics["image"].items()},
+            **{f"val_study_{k}": v for k, v in metrics["study"].items()},
+            "val_body_part_accuracy": metrics["body_part_accuracy"],
+        }
         history.append(row)
         improved = score > best_score
         if improved:
@@ -240,19 +284,43 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
             stale += 1
         if dist.is_main:
             if improved:
-                save_checkpoint(out_dir / "best.pt", model, config, epoch, metrics, threshold=threshold,
-                                img_size=img_size, selection_metric=config.selection_metric)
+                save_checkpoint(
+                    out_dir / "best.pt",
+                    model,
+                    config,
+                    epoch,
+                    metrics,
+                    threshold=threshold,
+                    img_size=img_size,
+                    selection_metric=config.selection_metric,
+                )
                 atomic_write_text(out_dir / "val_predictions.csv", predictions.to_csv(index=False))
-            save_checkpoint(out_dir / "last.pt", model, config, epoch, metrics, threshold=threshold,
-                            img_size=img_size, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                            scaler=scaler.state_dict(), rng=_rng_states(generators), best_score=best_score,
-                            best_epoch=best_epoch, best_metrics=best_metrics, best_threshold=threshold,
-                            stale=stale, history=history)
+            save_checkpoint(
+                out_dir / "last.pt",
+                model,
+                config,
+                epoch,
+                metrics,
+                threshold=threshold,
+                img_size=img_size,
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                scaler=scaler.state_dict(),
+                rng=_rng_states(generators),
+                best_score=best_score,
+                best_epoch=best_epoch,
+                best_metrics=best_metrics,
+                best_threshold=threshold,
+                stale=stale,
+                history=history,
+            )
             atomic_write_text(out_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
             if config.verbose:
-                tqdm.write(f"{config.model} epoch {epoch}: loss {row['train_loss']:.4f}, val study AUROC "
-                           f"{metrics['study']['auroc']}, kappa {metrics['study']['kappa']:.3f}"
-                           f"{' (best)' if improved else ''}, {row['images_per_second']:.0f} img/s")
+                tqdm.write(
+                    f"{config.model} epoch {epoch}: loss {row['train_loss']:.4f}, val study AUROC "
+                    f"{metrics['study']['auroc']}, kappa {metrics['study']['kappa']:.3f}"
+                    f"{' (best)' if improved else ''}, {row['images_per_second']:.0f} img/s"
+                )
     dist.barrier()
     if dist.enabled:
         torch.distributed.destroy_process_group()

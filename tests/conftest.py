@@ -1,4 +1,5 @@
 """Shared fixtures: one small synthetic MURA tree per test session (generation takes seconds)."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """The decode-once cache: exact pixels, never a stale or half-built cache, errors that name files."""
+
 from __future__ import annotations
 
 import os
@@ -9,8 +10,15 @@ import pytest
 from PIL import Image
 
 from mura_utils import cache as cache_module
-from mura_utils.cache import (StaleCacheWarning, cache_files, iterate_batches, open_cache, prefetch,
-                              prepare_cache, prepare_index_cache)
+from mura_utils.cache import (
+    StaleCacheWarning,
+    cache_files,
+    iterate_batches,
+    open_cache,
+    prefetch,
+    prepare_cache,
+    prepare_index_cache,
+)
 from mura_utils.imaging import ImageReadError, load_letterboxed
 
 
@@ -188,15 +196,17 @@ def test_index_cache_and_dataset(images, tmp_path):
 
     from mura_utils.data import MuraDataset
 
-    index = pd.DataFrame({"path": images, "label": [i % 2 for i in range(len(images))],
-                          "body_part": ["WRIST"] * len(images)})
+    index = pd.DataFrame(
+        {"path": images, "label": [i % 2 for i in range(len(images))], "body_part": ["WRIST"] * len(images)}
+    )
     cache = prepare_index_cache(index, 64, tmp_path / "cache", num_workers=1, progress=False)
     dataset = MuraDataset(index, 64, raw=True, cache=cache)
     assert torch.equal(dataset[4]["image"][0], torch.from_numpy(load_letterboxed(images[4], 64)))
 
     seen = []
-    for batch, positions in iterate_batches(cache.images, dataset.cache_rows, 6, shuffle=True,
-                                            generator=torch.Generator().manual_seed(0)):
+    for batch, positions in iterate_batches(
+        cache.images, dataset.cache_rows, 6, shuffle=True, generator=torch.Generator().manual_seed(0)
+    ):
         assert batch.dtype == torch.uint8 and batch.shape[1:] == (1, 64, 64)
         for image, position in zip(batch, positions.tolist()):
             assert torch.equal(image[0], dataset[position]["image"][0])

@@ -1,4 +1,5 @@
 """The MURA index: exact rows from the official CSVs, real-release quirks, and clear errors."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mura_utils.data import (MuraDataset, MuraIndexError, class_weights, load_mura_index, patient_split)
+from mura_utils.data import MuraDataset, MuraIndexError, class_weights, load_mura_index, patient_split
 
 # (split, part, patient, study, label, number of images)
 STUDIES = [
@@ -100,7 +101,7 @@ def test_absent_image_is_named(tree):
 
 def test_image_without_labeled_study_is_named(tree):
     csv = tree / "train_labeled_studies.csv"
-    csv.write_text("\n".join(l for l in csv.read_text().splitlines() if "patient00003" not in l) + "\n")
+    csv.write_text("\n".join(line for line in csv.read_text().splitlines() if "patient00003" not in line) + "\n")
     with pytest.raises(MuraIndexError, match="patient00003/study1_positive/image1.png.*no study"):
         load_mura_index(tree)
 
@@ -134,9 +135,16 @@ def test_patient_split_never_shares_a_patient():
     for patient in range(60):
         for part in ("WRIST", "HAND") if patient % 3 == 0 else ("ELBOW",):
             for image in range(2):
-                rows.append({"path": f"/x/{patient}/{part}/{image}.png", "split": "train", "body_part": part,
-                             "patient": f"patient{patient:05d}", "study": f"train/XR_{part}/p{patient}/study1",
-                             "label": patient % 2})
+                rows.append(
+                    {
+                        "path": f"/x/{patient}/{part}/{image}.png",
+                        "split": "train",
+                        "body_part": part,
+                        "patient": f"patient{patient:05d}",
+                        "study": f"train/XR_{part}/p{patient}/study1",
+                        "label": patient % 2,
+                    }
+                )
     index = pd.DataFrame(rows)
     train, val = patient_split(index, val_fraction=0.2, seed=3)
     assert set(train["patient"]).isdisjoint(val["patient"])

@@ -1,22 +1,31 @@
 """Study-level aggregation and metrics against hand-computed values."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from mura_utils.evaluate import (binary_metrics, bootstrap_ci, choose_threshold, compute_metrics,
-                                 predictions_table, study_table)
+from mura_utils.evaluate import (
+    binary_metrics,
+    bootstrap_ci,
+    choose_threshold,
+    compute_metrics,
+    predictions_table,
+    study_table,
+)
 
 
 def make_predictions() -> pd.DataFrame:
-    return pd.DataFrame({
-        "study": ["a", "a", "b", "c", "c", "c", "d"],
-        "body_part": ["WRIST", "WRIST", "WRIST", "HAND", "HAND", "HAND", "HAND"],
-        "label": [1, 1, 0, 1, 1, 1, 0],
-        "probability": [0.9, 0.3, 0.2, 0.4, 0.45, 0.5, 0.6],
-        "predicted_body_part": ["WRIST", "HAND", "WRIST", "HAND", "HAND", "HAND", "HAND"],
-    })
+    return pd.DataFrame(
+        {
+            "study": ["a", "a", "b", "c", "c", "c", "d"],
+            "body_part": ["WRIST", "WRIST", "WRIST", "HAND", "HAND", "HAND", "HAND"],
+            "label": [1, 1, 0, 1, 1, 1, 0],
+            "probability": [0.9, 0.3, 0.2, 0.4, 0.45, 0.5, 0.6],
+            "predicted_body_part": ["WRIST", "HAND", "WRIST", "HAND", "HAND", "HAND", "HAND"],
+        }
+    )
 
 
 def test_study_probability_is_the_mean_of_its_images():
@@ -55,9 +64,14 @@ def test_threshold_is_chosen_on_validation_studies():
 def test_bootstrap_ci_brackets_the_estimate_and_resamples_studies():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 200)
-    predictions = pd.DataFrame({"study": np.repeat(np.arange(100), 2), "body_part": "HAND",
-                                "label": np.repeat(labels[:100], 2),
-                                "probability": np.clip(np.repeat(labels[:100], 2) * 0.3 + rng.random(200) * 0.7, 0, 1)})
+    predictions = pd.DataFrame(
+        {
+            "study": np.repeat(np.arange(100), 2),
+            "body_part": "HAND",
+            "label": np.repeat(labels[:100], 2),
+            "probability": np.clip(np.repeat(labels[:100], 2) * 0.3 + rng.random(200) * 0.7, 0, 1),
+        }
+    )
     auroc = lambda p: binary_metrics(study_table(p)["label"], study_table(p)["probability"])["auroc"]  # noqa: E731
     low, high = bootstrap_ci(predictions, auroc, n_resamples=200)
     assert low < auroc(predictions) < high

@@ -1,4 +1,5 @@
 """Tests for the external (Kaggle fracture) set index, duplicate audit and deduplication."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,17 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw, ImageFile, ImageFilter
 
-from mura_utils.external import (DuplicateReport, _class_label, _popcount64_lut, _split_name,
-                                 deduplicate, find_duplicates, group_hashes, hamming_pairs,
-                                 load_external_index)
+from mura_utils.external import (
+    DuplicateReport,
+    _class_label,
+    _popcount64_lut,
+    _split_name,
+    deduplicate,
+    find_duplicates,
+    group_hashes,
+    hamming_pairs,
+    load_external_index,
+)
 
 
 def picture(seed: int, size: tuple[int, int] = (160, 192)) -> Image.Image:
@@ -37,12 +46,14 @@ def tree(tmp_path_factory) -> dict:
     """A Kaggle-like tree nested one level deeper, with planted duplicates and junk files."""
     root = tmp_path_factory.mktemp("kaggle")
     base = root / "Bone_Fracture_Binary_Classification" / "Bone_Fracture_Binary_Classification"
-    folders = {("train", 1): base / "Train" / "Fractured",
-               ("train", 0): base / "Train" / "Not Fractured",
-               ("val", 1): base / "Valid" / "fractured",
-               ("val", 0): base / "Valid" / "not_fractured",
-               ("test", 1): base / "test" / "FRACTURED",
-               ("test", 0): base / "test" / "not-fractured"}
+    folders = {
+        ("train", 1): base / "Train" / "Fractured",
+        ("train", 0): base / "Train" / "Not Fractured",
+        ("val", 1): base / "Valid" / "fractured",
+        ("val", 0): base / "Valid" / "not_fractured",
+        ("test", 1): base / "test" / "FRACTURED",
+        ("test", 0): base / "test" / "not-fractured",
+    }
     for folder in folders.values():
         folder.mkdir(parents=True)
     expected: dict[str, tuple[str, int]] = {}
@@ -59,33 +70,46 @@ def tree(tmp_path_factory) -> dict:
         expected[str(path)] = (split, label)
         return path
 
-    a = save(picture(1).convert("RGB"), "train", 1, "a.jpg", quality=95)       # RGB JPEG
+    a = save(picture(1).convert("RGB"), "train", 1, "a.jpg", quality=95)  # RGB JPEG
     b = save(picture(2), "train", 1, "b.png")
-    c = save(picture(3), "train", 0, "c.jpg", quality=95)                      # L JPEG
+    c = save(picture(3), "train", 0, "c.jpg", quality=95)  # L JPEG
     d = save(picture(4), "train", 0, "d.png")
     save(picture(5), "val", 1, "e.jpg", quality=90)
     save(picture(6), "val", 0, "f.png")
     save(picture(7).convert("RGB"), "test", 1, "g.png")
     save(picture(8), "test", 0, "h.jpg", quality=90)
-    a_copy = copy(a, "test", 1, "a_copy.jpg")                                   # exact, cross-split
-    b_copy = copy(b, "train", 0, "b_copy.png")                                  # exact, cross-label
-    c_q70 = save(Image.open(c), "val", 0, "c_q70.jpg", quality=70)             # near, re-encoded
+    a_copy = copy(a, "test", 1, "a_copy.jpg")  # exact, cross-split
+    b_copy = copy(b, "train", 0, "b_copy.png")  # exact, cross-label
+    c_q70 = save(Image.open(c), "val", 0, "c_q70.jpg", quality=70)  # near, re-encoded
     small = picture(4).resize((144, 173), Image.BILINEAR)
-    d_small = save(small, "train", 0, "d_small.png")                            # near, resized 90%
+    d_small = save(small, "train", 0, "d_small.png")  # near, resized 90%
     broken = save(picture(9), "test", 0, "broken.jpg", quality=95)
     data = broken.read_bytes()
-    broken.write_bytes(data[: len(data) // 2])                                  # truncated
+    broken.write_bytes(data[: len(data) // 2])  # truncated
 
-    junk = [root / "README.txt", folders["train", 1] / ".DS_Store",
-            folders["train", 1] / "._a.png", base / "Train" / "augmented_tmp" / "x.png"]
+    junk = [
+        root / "README.txt",
+        folders["train", 1] / ".DS_Store",
+        folders["train", 1] / "._a.png",
+        base / "Train" / "augmented_tmp" / "x.png",
+    ]
     junk[-1].parent.mkdir()
     for path in junk:
         path.write_bytes(b"\x00\x05\x16\x07 not an image")
     index = load_external_index(root, num_workers=0, progress=False)
-    return {"root": root, "index": index, "expected": expected, "junk": junk,
-            "pairs": {"exact_split": (a, a_copy), "exact_label": (b, b_copy),
-                      "near_jpeg": (c, c_q70), "near_resized": (d, d_small)},
-            "broken": broken}
+    return {
+        "root": root,
+        "index": index,
+        "expected": expected,
+        "junk": junk,
+        "pairs": {
+            "exact_split": (a, a_copy),
+            "exact_label": (b, b_copy),
+            "near_jpeg": (c, c_q70),
+            "near_resized": (d, d_small),
+        },
+        "broken": broken,
+    }
 
 
 def files_of(index: pd.DataFrame, paths) -> pd.DataFrame:
@@ -142,19 +166,32 @@ def test_report_names_pairs_and_conflicts(tree):
     rel = lambda pair: {p.relative_to(tree["root"]).as_posix() for p in pair}  # noqa: E731
     pairs = {name: rel(pair) for name, pair in tree["pairs"].items()}
     assert sorted(map(sorted, as_sets(report.exact))) == sorted(
-        [sorted(pairs["exact_split"]), sorted(pairs["exact_label"])])
+        [sorted(pairs["exact_split"]), sorted(pairs["exact_label"])]
+    )
     assert sorted(map(sorted, as_sets(report.near_groups))) == sorted(
-        [sorted(pairs["near_jpeg"]), sorted(pairs["near_resized"])])
+        [sorted(pairs["near_jpeg"]), sorted(pairs["near_resized"])]
+    )
     assert as_sets(report.cross_label) == [pairs["exact_label"]]
     assert sorted(map(sorted, as_sets(report.cross_split))) == sorted(
-        [sorted(pairs["exact_split"]), sorted(pairs["near_jpeg"])])
+        [sorted(pairs["exact_split"]), sorted(pairs["near_jpeg"])]
+    )
     summary = report.summary()
     json.dumps(summary)
     assert summary | {"per_split": None} == {
-        "images": 13, "readable": 12, "unreadable": 1, "ignored_files": 4, "exact_groups": 2,
-        "exact_redundant_files": 2, "near_groups": 2, "duplicate_groups": 4,
-        "files_in_duplicate_groups": 8, "cross_split_groups": 2, "cross_label_groups": 1,
-        "images_after_dedup": 7, "per_split": None}
+        "images": 13,
+        "readable": 12,
+        "unreadable": 1,
+        "ignored_files": 4,
+        "exact_groups": 2,
+        "exact_redundant_files": 2,
+        "near_groups": 2,
+        "duplicate_groups": 4,
+        "files_in_duplicate_groups": 8,
+        "cross_split_groups": 2,
+        "cross_label_groups": 1,
+        "images_after_dedup": 7,
+        "per_split": None,
+    }
     assert summary["per_split"]["train"] == {"fractured": 2, "not_fractured": 4}
     text = report.to_markdown()
     for pair in pairs.values():
@@ -193,14 +230,16 @@ def test_wrong_root_raises_with_its_name(tmp_path):
         load_external_index(tmp_path / "nowhere", progress=False)
 
 
-@pytest.mark.parametrize("name, split", [("Train", "train"), ("valid", "val"),
-                                         ("Validation", "val"), ("TEST", "test"), ("tests", None)])
+@pytest.mark.parametrize(
+    "name, split", [("Train", "train"), ("valid", "val"), ("Validation", "val"), ("TEST", "test"), ("tests", None)]
+)
 def test_split_names(name, split):
     assert _split_name(name) == split
 
 
-@pytest.mark.parametrize("name, label", [("Fractured", 1), ("not fractured", 0), ("other", None),
-                                         ("Not_Fractured", 0), ("not-fractured", 0)])
+@pytest.mark.parametrize(
+    "name, label", [("Fractured", 1), ("not fractured", 0), ("other", None), ("Not_Fractured", 0), ("not-fractured", 0)]
+)
 def test_class_names(name, label):
     assert _class_label(name) == label
 
@@ -214,9 +253,9 @@ def test_popcount_lookup_table_matches_numpy():
 def test_grouping_10000_random_hashes_is_vectorized():
     rng = np.random.default_rng(0)
     hashes = rng.integers(0, np.iinfo(np.uint64).max, size=10_000, dtype=np.uint64, endpoint=True)
-    hashes[1] = hashes[0] ^ np.uint64(0b111)             # 3 bits away: joined
-    hashes[2] = hashes[1] ^ np.uint64(0b1111 << 20)      # 4 from [1], 7 from [0]: transitive
-    hashes[3] = hashes[0] ^ np.uint64(0b1111111 << 40)   # 7 bits away: separate
+    hashes[1] = hashes[0] ^ np.uint64(0b111)  # 3 bits away: joined
+    hashes[2] = hashes[1] ^ np.uint64(0b1111 << 20)  # 4 from [1], 7 from [0]: transitive
+    hashes[3] = hashes[0] ^ np.uint64(0b1111111 << 40)  # 7 bits away: separate
     start = time.perf_counter()
     groups = group_hashes(hashes)
     elapsed = time.perf_counter() - start

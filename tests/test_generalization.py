@@ -1,4 +1,5 @@
 """A MURA checkpoint on the external fracture set: de-duplicated, two thresholds, CIs, no tuning."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,14 @@ from mura_utils.synthetic import make_external_sample
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "best.pt"
-    save_checkpoint(path, build_model("custom_cnn", pretrained=False), TrainConfig(model="custom_cnn", img_size=32),
-                    epoch=1, img_size=32, threshold=0.42)
+    save_checkpoint(
+        path,
+        build_model("custom_cnn", pretrained=False),
+        TrainConfig(model="custom_cnn", img_size=32),
+        epoch=1,
+        img_size=32,
+        threshold=0.42,
+    )
     return path
 
 
@@ -29,14 +36,17 @@ def external_root(tmp_path_factory):
 
 
 def test_evaluation_runs_on_the_deduplicated_set_with_both_thresholds(tmp_path, checkpoint, external_root):
-    written = evaluate_external(str(external_root), {"cnn": str(checkpoint)}, str(tmp_path), n_resamples=30,
-                                device="cpu")
+    written = evaluate_external(
+        str(external_root), {"cnn": str(checkpoint)}, str(tmp_path), n_resamples=30, device="cpu"
+    )
     metrics = pd.read_csv(written["external_csv"])
     assert list(metrics["threshold"]) == ["0.5", "MURA validation (0.420)"]
     expected = deduplicate(load_external_index(external_root, progress=False))
     assert (metrics["images"] == len(expected)).all()
     for key in ("auroc", "balanced_accuracy", "sensitivity", "specificity", "kappa"):
-        assert (metrics[f"{key}_ci_low"] <= metrics[key] + 1e-9).all() and (metrics[key] <= metrics[f"{key}_ci_high"] + 1e-9).all()
+        assert (metrics[f"{key}_ci_low"] <= metrics[key] + 1e-9).all() and (
+            metrics[key] <= metrics[f"{key}_ci_high"] + 1e-9
+        ).all()
     predictions = pd.read_csv(tmp_path / "external_predictions_cnn.csv")
     assert set(predictions["path"]) == set(expected["path"])
     assert predictions["predicted_body_part"].notna().all()  # the model's own guess, never a dummy label
@@ -49,8 +59,24 @@ def test_evaluation_runs_on_the_deduplicated_set_with_both_thresholds(tmp_path, 
 def test_cli_predict_on_a_study_folder_and_single_files(tmp_path, checkpoint, tiny_mura, capsys):
     study = sorted((tiny_mura / "valid").glob("XR_*/patient*/study*"))[0]
     image = sorted((tiny_mura / "train").glob("XR_*/patient*/study*/*.png"))[0]
-    assert cli_main(["predict", str(study), str(image), "--checkpoint", str(checkpoint), "--format", "json",
-                     "--device", "cpu", "--cam-dir", str(tmp_path / "cams")]) == 0
+    assert (
+        cli_main(
+            [
+                "predict",
+                str(study),
+                str(image),
+                "--checkpoint",
+                str(checkpoint),
+                "--format",
+                "json",
+                "--device",
+                "cpu",
+                "--cam-dir",
+                str(tmp_path / "cams"),
+            ]
+        )
+        == 0
+    )
     studies = json.loads(capsys.readouterr().out)
     assert len(studies) == 2
     assert len(list((tmp_path / "cams").glob("*.png"))) == len(list(study.glob("*.png"))) + 1

@@ -1,4 +1,5 @@
 """Model factory: four registry entries, one input channel, heads, offline behaviour, local weights."""
+
 from __future__ import annotations
 
 import time
@@ -7,8 +8,7 @@ import pytest
 import timm
 import torch
 
-from mura_utils.models import (MODEL_REGISTRY, HeadOutput, PretrainedWeightsUnavailable, build_model,
-                               cam_target_layer)
+from mura_utils.models import MODEL_REGISTRY, HeadOutput, PretrainedWeightsUnavailable, build_model, cam_target_layer
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_REGISTRY))

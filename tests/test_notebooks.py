@@ -1,4 +1,5 @@
 """Notebooks are thin and clean, and the whole papermill pipeline runs on a tiny sample."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,12 @@ def demo_reports(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("pipeline")
     root = make_sample(base / "data", patients_per_part=3, seed=0)
-    return reproduce(root, base / "reports", "demo",
-                     {"epochs": 1, "img_size": 32, "n_resamples": 20, "cam_per_group": 1, "progress": False})
+    return reproduce(
+        root,
+        base / "reports",
+        "demo",
+        {"epochs": 1, "img_size": 32, "n_resamples": 20, "cam_per_group": 1, "progress": False},
+    )
 
 
 def test_pipeline_writes_every_report(demo_reports):
@@ -48,12 +53,24 @@ def test_pipeline_writes_every_report(demo_reports):
         assert (out / "runs" / f"{name}.ipynb").is_file()
     for name in ("index.md", "comparison.md", "comparison.csv", "external.md", "external.csv"):
         assert (out / name).is_file(), name
-    for name in ("roc_study", "roc_image", "per_body_part_kappa", "confusion_matrices", "training_curves",
-                 "reliability", "ablation", "roc_external", "sample_images"):
+    for name in (
+        "roc_study",
+        "roc_image",
+        "per_body_part_kappa",
+        "confusion_matrices",
+        "training_curves",
+        "reliability",
+        "ablation",
+        "roc_external",
+        "sample_images",
+    ):
         assert (out / "figures" / f"{name}.png").stat().st_size > 5000, name
     galleries = sorted(p.stem for p in (out / "figures" / "gradcam").glob("*.png"))
-    assert galleries == sorted(f"{m}_{v}" for m in ("custom_cnn", "resnet50", "densenet169", "efficientnet_b0")
-                               for v in ("multitask", "single_task"))
+    assert galleries == sorted(
+        f"{m}_{v}"
+        for m in ("custom_cnn", "resnet50", "densenet169", "efficientnet_b0")
+        for v in ("multitask", "single_task")
+    )
     index = (out / "index.md").read_text()
     assert "SYNTHETIC" in index and "abnormal" in index
     provenance = json.loads((out / "runs" / "reproduce.json").read_text())
@@ -64,9 +81,20 @@ def test_comparison_table_has_all_models_variants_and_ensemble(demo_reports):
     table = pd.read_csv(Path(demo_reports) / "comparison.csv")
     assert len(table) == 9  # 4 models x 2 variants + ensemble
     assert set(table["variant"].dropna()) >= {"multitask", "single_task"}
-    for column in ("image_accuracy", "image_auroc", "study_kappa", "study_auroc", "study_sensitivity",
-                   "study_specificity", "body_part_accuracy", "study_auroc_ci_low", "study_auroc_ci_high",
-                   "parameters", "train_seconds", "images_per_second"):
+    for column in (
+        "image_accuracy",
+        "image_auroc",
+        "study_kappa",
+        "study_auroc",
+        "study_sensitivity",
+        "study_specificity",
+        "body_part_accuracy",
+        "study_auroc_ci_low",
+        "study_auroc_ci_high",
+        "parameters",
+        "train_seconds",
+        "images_per_second",
+    ):
         assert column in table.columns, column
     markdown = (Path(demo_reports) / "comparison.md").read_text()
     assert markdown.count("\n|") >= 10
@@ -77,8 +105,9 @@ def test_report_matches_mura_evaluate_on_the_same_checkpoint(demo_reports):
 
     run = Path(demo_reports) / "runs" / "custom_cnn_multitask"
     info = json.loads((run / "run.json").read_text())
-    _, metrics = evaluate_checkpoint(run / "best.pt", info["data_root"], "valid", device="cpu", progress=False,
-                                     use_cache=False)
+    _, metrics = evaluate_checkpoint(
+        run / "best.pt", info["data_root"], "valid", device="cpu", progress=False, use_cache=False
+    )
     table = pd.read_csv(Path(demo_reports) / "comparison.csv").set_index("run")
     assert table.loc["custom_cnn_multitask", "study_kappa"] == pytest.approx(metrics["study"]["kappa"], abs=1e-6)
     if metrics["study"]["auroc"] is not None:
@@ -94,8 +123,13 @@ def test_failing_notebook_stops_with_its_name_and_cell(tmp_path, tiny_mura):
     nbformat.write(broken, notebooks / "00_data_overview.ipynb")
     shutil.copy(NOTEBOOK_DIR / "05_comparison.ipynb", notebooks / "05_comparison.ipynb")
     with pytest.raises(ReproduceError, match=r"00_data_overview.ipynb failed in cell \d+.*planted failure") as error:
-        reproduce(tiny_mura, tmp_path / "reports", "demo", notebooks=("00_data_overview", "05_comparison"),
-                  notebook_dir=notebooks)
+        reproduce(
+            tiny_mura,
+            tmp_path / "reports",
+            "demo",
+            notebooks=("00_data_overview", "05_comparison"),
+            notebook_dir=notebooks,
+        )
     assert (tmp_path / "reports" / "runs" / "00_data_overview.ipynb").is_file()
     assert not (tmp_path / "reports" / "runs" / "05_comparison.ipynb").exists()
     assert "00_data_overview.ipynb" in str(error.value)

@@ -1,5 +1,6 @@
 """``mura predict``'s API: inputs to studies, DICOM pixels, predictions per study, Grad-CAM files,
 clear errors, and the three output formats. Tiny custom_cnn checkpoints and 32 px images."""
+
 from __future__ import annotations
 
 import io
@@ -22,8 +23,7 @@ from mura_utils.config import TrainConfig  # noqa: E402
 from mura_utils.constants import BODY_PARTS  # noqa: E402
 from mura_utils.imaging import ImageReadError  # noqa: E402
 from mura_utils.models import build_model  # noqa: E402
-from mura_utils.predict import (PredictInputError, collect_inputs, format_predictions, predict_paths,  # noqa: E402
-                                read_dicom)
+from mura_utils.predict import PredictInputError, collect_inputs, format_predictions, predict_paths, read_dicom  # noqa: E402
 
 IMG_SIZE = 32
 
@@ -31,8 +31,14 @@ IMG_SIZE = 32
 def make_checkpoint(path, multitask=True, model_name="custom_cnn"):
     torch.manual_seed(0)
     model = build_model("custom_cnn", pretrained=False, multitask=multitask)
-    save_checkpoint(path, model, TrainConfig(model="custom_cnn", img_size=IMG_SIZE, multitask=multitask), epoch=1,
-                    img_size=IMG_SIZE, threshold=0.4)
+    save_checkpoint(
+        path,
+        model,
+        TrainConfig(model="custom_cnn", img_size=IMG_SIZE, multitask=multitask),
+        epoch=1,
+        img_size=IMG_SIZE,
+        threshold=0.4,
+    )
     if model_name != "custom_cnn":
         checkpoint = torch.load(path, weights_only=False)
         checkpoint["model_name"] = model_name
@@ -50,8 +56,17 @@ def radiograph(height=40, width=30, seed=0):
     return rng.integers(0, 256, (height, width), dtype=np.uint8)
 
 
-def write_dicom(path, pixels, photometric="MONOCHROME2", window=None, slope=None, intercept=None,
-                frames=1, transfer_syntax=ExplicitVRLittleEndian, pixel_data=True):
+def write_dicom(
+    path,
+    pixels,
+    photometric="MONOCHROME2",
+    window=None,
+    slope=None,
+    intercept=None,
+    frames=1,
+    transfer_syntax=ExplicitVRLittleEndian,
+    pixel_data=True,
+):
     """A minimal 16-bit (12 bits stored) DX image, the way modalities write radiographs."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage
@@ -88,11 +103,11 @@ def ramp(height=8, width=64):
 
 # --- DICOM pixels -------------------------------------------------------------------------------
 
+
 def test_dicom_window_is_applied_after_the_rescale(tmp_path):
     stored = ramp()
     slope, intercept, (center, width) = 2.0, -1000.0, (3000.0, 2000.0)
-    gray = read_dicom(write_dicom(tmp_path / "a.dcm", stored, window=(center, width), slope=slope,
-                                  intercept=intercept))
+    gray = read_dicom(write_dicom(tmp_path / "a.dcm", stored, window=(center, width), slope=slope, intercept=intercept))
     assert gray.dtype == np.uint8 and gray.shape == stored.shape
     values = stored * slope + intercept  # modality LUT: what the window is defined on
     assert (gray[values <= center - width / 2] == 0).all()  # below the window clips to black
@@ -144,6 +159,7 @@ def test_dicom_without_pixels_or_decoder_is_a_clear_error(tmp_path):
 
 # --- inputs -------------------------------------------------------------------------------------
 
+
 def test_folder_is_one_study_and_files_are_their_own(tmp_path):
     study = tmp_path / "patient1" / "study1"
     study.mkdir(parents=True)
@@ -191,6 +207,7 @@ def test_empty_folder_and_missing_path_are_named(tmp_path):
 
 # --- predictions --------------------------------------------------------------------------------
 
+
 @pytest.fixture()
 def inputs(tmp_path):
     """A study folder (L PNG, RGB PNG, 16-bit PNG, DICOM MONOCHROME1) and two loose files."""
@@ -198,7 +215,7 @@ def inputs(tmp_path):
     study.mkdir(parents=True)
     Image.fromarray(radiograph()).save(study / "image1.png")
     Image.fromarray(np.stack([radiograph(seed=1)] * 3, axis=2)).save(study / "image2.png")
-    Image.fromarray((radiograph(50, 20, seed=2).astype(np.uint16) * 200)).save(study / "image3.png")
+    Image.fromarray(radiograph(50, 20, seed=2).astype(np.uint16) * 200).save(study / "image3.png")
     write_dicom(study / "image4.dcm", ramp(40, 40), "MONOCHROME1", (2048, 2000), 1.0, 0.0)
     loose_png = tmp_path / "loose.png"
     Image.fromarray(radiograph(20, 60, seed=3)).save(loose_png)
@@ -268,6 +285,7 @@ def test_wrong_checkpoints_are_named(inputs, tmp_path):
 
 
 # --- formats ------------------------------------------------------------------------------------
+
 
 def test_formats_parse(inputs, checkpoint):
     study, loose_png, _ = inputs

@@ -1,4 +1,5 @@
 """The comparison report on fabricated run folders (2 models x 2 variants, 40 studies, 32 px PNGs)."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,21 @@ from mura_utils.config import TrainConfig
 from mura_utils.constants import BODY_PARTS
 from mura_utils.evaluate import compute_metrics, study_table
 from mura_utils.models import build_model
-from mura_utils.report import (BOOTSTRAP_STATISTICS, ENSEMBLE_NAME, HEADLINE, TABLE_COLUMNS, Run, cam_gallery,
-                               comparison_table, ensemble_predictions, ensemble_run, gallery_cases, load_runs,
-                               write_comparison, write_report)
+from mura_utils.report import (
+    BOOTSTRAP_STATISTICS,
+    ENSEMBLE_NAME,
+    HEADLINE,
+    TABLE_COLUMNS,
+    Run,
+    cam_gallery,
+    comparison_table,
+    ensemble_predictions,
+    ensemble_run,
+    gallery_cases,
+    load_runs,
+    write_comparison,
+    write_report,
+)
 
 MODELS = ("custom_cnn", "resnet50")
 VARIANTS = ("multitask", "single_task")
@@ -37,13 +50,22 @@ def write_test_images(folder: Path, n_studies: int = 40, seed: int = 0) -> pd.Da
             pixels = (rng.random((40, 32)) * 60 + np.linspace(0, 150, 32)[None, :]).astype(np.uint8)
             path = folder / f"study{study:02d}_image{image}.png"
             Image.fromarray(pixels).save(path)
-            rows.append({"path": str(path), "split": "valid", "body_part": part, "patient": f"patient{study:03d}",
-                         "study": f"valid/XR_{part}/patient{study:03d}/study1", "label": label})
+            rows.append(
+                {
+                    "path": str(path),
+                    "split": "valid",
+                    "body_part": part,
+                    "patient": f"patient{study:03d}",
+                    "study": f"valid/XR_{part}/patient{study:03d}/study1",
+                    "label": label,
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def fabricate_run(runs_dir: Path, index: pd.DataFrame, model: str, variant: str, seed: int,
-                  synthetic: bool = True) -> Path:
+def fabricate_run(
+    runs_dir: Path, index: pd.DataFrame, model: str, variant: str, seed: int, synthetic: bool = True
+) -> Path:
     """A run folder as mura_utils.experiment writes it, with label-correlated probabilities."""
     rng = np.random.default_rng(seed)
     folder = runs_dir / f"{model}_{variant}"
@@ -59,20 +81,45 @@ def fabricate_run(runs_dir: Path, index: pd.DataFrame, model: str, variant: str,
         predictions["predicted_body_part"] = None
         predictions["body_part_probability"] = np.nan
     predictions.to_csv(folder / "test_predictions.csv", index=False)
-    history = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [0.7, 0.6, 0.55], "lr": 1e-3,
-                            "train_seconds": 10.0, "images_per_second": 50.0,
-                            "val_study_auroc": rng.uniform(0.6, 0.8, 3).round(3),
-                            "val_study_kappa": [0.2, 0.3, 0.35], "val_body_part_accuracy": 0.5})
+    history = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "train_loss": [0.7, 0.6, 0.55],
+            "lr": 1e-3,
+            "train_seconds": 10.0,
+            "images_per_second": 50.0,
+            "val_study_auroc": rng.uniform(0.6, 0.8, 3).round(3),
+            "val_study_kappa": [0.2, 0.3, 0.35],
+            "val_body_part_accuracy": 0.5,
+        }
+    )
     history.to_csv(folder / "history.csv", index=False)
-    info = {"run_name": folder.name, "model": model, "variant": variant, "parameters": 400_000 + seed,
-            "train_seconds": 30.0, "images_per_second": 50.0, "best_epoch": 2, "threshold": 0.45,
-            "img_size": 32, "epochs": 3, "pretrained": False, "seed": seed, "data_root": str(runs_dir),
-            "synthetic": synthetic}
+    info = {
+        "run_name": folder.name,
+        "model": model,
+        "variant": variant,
+        "parameters": 400_000 + seed,
+        "train_seconds": 30.0,
+        "images_per_second": 50.0,
+        "best_epoch": 2,
+        "threshold": 0.45,
+        "img_size": 32,
+        "epochs": 3,
+        "pretrained": False,
+        "seed": seed,
+        "data_root": str(runs_dir),
+        "synthetic": synthetic,
+    }
     (folder / "run.json").write_text(json.dumps(info))
     multitask = variant == "multitask"
-    save_checkpoint(folder / "best.pt", build_model("custom_cnn", pretrained=False, multitask=multitask),
-                    TrainConfig(model="custom_cnn", img_size=32, multitask=multitask), epoch=1, img_size=32,
-                    threshold=0.45)
+    save_checkpoint(
+        folder / "best.pt",
+        build_model("custom_cnn", pretrained=False, multitask=multitask),
+        TrainConfig(model="custom_cnn", img_size=32, multitask=multitask),
+        epoch=1,
+        img_size=32,
+        threshold=0.45,
+    )
     return folder
 
 
@@ -130,11 +177,11 @@ def test_ensemble_study_probability_is_the_mean_of_the_multitask_runs(runs):
 
 
 def test_ensemble_matches_images_by_path_not_row_order(runs):
-    shuffled = [Run(r.name, r.model, r.variant, r.info, r.predictions.sample(frac=1, random_state=1))
-                for r in runs]
+    shuffled = [Run(r.name, r.model, r.variant, r.info, r.predictions.sample(frac=1, random_state=1)) for r in runs]
     pd.testing.assert_series_equal(
         ensemble_predictions(shuffled).set_index("path")["probability"].sort_index(),
-        ensemble_predictions(runs).set_index("path")["probability"].sort_index())
+        ensemble_predictions(runs).set_index("path")["probability"].sort_index(),
+    )
 
 
 def test_ensemble_refuses_runs_tested_on_other_images(runs):
@@ -163,8 +210,12 @@ def test_bootstrap_statistics_agree_with_compute_metrics(runs):
     """The lean per-resample statistics must be the same numbers compute_metrics reports."""
     predictions = runs[0].predictions
     metrics = compute_metrics(predictions, 0.5)
-    expected = {"image_accuracy": metrics["image"]["accuracy"], "image_auroc": metrics["image"]["auroc"],
-                "study_auroc": metrics["study"]["auroc"], "study_kappa": metrics["study"]["kappa"]}
+    expected = {
+        "image_accuracy": metrics["image"]["accuracy"],
+        "image_auroc": metrics["image"]["auroc"],
+        "study_auroc": metrics["study"]["auroc"],
+        "study_kappa": metrics["study"]["kappa"],
+    }
     for name, statistic in BOOTSTRAP_STATISTICS.items():
         assert statistic(predictions) == pytest.approx(expected[name]), name
 
@@ -195,8 +246,15 @@ def assert_png(path: Path, min_bytes: int = 8_000) -> None:
 
 def test_report_writes_every_table_and_figure(report, runs):
     out_dir, written = report
-    figures = ["roc_study", "roc_image", "per_body_part_kappa", "confusion_matrices", "training_curves",
-               "reliability", "ablation"]
+    figures = [
+        "roc_study",
+        "roc_image",
+        "per_body_part_kappa",
+        "confusion_matrices",
+        "training_curves",
+        "reliability",
+        "ablation",
+    ]
     for key in figures:
         assert_png(written[key])
         assert written[key].parent == out_dir / "figures"
@@ -220,12 +278,21 @@ def test_index_is_loud_about_synthetic_data_and_links_existing_files(report):
 
 
 def test_gallery_cases_are_grouped_most_confident_first():
-    predictions = pd.DataFrame({"study": list("abcdefg"), "label": [1, 1, 0, 0, 1, 1, 0],
-                                "probability": [0.9, 0.7, 0.8, 0.6, 0.2, 0.1, 0.1], "body_part": "HAND",
-                                "path": list("abcdefg")})
+    predictions = pd.DataFrame(
+        {
+            "study": list("abcdefg"),
+            "label": [1, 1, 0, 0, 1, 1, 0],
+            "probability": [0.9, 0.7, 0.8, 0.6, 0.2, 0.1, 0.1],
+            "body_part": "HAND",
+            "path": list("abcdefg"),
+        }
+    )
     cases = gallery_cases(predictions, threshold=0.5, per_group=2)
-    assert cases.groupby("group")["study"].apply(list).to_dict() == {"TP": ["a", "b"], "FP": ["c", "d"],
-                                                                     "FN": ["f", "e"]}
+    assert cases.groupby("group")["study"].apply(list).to_dict() == {
+        "TP": ["a", "b"],
+        "FP": ["c", "d"],
+        "FN": ["f", "e"],
+    }
 
 
 def test_cam_gallery_draws_tp_fp_fn_rows_and_says_none_for_an_empty_one(runs, tmp_path):

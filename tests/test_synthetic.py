@@ -1,4 +1,5 @@
 """The synthetic MURA-v1.1 and external samples: layout, CSV format, planted quirks, determinism."""
+
 from __future__ import annotations
 
 import json
@@ -12,14 +13,23 @@ from PIL import Image
 
 from mura_utils.constants import BODY_PARTS
 from mura_utils.imaging import read_grayscale
-from mura_utils.synthetic import (EXTERNAL_DIRNAME, EXTERNAL_MANIFEST, SYNTHETIC_MARKER,
-                                  make_external_sample, make_sample)
+from mura_utils.synthetic import (
+    EXTERNAL_DIRNAME,
+    EXTERNAL_MANIFEST,
+    SYNTHETIC_MARKER,
+    make_external_sample,
+    make_sample,
+)
 
 PARTS = "|".join(BODY_PARTS)
-IMAGE_ROW = re.compile(rf"^MURA-v1\.1/(train|valid)/XR_({PARTS})/patient(\d{{5}})/"
-                       r"study(\d+)_(positive|negative)/image(\d+)\.png$")
-STUDY_ROW = re.compile(rf"^MURA-v1\.1/(train|valid)/XR_({PARTS})/patient(\d{{5}})/"
-                       r"study(\d+)_(positive|negative)/,([01])$")
+IMAGE_ROW = re.compile(
+    rf"^MURA-v1\.1/(train|valid)/XR_({PARTS})/patient(\d{{5}})/"
+    r"study(\d+)_(positive|negative)/image(\d+)\.png$"
+)
+STUDY_ROW = re.compile(
+    rf"^MURA-v1\.1/(train|valid)/XR_({PARTS})/patient(\d{{5}})/"
+    r"study(\d+)_(positive|negative)/,([01])$"
+)
 SPLITS = ("train", "valid")
 
 
@@ -57,8 +67,7 @@ def study_rows(root: Path, split: str) -> list[re.Match]:
 
 
 def tree_bytes(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -70,21 +79,29 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 # ---------------------------------------------------------------- MURA-v1.1 sample
 
+
 def test_returns_release_root_with_the_four_csvs_and_marker(sample):
     assert sample.name == "MURA-v1.1"
     names = {p.name for p in sample.iterdir()}
-    assert names == {"train", "valid", "train_image_paths.csv", "valid_image_paths.csv",
-                     "train_labeled_studies.csv", "valid_labeled_studies.csv", SYNTHETIC_MARKER}
+    assert names == {
+        "train",
+        "valid",
+        "train_image_paths.csv",
+        "valid_image_paths.csv",
+        "train_labeled_studies.csv",
+        "valid_labeled_studies.csv",
+        SYNTHETIC_MARKER,
+    }
     assert {p.name for p in (sample / "train").iterdir()} == {f"XR_{p}" for p in BODY_PARTS}
 
 
 def test_csv_rows_are_headerless_and_exact(sample):
     for split in SPLITS:
         first = read_rows(sample, f"{split}_image_paths.csv")[0]
-        assert first.startswith(f"MURA-v1.1/{split}/XR_")    # no header line
+        assert first.startswith(f"MURA-v1.1/{split}/XR_")  # no header line
         image_rows(sample, split)
         studies = study_rows(sample, split)
-        for m in studies:                                    # label agrees with the folder
+        for m in studies:  # label agrees with the folder
             assert m.group(6) == ("1" if m.group(5) == "positive" else "0")
 
 
@@ -94,8 +111,9 @@ def test_every_listed_image_exists_and_every_image_is_listed(sample):
         listed |= set(read_rows(sample, f"{split}_image_paths.csv"))
     on_disk = {p.relative_to(sample.parent).as_posix() for p in sample.rglob("*.png")}
     assert listed == on_disk
-    assert not [p for p in sample.rglob("*") if p.is_file() and p.suffix not in (".png", ".csv")
-                and p.name != SYNTHETIC_MARKER]
+    assert not [
+        p for p in sample.rglob("*") if p.is_file() and p.suffix not in (".png", ".csv") and p.name != SYNTHETIC_MARKER
+    ]
 
 
 def test_images_and_studies_match_one_to_many(sample):
@@ -106,7 +124,7 @@ def test_images_and_studies_match_one_to_many(sample):
         studies = [m.group(0).rsplit(",", 1)[0] for m in study_rows(sample, split)]
         assert len(studies) == len(set(studies)) == len(per_study)
         assert set(studies) == set(per_study)
-        for numbers in per_study.values():                   # image1..imageN, N in 1..4
+        for numbers in per_study.values():  # image1..imageN, N in 1..4
             assert numbers == list(range(1, len(numbers) + 1)) and 1 <= len(numbers) <= 4
 
 
@@ -115,15 +133,15 @@ def test_rows_grouped_by_part_then_patient_then_study(sample):
         keys = [(m.group(2), int(m.group(3)), int(m.group(4))) for m in study_rows(sample, split)]
         parts = [k[0] for k in keys]
         blocks = [p for i, p in enumerate(parts) if i == 0 or parts[i - 1] != p]
-        assert sorted(blocks) == sorted(BODY_PARTS)          # each part one contiguous block
+        assert sorted(blocks) == sorted(BODY_PARTS)  # each part one contiguous block
         for part in BODY_PARTS:
             within = [k[1:] for k in keys if k[0] == part]
             assert within == sorted(within)
 
 
 def test_patients_like_the_release(sample):
-    patients = {split: defaultdict(set) for split in SPLITS}     # id -> body parts
-    studies = {split: defaultdict(set) for split in SPLITS}      # (id, part) -> study numbers
+    patients = {split: defaultdict(set) for split in SPLITS}  # id -> body parts
+    studies = {split: defaultdict(set) for split in SPLITS}  # (id, part) -> study numbers
     for split in SPLITS:
         for m in study_rows(sample, split):
             patients[split][int(m.group(3))].add(m.group(2))
@@ -133,9 +151,8 @@ def test_patients_like_the_release(sample):
     assert min(patients["valid"]) == 11185 > max(patients["train"])
     assert any(len(parts) >= 2 for parts in patients["train"].values())
     assert any(len(numbers) >= 2 for numbers in studies["train"].values())
-    for split in SPLITS:                                      # study1..studyK, no gaps
-        assert all(numbers == set(range(1, len(numbers) + 1))
-                   for numbers in studies[split].values())
+    for split in SPLITS:  # study1..studyK, no gaps
+        assert all(numbers == set(range(1, len(numbers) + 1)) for numbers in studies[split].values())
 
 
 def test_default_counts_and_abnormal_fraction(sample):
@@ -145,7 +162,7 @@ def test_default_counts_and_abnormal_fraction(sample):
     assert 140 <= n_valid <= 220
     labels = [int(m.group(6)) for split in SPLITS for m in study_rows(sample, split)]
     assert 0.3 <= np.mean(labels) <= 0.5
-    for split in SPLITS:                                      # both classes in every part
+    for split in SPLITS:  # both classes in every part
         seen = defaultdict(set)
         for m in study_rows(sample, split):
             seen[m.group(2)].add(m.group(6))
@@ -201,16 +218,18 @@ def test_existing_tree_is_kept_unless_overwrite(tmp_path):
     real = tmp_path / "real"
     (real / "MURA-v1.1").mkdir(parents=True)
     (real / "MURA-v1.1" / "train_image_paths.csv").write_text("x\n")
-    with pytest.raises(FileExistsError):                      # no marker: never deleted
+    with pytest.raises(FileExistsError):  # no marker: never deleted
         make_sample(real, overwrite=True)
     assert (real / "MURA-v1.1" / "train_image_paths.csv").read_text() == "x\n"
 
 
 # ---------------------------------------------------------------- external sample
 
+
 def external_images(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".jpg", ".png")
-                  and not p.name.startswith("."))
+    return sorted(
+        p for p in root.rglob("*") if p.is_file() and p.suffix in (".jpg", ".png") and not p.name.startswith(".")
+    )
 
 
 def test_external_layout(external):
@@ -240,7 +259,7 @@ def test_external_manifest_and_planted_quirks(external):
     for group in exact:
         data = {(external / p).read_bytes() for p in group}
         assert len(group) >= 2 and len(data) == 1
-        assert len({p.split("/")[1] for p in group}) >= 2          # across splits
+        assert len({p.split("/")[1] for p in group}) >= 2  # across splits
     cross = manifest["cross_label_duplicate_group"]
     assert cross in exact and len({p.split("/")[2] for p in cross}) == 2
 
@@ -259,7 +278,7 @@ def test_external_manifest_and_planted_quirks(external):
     with pytest.raises(OSError):
         with Image.open(external / truncated) as image:
             image.load()
-    for path in external_images(external):                   # everything else decodes
+    for path in external_images(external):  # everything else decodes
         if path.relative_to(external).as_posix() != truncated:
             read_grayscale(path)
 

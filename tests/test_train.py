@@ -1,5 +1,6 @@
 """Training end to end on a tiny synthetic tree: outputs, determinism, resume, atomic checkpoints,
 evaluation on MURA valid, and 2-process DDP (gloo) on CPU."""
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,19 @@ from mura_utils.train import fit
 
 
 def tiny_config(data_root, out_dir, **changes) -> TrainConfig:
-    config = TrainConfig(model="custom_cnn", data_root=str(data_root), out_dir=str(out_dir), epochs=2, img_size=32,
-                         batch_size=16, seed=0, device="cpu", progress=False, verbose=False,
-                         cache_dir=str(Path(out_dir).parent / "cache"))
+    config = TrainConfig(
+        model="custom_cnn",
+        data_root=str(data_root),
+        out_dir=str(out_dir),
+        epochs=2,
+        img_size=32,
+        batch_size=16,
+        seed=0,
+        device="cpu",
+        progress=False,
+        verbose=False,
+        cache_dir=str(Path(out_dir).parent / "cache"),
+    )
     return replace(config, **changes)
 
 
@@ -50,8 +61,10 @@ def test_same_seed_gives_identical_metrics(tiny_mura, tmp_path):
     first = fit(tiny_config(tiny_mura, tmp_path / "a"))
     second = fit(tiny_config(tiny_mura, tmp_path / "b"))
     assert json.dumps(first.best_metrics, sort_keys=True) == json.dumps(second.best_metrics, sort_keys=True)
-    pd.testing.assert_frame_equal(first.history.drop(columns=["train_seconds", "images_per_second"]),
-                                  second.history.drop(columns=["train_seconds", "images_per_second"]))
+    pd.testing.assert_frame_equal(
+        first.history.drop(columns=["train_seconds", "images_per_second"]),
+        second.history.drop(columns=["train_seconds", "images_per_second"]),
+    )
 
 
 def test_early_stopping_only_when_asked(tiny_mura, tmp_path, monkeypatch):
@@ -81,7 +94,9 @@ def test_training_batches_same_with_and_without_cache(tiny_mura, tmp_path):
     index = load_mura_index(tiny_mura, splits=("train",)).head(20)
     config = tiny_config(tiny_mura, tmp_path / "run", batch_size=6, num_workers=1)
     cache = open_image_cache(index, 32, tiny_mura, tmp_path / "cache", progress=False)
-    cached = train_module.TrainingBatches(MuraDataset(index, 32, raw=True, cache=cache), config, True, torch.device("cpu"))
+    cached = train_module.TrainingBatches(
+        MuraDataset(index, 32, raw=True, cache=cache), config, True, torch.device("cpu")
+    )
     decoded = train_module.TrainingBatches(MuraDataset(index, 32, raw=True), config, True, torch.device("cpu"))
     generator = torch.Generator().manual_seed(0)
     for _ in range(2):
@@ -148,12 +163,52 @@ def test_crash_while_saving_never_leaves_a_half_written_best(tiny_mura, tmp_path
 
 def test_cli_train_then_evaluate_writes_metrics_json(tiny_mura, tmp_path):
     out = tmp_path / "cli_run"
-    assert cli_main(["train", "--data-root", str(tiny_mura), "--model", "custom_cnn", "--epochs", "1",
-                     "--img-size", "32", "--batch-size", "16", "--out", str(out), "--no-progress",
-                     "--device", "cpu", "--cache-dir", str(tmp_path / "cache")]) == 0
-    assert cli_main(["evaluate", "--checkpoint", str(out / "best.pt"), "--data-root", str(tiny_mura),
-                     "--split", "valid", "--out", str(tmp_path / "eval"), "--no-progress", "--device", "cpu",
-                     "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                "--data-root",
+                str(tiny_mura),
+                "--model",
+                "custom_cnn",
+                "--epochs",
+                "1",
+                "--img-size",
+                "32",
+                "--batch-size",
+                "16",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--device",
+                "cpu",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli_main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(out / "best.pt"),
+                "--data-root",
+                str(tiny_mura),
+                "--split",
+                "valid",
+                "--out",
+                str(tmp_path / "eval"),
+                "--no-progress",
+                "--device",
+                "cpu",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     keys = {"accuracy", "auroc", "kappa", "sensitivity", "specificity", "f1"}
     assert set(metrics["image"]) == keys and set(metrics["study"]) == keys
@@ -175,10 +230,33 @@ def test_cli_reports_bad_data_root(tmp_path, capsys):
 def test_torchrun_two_gloo_processes(tiny_mura, tmp_path):
     """DDP on CPU: finishes, one checkpoint, each validation image predicted exactly once."""
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-               "mura_utils.cli", "train", "--data-root", str(tiny_mura), "--model", "custom_cnn", "--epochs", "2",
-               "--img-size", "32", "--batch-size", "8", "--out", str(out), "--no-progress", "--device", "cpu",
-               "--cache-dir", str(tmp_path / "cache")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "mura_utils.cli",
+        "train",
+        "--data-root",
+        str(tiny_mura),
+        "--model",
+        "custom_cnn",
+        "--epochs",
+        "2",
+        "--img-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
     assert completed.returncode == 0, completed.stderr[-3000:]

@@ -1,0 +1,81 @@
+"""The comparison report over finished training runs: one table with bootstrap CIs, figures,
+Grad-CAM galleries and an ``index.md`` that says what was run, on what data, when.
+
+It reads the run folders that ``mura_utils.experiment`` writes (run.json, history.csv,
+test_predictions.csv, best.pt) and knows nothing about notebooks: pure functions that return
+DataFrames or write files. Every file is written atomically (temp file + rename). One module per
+concern: ``runs`` (loading, ensembles), ``tables`` (comparison table, markdown), ``figures``,
+``galleries`` (Grad-CAM) and ``index`` (index.md, ``write_report``).
+"""
+
+from __future__ import annotations
+
+from .figures import (
+    STYLE,
+    plot_ablation,
+    plot_confusion_matrices,
+    plot_per_body_part_kappa,
+    plot_reliability,
+    plot_roc,
+    plot_training_curves,
+)
+from .galleries import GROUPS, cam_gallery, gallery_cases
+from .index import BASELINES, git_commit, write_report
+from .runs import (
+    ENSEMBLE_NAME,
+    MODEL_LABELS,
+    MODEL_ORDER,
+    REQUIRED_COLUMNS,
+    TEXT_COLUMNS,
+    VARIANT_LABELS,
+    Run,
+    ensemble_predictions,
+    ensemble_run,
+    load_run,
+    load_runs,
+)
+from .tables import (
+    BOOTSTRAP_STATISTICS,
+    HEADLINE,
+    TABLE_COLUMNS,
+    comparison_markdown,
+    comparison_table,
+    markdown_table,
+    run_row,
+    write_comparison,
+)
+
+__all__ = [
+    "BASELINES",
+    "BOOTSTRAP_STATISTICS",
+    "ENSEMBLE_NAME",
+    "GROUPS",
+    "HEADLINE",
+    "MODEL_LABELS",
+    "MODEL_ORDER",
+    "REQUIRED_COLUMNS",
+    "STYLE",
+    "TABLE_COLUMNS",
+    "TEXT_COLUMNS",
+    "VARIANT_LABELS",
+    "Run",
+    "cam_gallery",
+    "comparison_markdown",
+    "comparison_table",
+    "ensemble_predictions",
+    "ensemble_run",
+    "gallery_cases",
+    "git_commit",
+    "load_run",
+    "load_runs",
+    "markdown_table",
+    "plot_ablation",
+    "plot_confusion_matrices",
+    "plot_per_body_part_kappa",
+    "plot_reliability",
+    "plot_roc",
+    "plot_training_curves",
+    "run_row",
+    "write_comparison",
+    "write_report",
+]

@@ -1,0 +1,298 @@
+"""The report's figures: ROC, per-body-part kappa, confusion matrices, training curves,
+reliability and the multi-task ablation. Figures live outside pyplot (no global state)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import wraps
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import brier_score_loss, confusion_matrix, roc_curve
+
+from ..constants import BODY_PARTS
+from ..evaluate import binary_metrics, compute_metrics, study_table
+from ..io import atomic_path
+from .runs import MODEL_LABELS, MODEL_ORDER, Run
+from .tables import _auroc
+
+STYLE = {
+    "figure.facecolor": "white",
+    "axes.facecolor": "white",
+    "savefig.facecolor": "white",
+    "savefig.dpi": 150,
+    "font.size": 9,
+    "axes.titlesize": 11,
+    "axes.labelsize": 9,
+    "figure.titlesize": 12,
+    "figure.titleweight": "bold",
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.6,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+
+
+def _styled(plot: Callable) -> Callable:
+    """Run a plotting function under the one report style (white, 150 dpi, light grid)."""
+
+    @wraps(plot)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(STYLE):
+            return plot(*args, **kwargs)
+
+    return wrapper
+
+
+def _figure(width: float, height: float) -> Figure:
+    """A figure outside pyplot: no global state, no GUI backend, nothing to leak."""
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _save(figure: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=150)  # constrained layout already fits legends
+    return path
+
+
+def _color(model: str):
+    """One colour per model in every figure (colour-blind safe); the ensemble is black."""
+    if model == "ensemble":
+        return "black"
+    palette = sns.color_palette("colorblind", 10)  # blue, orange, green, purple: easy to tell apart
+    return palette[(0, 1, 2, 4)[MODEL_ORDER.index(model)] if model in MODEL_ORDER else 7]
+
+
+def _line_style(run: Run) -> dict:
+    """Same colour for one model's two variants; single-task dashed, the ensemble thick black."""
+    return {
+        "color": _color(run.model),
+        "linestyle": "-" if run.multitask else "--",
+        "linewidth": 2.2 if run.model == "ensemble" else 1.5,
+    }
+
+
+def _labels(runs: Sequence[Run]) -> list[str]:
+    """Legend names; two runs of the same model and variant (other seeds) get their run names."""
+    labels = [run.label for run in runs]
+    return [f"{label} [{run.name}]" if labels.count(label) > 1 else label for label, run in zip(labels, runs)]
+
+
+def _scores(run: Run, level: str) -> tuple[np.ndarray, np.ndarray]:
+    if level not in ("study", "image"):
+        raise ValueError(f"level must be 'study' or 'image', not {level!r}")
+    table = study_table(run.predictions) if level == "study" else run.predictions
+    return table["label"].to_numpy(dtype=int), table["probability"].to_numpy(dtype=float)
+
+
+@_styled
+def plot_roc(runs: Sequence[Run], level: str, path: str | Path) -> Path:
+    """All models' ROC curves overlaid at one level, AUROC in the legend, chance diagonal."""
+    figure = _figure(6.2, 5.4)
+    axes = figure.subplots()
+    axes.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1, label="chance (AUROC 0.5)")
+    n_units = 0
+    for run, label in zip(runs, _labels(runs)):
+        labels, probabilities = _scores(run, level)
+        n_units = len(labels)
+        if len(np.unique(labels)) < 2:
+            continue
+        false_positive, true_positive, _ = roc_curve(labels, probabilities)
+        axes.plot(
+            false_positive,
+            true_positive,
+            label=f"{label} (AUROC {_auroc(labels, probabilities):.3f})",
+            **_line_style(run),
+        )
+    axes.set(
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        aspect="equal",
+        xlabel="False positive rate (1 − specificity)",
+        ylabel="True positive rate (sensitivity)",
+        title=f"ROC, {level} level (MURA valid, n = {n_units} {'studies' if level == 'study' else 'images'})",
+    )
+    axes.legend(loc="lower right")
+    return _save(figure, path)
+
+
+@_styled
+def plot_per_body_part_kappa(runs: Sequence[Run], path: str | Path) -> Path:
+    """Grouped bars of study-level Cohen's kappa (threshold 0.5): body part x model."""
+    per_run = [compute_metrics(run.predictions, 0.5)["per_body_part"] for run in runs]
+    parts = [part for part in BODY_PARTS if any(part in metrics for metrics in per_run)]
+    figure = _figure(max(7.5, 1.3 * len(parts) + 3), 4.4)
+    axes = figure.subplots()
+    width = 0.8 / max(len(runs), 1)
+    positions = np.arange(len(parts))
+    for i, (run, label, metrics) in enumerate(zip(runs, _labels(runs), per_run)):
+        kappas = [metrics.get(part, {}).get("study_kappa", np.nan) for part in parts]
+        axes.bar(
+            positions - 0.4 + width * (i + 0.5),
+            kappas,
+            width,
+            label=label,
+            color=_color(run.model),
+            hatch=None if run.multitask else "///",
+            edgecolor="white",
+            linewidth=0.5,
+        )
+    counts = [next((metrics[part]["studies"] for metrics in per_run if part in metrics), 0) for part in parts]
+    axes.set_xticks(positions, [f"{part.title()}\n({count} studies)" for part, count in zip(parts, counts)])
+    axes.axhline(0, color="0.3", linewidth=0.8)
+    axes.grid(axis="x", visible=False)
+    axes.set(
+        ylabel="Cohen's κ (study level)",
+        xlabel="Body part",
+        title="Study-level Cohen's κ per body part (threshold 0.5)",
+    )
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    return _save(figure, path)
+
+
+@_styled
+def plot_confusion_matrices(runs: Sequence[Run], path: str | Path, threshold: float = 0.5) -> Path:
+    """One study-level confusion matrix per model, counts and row percentages in the cells."""
+    columns = min(3, max(len(runs), 1))
+    rows = int(np.ceil(len(runs) / columns)) or 1
+    figure = _figure(3.3 * columns, 3.1 * rows)
+    grid = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
+    names = ["normal", "abnormal"]
+    for axes, run, label in zip(grid, runs, _labels(runs)):
+        studies = study_table(run.predictions)
+        counts = confusion_matrix(studies["label"], (studies["probability"] >= threshold).astype(int), labels=[0, 1])
+        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        for (i, j), count in np.ndenumerate(counts):
+            axes.text(
+                j,
+                i,
+                f"{count}\n({shares[i, j]:.0%})",
+                ha="center",
+                va="center",
+                fontsize=10,
+                color="white" if shares[i, j] > 0.6 else "black",
+            )
+        kappa = binary_metrics(studies["label"], studies["probability"], threshold)["kappa"]
+        axes.set_xticks([0, 1], names)
+        axes.set_yticks([0, 1], names, rotation=90, va="center")
+        axes.set(xlabel="Predicted", ylabel="True", title=f"{label}\nκ = {kappa:.3f}")
+        axes.grid(False)
+    for axes in grid[len(runs) :]:
+        axes.set_visible(False)
+    figure.suptitle(f"Study-level confusion matrices (MURA valid, threshold {threshold:g})")
+    return _save(figure, path)
+
+
+@_styled
+def plot_training_curves(runs: Sequence[Run], path: str | Path) -> Path:
+    """Training loss and validation study AUROC per epoch; a star marks each run's best epoch."""
+    figure = _figure(10, 4.2)
+    loss_axes, auroc_axes = figure.subplots(1, 2)
+    for run, label in zip(runs, _labels(runs)):
+        history = run.history
+        if history.empty or "epoch" not in history:
+            continue
+        style = _line_style(run)
+        if "train_loss" in history:
+            loss_axes.plot(history["epoch"], history["train_loss"], marker="o", markersize=3, label=label, **style)
+        if "val_study_auroc" in history:
+            auroc_axes.plot(
+                history["epoch"], history["val_study_auroc"], marker="o", markersize=3, label=label, **style
+            )
+            best = history[history["epoch"] == run.info.get("best_epoch")]
+            auroc_axes.plot(
+                best["epoch"],
+                best["val_study_auroc"],
+                marker="*",
+                markersize=12,
+                color=style["color"],
+                linestyle="none",
+            )
+    loss_axes.set(xlabel="Epoch", ylabel="Training loss", title="Training loss")
+    auroc_axes.set(xlabel="Epoch", ylabel="Study AUROC (validation)", title="Validation study AUROC (★ best epoch)")
+    for axes in (loss_axes, auroc_axes):
+        axes.xaxis.get_major_locator().set_params(integer=True)
+    handles, labels = loss_axes.get_legend_handles_labels()
+    if handles:
+        figure.legend(handles, labels, loc="outside lower center", ncol=min(4, len(handles)))
+    figure.suptitle("Training curves (validation = patient-level split of MURA train)")
+    return _save(figure, path)
+
+
+@_styled
+def plot_reliability(runs: Sequence[Run], path: str | Path, n_bins: int = 10) -> Path:
+    """Study-level calibration: observed abnormal fraction per probability bin vs the diagonal."""
+    figure = _figure(6.2, 5.4)
+    axes = figure.subplots()
+    axes.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1, label="perfectly calibrated")
+    for run, label in zip(runs, _labels(runs)):
+        labels, probabilities = _scores(run, "study")
+        observed, predicted = calibration_curve(labels, probabilities, n_bins=n_bins, strategy="uniform")
+        brier = brier_score_loss(labels, probabilities)
+        axes.plot(
+            predicted, observed, marker="o", markersize=4, label=f"{label} (Brier {brier:.3f})", **_line_style(run)
+        )
+    axes.set(
+        xlim=(0, 1),
+        ylim=(-0.02, 1.02),
+        aspect="equal",
+        xlabel="Mean predicted probability (study)",
+        ylabel="Observed fraction abnormal",
+        title=f"Reliability, study level ({n_bins} equal-width bins)",
+    )
+    figure.legend(loc="outside lower center", ncol=2)
+    return _save(figure, path)
+
+
+@_styled
+def plot_ablation(table: pd.DataFrame, path: str | Path) -> Path:
+    """Multi-task vs single-task per model (study AUROC and kappa) with 95% CI error bars."""
+    rows = table[table["model"] != "ensemble"]
+    models = sorted(rows["model"].unique(), key=lambda m: (MODEL_ORDER.index(m) if m in MODEL_ORDER else 99, m))
+    figure = _figure(max(8, 2.2 * len(models) + 3), 4.2)
+    panels = figure.subplots(1, 2)
+    width = 0.38
+    for axes, metric, title in zip(panels, ("study_auroc", "study_kappa"), ("Study AUROC", "Study Cohen's κ")):
+        for offset, variant in ((-width / 2, "multitask"), (width / 2, "single_task")):
+            for x, model in enumerate(models):
+                match = rows[(rows["model"] == model) & (rows["variant"] == variant)]
+                if match.empty:
+                    continue
+                row = match.iloc[0]
+                error = [[row[metric] - row[f"{metric}_ci_low"]], [row[f"{metric}_ci_high"] - row[metric]]]
+                axes.bar(
+                    x + offset,
+                    row[metric],
+                    width,
+                    yerr=np.nan_to_num(error),
+                    capsize=3,
+                    color=_color(model),
+                    hatch=None if variant == "multitask" else "///",
+                    edgecolor="white",
+                    linewidth=0.5,
+                    error_kw={"elinewidth": 1, "ecolor": "0.25"},
+                )
+                top = np.nanmax([row[metric], row[f"{metric}_ci_high"]])
+                axes.text(x + offset, top + 0.015, f"{row[metric]:.3f}", ha="center", va="bottom", fontsize=7)
+        axes.set_xticks(range(len(models)), [MODEL_LABELS.get(m, m) for m in models])
+        axes.axhline(0, color="0.3", linewidth=0.8)
+        axes.grid(axis="x", visible=False)
+        axes.set(ylabel=title, title=title, ylim=(min(0, rows[f"{metric}_ci_low"].min() - 0.05), 1.08))
+    legend = [
+        Patch(facecolor="0.5", label="multi-task (with body-part head)"),
+        Patch(facecolor="0.5", hatch="///", edgecolor="white", label="single-task"),
+    ]
+    figure.legend(handles=legend, loc="outside lower center", ncol=2)
+    figure.suptitle("Ablation: multi-task vs single-task (threshold 0.5, 95% bootstrap CI)")
+    return _save(figure, path)

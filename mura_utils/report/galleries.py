@@ -1,0 +1,107 @@
+"""Grad-CAM galleries: true positives, false positives and false negatives of one run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .figures import _figure, _save, _styled
+from .runs import MODEL_LABELS, Run
+
+GROUPS = {
+    "TP": "True positives\n(abnormal, flagged)",
+    "FP": "False positives\n(normal, flagged)",
+    "FN": "False negatives\n(abnormal, missed)",
+}
+
+
+def gallery_cases(predictions: pd.DataFrame, threshold: float, per_group: int = 3) -> pd.DataFrame:
+    """True positives, false positives and false negatives among the test *images* at a threshold,
+    most confident first, at most one image per study (so a tile row shows different patients'
+    studies). Column ``group`` is TP, FP or FN."""
+    predicted = predictions["probability"] >= threshold
+    abnormal = predictions["label"] == 1
+    selections = {
+        "TP": (abnormal & predicted, False),
+        "FP": (~abnormal & predicted, False),
+        "FN": (abnormal & ~predicted, True),
+    }
+    chosen = []
+    for group, (mask, ascending) in selections.items():
+        rows = predictions[mask].sort_values("probability", ascending=ascending, kind="stable")
+        chosen.append(rows.drop_duplicates("study").head(per_group).assign(group=group))
+    return pd.concat(chosen, ignore_index=True)
+
+
+def _image_path(path: str, run: Run) -> Path:
+    """The image file of a prediction row; a relative path is tried under the run's data_root."""
+    candidate = Path(path)
+    data_root = run.info.get("data_root")
+    if not candidate.is_file() and not candidate.is_absolute() and data_root:
+        under_root = Path(data_root) / candidate
+        if under_root.is_file():
+            return under_root
+    return candidate
+
+
+@_styled
+def cam_gallery(run: Run, path: str | Path, per_group: int = 3, img_size: int | None = None) -> pd.DataFrame:
+    """Grad-CAM of the abnormality head for TP/FP/FN test images at the run's threshold, as a grid
+    (rows TP, FP, FN). Returns the chosen cases; reads best.pt on the CPU."""
+    import torch
+
+    from ..cam import gradcam_heatmaps, overlay
+    from ..checkpoint import load_model
+    from ..imaging import load_letterboxed
+    from ..models import get_spec
+
+    if run.path is None:
+        raise ValueError(f"run {run.name} has no folder, so no best.pt for Grad-CAM")
+    model, checkpoint = load_model(Path(run.path) / "best.pt", "cpu")
+    model_name = checkpoint["model_name"]
+    size = img_size or checkpoint.get("img_size") or get_spec(model_name).default_img_size
+    threshold = float(run.info.get("threshold", checkpoint.get("threshold", 0.5)))
+    cases = gallery_cases(run.predictions, threshold, per_group)
+    heatmaps, grays = np.zeros((0, size, size)), np.zeros((0, size, size), dtype=np.uint8)
+    if len(cases):
+        grays = np.stack([load_letterboxed(_image_path(p, run), size) for p in cases["path"]])
+        heatmaps = gradcam_heatmaps(model, model_name, torch.from_numpy(grays).unsqueeze(1))
+
+    columns = max(per_group, 1)
+    figure = _figure(2.3 * columns + 1.2, 2.45 * len(GROUPS) + 0.9)
+    grid = figure.subplots(len(GROUPS), columns, squeeze=False)
+    for row, (group, row_label) in enumerate(GROUPS.items()):
+        positions = np.flatnonzero(cases["group"].to_numpy() == group)
+        for column in range(columns):
+            axes = grid[row, column]
+            axes.set_xticks([])
+            axes.set_yticks([])
+            axes.grid(False)
+            for spine in axes.spines.values():
+                spine.set_visible(False)
+            if column == 0:
+                axes.set_ylabel(row_label, fontsize=10, fontweight="bold")
+            if column >= len(positions):
+                if column == 0:
+                    axes.text(
+                        0.5, 0.5, "none", ha="center", va="center", fontsize=12, color="0.4", transform=axes.transAxes
+                    )
+                continue
+            case = cases.iloc[positions[column]]
+            axes.imshow(overlay(grays[positions[column]], heatmaps[positions[column]]))
+            truth = "abnormal" if case["label"] == 1 else "normal"
+            axes.set_title(f"p = {case['probability']:.2f} · {truth}\n{str(case['body_part']).title()}", fontsize=8)
+    figure.suptitle(
+        f"Grad-CAM, abnormality head: {MODEL_LABELS.get(model_name, model_name)} "
+        f"({'multi-task' if checkpoint.get('multitask') else 'single-task'}), run {run.name}"
+    )
+    figure.supxlabel(
+        f"threshold {threshold:.2f} (chosen on validation); most confident first; "
+        "red = regions that raise the abnormal score",
+        fontsize=8,
+        color="0.3",
+    )
+    _save(figure, path)
+    return cases

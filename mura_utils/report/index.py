@@ -1,0 +1,231 @@
+"""``index.md`` and ``write_report``: every table, figure and gallery of one report, with
+what was run, on what data, by which commit."""
+
+from __future__ import annotations
+
+import subprocess
+import warnings
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from ..io import atomic_write_text
+from .figures import (
+    plot_ablation,
+    plot_confusion_matrices,
+    plot_per_body_part_kappa,
+    plot_reliability,
+    plot_roc,
+    plot_training_curves,
+)
+from .galleries import cam_gallery
+from .runs import MODEL_LABELS, VARIANT_LABELS, Run, ensemble_run, load_runs
+from .tables import _number, _plain, comparison_markdown, comparison_table, markdown_table, write_comparison
+
+BASELINES = [
+    ("EfficientNet-B0 (earlier notebook)", "80.6%", "0.871", "0.609"),
+    ("DenseNet169 (earlier notebook)", "79.2%", "0.854", "0.580"),
+    ("ResNet50 (earlier notebook)", "75.1%", "0.824", "0.493"),
+    ("Custom CNN (earlier notebook)", "66.3%", "0.727", "—"),
+    ("MURA paper DenseNet-169 (hidden test set, study level)", "—", "0.929", "0.705"),
+]
+
+
+def git_commit() -> str:
+    """Short commit of the code that wrote the report (with a note if the tree was modified)."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        )
+        if head.returncode != 0 or not head.stdout.strip():
+            return "unknown"
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        dirty = " (with uncommitted changes)" if status.stdout.strip() else ""
+        return head.stdout.strip() + dirty
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _runs_markdown(runs: Sequence[Run]) -> str:
+    header = [
+        "Run",
+        "Model",
+        "Variant",
+        "Pretrained",
+        "Image size",
+        "Epochs (best)",
+        "Seed",
+        "Val threshold",
+        "Test images / studies",
+    ]
+    rows = []
+    for run in runs:
+        info = run.info
+        rows.append(
+            [
+                run.name,
+                MODEL_LABELS.get(run.model, run.model),
+                VARIANT_LABELS.get(run.variant, run.variant),
+                str(info.get("pretrained", "—")),
+                str(info.get("img_size", "—")),
+                f"{info.get('epochs', '—')} ({info.get('best_epoch', '—')})",
+                str(info.get("seed", "—")),
+                _plain(_number(info.get("threshold")), 3),
+                f"{len(run.predictions)} / {run.predictions['study'].nunique()}",
+            ]
+        )
+    return markdown_table(header, rows)
+
+
+def _index_markdown(
+    runs: Sequence[Run],
+    table: pd.DataFrame,
+    written: dict[str, Path],
+    out_dir: Path,
+    data_description: str,
+    synthetic: bool,
+    skipped: dict[str, str],
+) -> str:
+    from .. import __version__
+
+    def link(key: str) -> str:
+        return written[key].relative_to(out_dir).as_posix()
+
+    lines = []
+    if synthetic:
+        lines += [
+            "> **SYNTHETIC SAMPLE — these numbers say nothing about real radiographs.** "
+            "The data are the embedded synthetic sample, not MURA; the report only shows that the "
+            "pipeline runs end to end.",
+            "",
+        ]
+    data_roots = sorted({str(run.info.get("data_root")) for run in runs if run.info.get("data_root")})
+    test_splits = sorted({str(run.info.get("test_split", "valid")) for run in runs})
+    lines += [
+        "# MURA abnormality detection: model comparison",
+        "",
+        f"- **Generated:** {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- **Code:** commit `{git_commit()}`, mura_utils {__version__}",
+        f"- **Data:** {data_description}"
+        + (f" (data_root: {', '.join(f'`{r}`' for r in data_roots)})" if data_roots else ""),
+        f"- **Test set:** MURA *{', '.join(test_splits)}* (held out; thresholds and model selection used a "
+        "patient-level validation split of MURA *train*).",
+        "- **Label:** MURA's positive class is **abnormal**: fractures, but also hardware, degenerative "
+        "joint disease, lesions and other findings. It is not a fracture-only label.",
+        "",
+        "## Runs",
+        "",
+        _runs_markdown(runs),
+        "## Results",
+        "",
+        f"Full table: [comparison.md]({link('comparison_md')}), "
+        f"all columns: [comparison.csv]({link('comparison_csv')}).",
+        "",
+        comparison_markdown(table),
+        "The ensemble averages the multi-task runs' image probabilities (so also their study "
+        "probabilities); its parameters and training time are the members' sums.",
+        "",
+        "## The bar: earlier results",
+        "",
+        "What the earlier notebooks reported on MURA valid (their AUROC and κ as the notebooks computed "
+        "them), and the MURA paper (Rajpurkar et al., 2018) on its hidden test set (study level; "
+        "not comparable one to one with MURA valid).",
+        "",
+        markdown_table(["Model", "Image accuracy", "AUROC", "Cohen's κ"], BASELINES, [False, True, True, True]),
+        "## Figures",
+        "",
+    ]
+    captions = {
+        "roc_study": "ROC, study level",
+        "roc_image": "ROC, image level",
+        "per_body_part_kappa": "Study-level κ per body part",
+        "confusion_matrices": "Confusion matrices",
+        "training_curves": "Training curves",
+        "reliability": "Reliability (calibration)",
+        "ablation": "Ablation: multi-task vs single-task",
+    }
+    for key, caption in captions.items():
+        lines += [f"### {caption}", "", f"![{caption}]({link(key)})", ""]
+    extras = [
+        (name, caption)
+        for name, caption in (
+            ("external.md", "External generalization (fracture set)"),
+            ("figures/sample_images.png", "Sample images per body part"),
+            ("runs/reproduce.json", "Parameters and provenance of this run"),
+        )
+        if (out_dir / name).is_file()
+    ]
+    if extras:
+        lines += ["## More", ""] + [f"- [{caption}]({name})" for name, caption in extras] + [""]
+    lines += [
+        "## Grad-CAM galleries",
+        "",
+        "Images the model flagged correctly (TP), flagged wrongly (FP) and missed (FN) at the run's "
+        "validation threshold. Grad-CAM shows where the abnormality score is sensitive, "
+        "not where a finding is.",
+        "",
+    ]
+    for run in runs:
+        key = f"gradcam/{run.name}"
+        if key in written:
+            lines += [f"- [{run.label}]({link(key)})"]
+        else:
+            lines += [f"- {run.label}: not drawn ({skipped.get(run.name, 'unknown reason')})"]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    runs_dir: str | Path,
+    out_dir: str | Path,
+    data_description: str,
+    synthetic: bool,
+    n_resamples: int = 1000,
+    cam_per_group: int = 3,
+) -> dict[str, Path]:
+    """Everything: comparison table (csv + md), figures, Grad-CAM galleries and index.md.
+
+    ``synthetic`` is also switched on when any run.json says its data was the synthetic sample,
+    so a report of synthetic numbers can never go out without the warning. Returns the paths.
+    """
+    from ..checkpoint import CheckpointError
+    from ..imaging import ImageReadError
+
+    out_dir, figures = Path(out_dir), Path(out_dir) / "figures"
+    runs = load_runs(runs_dir)
+    if not runs:
+        raise ValueError(f"{runs_dir}: no run folders (with run.json) to report on")
+    synthetic = bool(synthetic or any(run.info.get("synthetic") for run in runs))
+    ensemble = ensemble_run(runs)
+    everyone = runs + ([ensemble] if ensemble is not None else [])
+    table = comparison_table(everyone, n_resamples)
+    written = write_comparison(table, out_dir)
+    written["roc_study"] = plot_roc(everyone, "study", figures / "roc_study.png")
+    written["roc_image"] = plot_roc(everyone, "image", figures / "roc_image.png")
+    written["per_body_part_kappa"] = plot_per_body_part_kappa(everyone, figures / "per_body_part_kappa.png")
+    written["confusion_matrices"] = plot_confusion_matrices(everyone, figures / "confusion_matrices.png")
+    written["training_curves"] = plot_training_curves(runs, figures / "training_curves.png")
+    written["reliability"] = plot_reliability(everyone, figures / "reliability.png")
+    written["ablation"] = plot_ablation(table, figures / "ablation.png")
+    skipped = {}
+    for run in runs:
+        gallery = figures / "gradcam" / f"{run.name}.png"
+        try:
+            cam_gallery(run, gallery, per_group=cam_per_group)
+            written[f"gradcam/{run.name}"] = gallery
+        except (CheckpointError, ImageReadError) as error:
+            skipped[run.name] = str(error)
+            warnings.warn(f"Grad-CAM gallery for run {run.name} not drawn: {error}", stacklevel=2)
+    written["index"] = out_dir / "index.md"
+    atomic_write_text(
+        written["index"], _index_markdown(runs, table, written, out_dir, data_description, synthetic, skipped)
+    )
+    return written

@@ -1,0 +1,160 @@
+"""Finished training runs as Python objects: run folders (run.json, test predictions, history)
+and the multi-task ensemble built from them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ENSEMBLE_NAME = "ensemble (multi-task mean)"
+MODEL_ORDER = ("custom_cnn", "resnet50", "densenet169", "efficientnet_b0")
+MODEL_LABELS = {
+    "custom_cnn": "Custom CNN",
+    "resnet50": "ResNet50",
+    "densenet169": "DenseNet169",
+    "efficientnet_b0": "EfficientNet-B0",
+    "ensemble": "Ensemble (multi-task mean)",
+}
+VARIANT_LABELS = {"multitask": "multi-task", "single_task": "single-task"}
+TEXT_COLUMNS = ("path", "split", "body_part", "patient", "study", "predicted_body_part")
+REQUIRED_COLUMNS = ("path", "body_part", "study", "label", "probability")
+
+
+@dataclass
+class Run:
+    """One finished training run: its run.json, test predictions (one row per image) and history."""
+
+    name: str
+    model: str
+    variant: str  # "multitask" | "single_task"
+    info: dict
+    predictions: pd.DataFrame
+    history: pd.DataFrame = field(default_factory=pd.DataFrame)
+    path: Path | None = None
+
+    @property
+    def multitask(self) -> bool:
+        return self.variant == "multitask"
+
+    @property
+    def label(self) -> str:
+        """How figures and tables name the run: 'ResNet50 · multi-task'."""
+        if self.model == "ensemble":
+            return MODEL_LABELS["ensemble"]
+        return f"{MODEL_LABELS.get(self.model, self.model)} · {VARIANT_LABELS.get(self.variant, self.variant)}"
+
+
+def _read_predictions(path: Path) -> pd.DataFrame:
+    """test_predictions.csv with text columns kept as text and the required columns checked."""
+    header = pd.read_csv(path, nrows=0).columns
+    table = pd.read_csv(path, dtype={column: str for column in TEXT_COLUMNS if column in header})
+    missing = [column for column in REQUIRED_COLUMNS if column not in table]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}")
+    if table.empty:
+        raise ValueError(f"{path}: no predictions")
+    table["label"] = table["label"].astype(int)
+    return table
+
+
+def _sort_key(run: Run) -> tuple:
+    model_rank = MODEL_ORDER.index(run.model) if run.model in MODEL_ORDER else len(MODEL_ORDER)
+    return (model_rank, run.model, not run.multitask, run.name)
+
+
+def load_run(folder: str | Path) -> Run:
+    """Read one run folder; raises naming the folder when its test predictions are missing."""
+    folder = Path(folder)
+    try:
+        info = json.loads((folder / "run.json").read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{folder / 'run.json'}: not valid JSON ({error})") from error
+    predictions_path = folder / "test_predictions.csv"
+    if not predictions_path.is_file():
+        raise FileNotFoundError(
+            f"{folder}: has run.json but no test_predictions.csv (the run did not finish its test-set evaluation)"
+        )
+    predictions = _read_predictions(predictions_path)
+    history_path = folder / "history.csv"
+    history = pd.read_csv(history_path) if history_path.is_file() else pd.DataFrame()
+    has_parts = "predicted_body_part" in predictions and predictions["predicted_body_part"].notna().any()
+    variant = info.get("variant") or ("multitask" if has_parts else "single_task")
+    return Run(
+        name=info.get("run_name", folder.name),
+        model=info.get("model", "unknown"),
+        variant=variant,
+        info=info,
+        predictions=predictions,
+        history=history,
+        path=folder,
+    )
+
+
+def load_runs(runs_dir: str | Path) -> list[Run]:
+    """Every run folder under ``runs_dir`` (folders without run.json are skipped), ordered by model
+    and then multi-task before single-task, so tables and legends read the same way every time."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise FileNotFoundError(f"{runs_dir}: runs folder not found")
+    folders = sorted(folder for folder in runs_dir.iterdir() if (folder / "run.json").is_file())
+    return sorted((load_run(folder) for folder in folders), key=_sort_key)
+
+
+def ensemble_predictions(runs: Sequence[Run]) -> pd.DataFrame:
+    """Mean image probability over the multi-task runs, matched by path; since a study's
+    probability is the mean of its images', its study probability is the mean of theirs too."""
+    members = [run for run in runs if run.multitask and run.model != "ensemble"]
+    if not members:
+        raise ValueError("no multi-task runs to ensemble")
+    index_columns = [
+        c for c in ("path", "split", "body_part", "patient", "study", "label") if c in members[0].predictions
+    ]
+    base = members[0].predictions[index_columns].reset_index(drop=True)
+    if base["path"].duplicated().any():
+        raise ValueError(f"run {members[0].name}: test_predictions.csv lists an image twice")
+    probabilities = []
+    for run in members:
+        table = run.predictions.set_index("path")
+        if table.index.duplicated().any() or set(table.index) != set(base["path"]):
+            raise ValueError(
+                f"run {run.name} was tested on other images than run {members[0].name}; "
+                "an ensemble needs the same test set"
+            )
+        if (table["label"].reindex(base["path"]).to_numpy() != base["label"].to_numpy()).any():
+            raise ValueError(f"run {run.name} labels some test images differently from run {members[0].name}")
+        probabilities.append(table["probability"].reindex(base["path"]).to_numpy(dtype=float))
+    ensemble = base.copy()
+    ensemble["probability"] = np.mean(probabilities, axis=0)
+    ensemble["predicted_body_part"] = None  # the members' body-part probabilities are not stored
+    ensemble["body_part_probability"] = np.nan
+    ensemble.attrs["name"] = ENSEMBLE_NAME
+    ensemble.attrs["members"] = [run.name for run in members]
+    return ensemble
+
+
+def ensemble_run(runs: Sequence[Run]) -> Run | None:
+    """The ensemble as a Run (so figures treat it like a model); None with fewer than two
+    multi-task runs, where an 'ensemble' would just repeat one run."""
+    members = [run for run in runs if run.multitask and run.model != "ensemble"]
+    if len(members) < 2:
+        return None
+
+    def total(key: str) -> float:
+        values = [run.info.get(key) for run in members]
+        return float(sum(values)) if all(isinstance(v, (int, float)) for v in values) else float("nan")
+
+    info = {
+        "run_name": ENSEMBLE_NAME,
+        "model": "ensemble",
+        "variant": "multitask",
+        "threshold": 0.5,
+        "members": [run.name for run in members],
+        "parameters": total("parameters"),
+        "train_seconds": total("train_seconds"),
+    }
+    return Run(ENSEMBLE_NAME, "ensemble", "multitask", info, ensemble_predictions(members))

@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "augment": ["AugmentConfig", "batch_augment", "normalize"],
     "checkpoint": ["load_model", "read_checkpoint", "save_checkpoint"],
+    "compare": ["compare_evaluations", "load_evaluation"],
     "config": ["TrainConfig"],
     "constants": ["BODY_PARTS", "POSITIVE_LABEL"],
     "data": ["MuraDataset", "class_weights", "load_mura_index", "patient_split"],
@@ -28,6 +29,7 @@ _EXPORTS = {
     "external": ["load_external_index", "find_duplicates", "deduplicate"],
     "imaging": ["ImageReadError", "letterbox", "load_letterboxed", "read_grayscale"],
     "models": ["MODEL_REGISTRY", "build_model", "count_parameters"],
+    "statistics": ["ClusterBootstrap", "confidence_intervals", "paired_differences", "patient_bootstrap"],
     "synthetic": ["make_sample", "make_external_sample"],
     "train": ["FitResult", "fit"],
 }

@@ -65,9 +65,11 @@ def _cmd_train(args) -> None:
 
 
 def _cmd_evaluate(args) -> None:
-    from .evaluate import evaluate_checkpoint
+    from .evaluate import add_confidence_intervals, evaluate_checkpoint
     from .io import atomic_write_text
 
+    if args.bootstrap < 0:
+        raise ValueError(f"--bootstrap must be 0 (off) or a number of resamples, not {args.bootstrap}")
     threshold = args.threshold if args.threshold == "val" else float(args.threshold)
     predictions, metrics = evaluate_checkpoint(
         args.checkpoint,
@@ -79,13 +81,28 @@ def _cmd_evaluate(args) -> None:
         use_cache=not args.no_cache,
         progress=not args.no_progress,
     )
+    metrics = add_confidence_intervals(metrics, predictions, args.bootstrap, args.seed)
     out = Path(args.out)
     atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False))
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    study_ci = metrics.get("ci", {}).get("study", {})
+    interval = " [{:.3f}, {:.3f}]".format(*study_ci["auroc"]) if "auroc" in study_ci else ""
     print(
-        f"{args.split}: study AUROC {metrics['study']['auroc']}, study kappa {metrics['study']['kappa']:.3f}, "
+        f"{args.split}: study AUROC {metrics['study']['auroc']}{interval}, study kappa {metrics['study']['kappa']:.3f}, "
         f"image AUROC {metrics['image']['auroc']}; wrote {out / 'metrics.json'} and {out / 'predictions.csv'}"
     )
+
+
+def _cmd_compare(args) -> None:
+    from .compare import write_comparison
+
+    if args.bootstrap < 1:
+        raise ValueError(f"--bootstrap must be at least 1 for a comparison, not {args.bootstrap}")
+    result = write_comparison(args.a, args.b, args.out, args.bootstrap, args.seed)
+    for name, value in result["metrics"].items():
+        low, high = value["ci"]
+        print(f"{name}: A - B = {value['delta']:+.3f} [{low:+.3f}, {high:+.3f}], p = {value['p']:.3f}")
+    print(f"wrote {Path(args.out) / 'compare.json'} and {Path(args.out) / 'compare.md'}")
 
 
 def _cmd_predict(args) -> None:
@@ -175,7 +192,24 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--cache-dir", default=None)
     evaluate.add_argument("--no-cache", action="store_true")
     evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        help="patient-bootstrap resamples for metrics.json's 95%% intervals (0: none; default 1000)",
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
     evaluate.set_defaults(handler=_cmd_evaluate)
+
+    compare = commands.add_parser(
+        "compare", help="paired A - B differences of two evaluations of the same images (patient bootstrap)"
+    )
+    compare.add_argument("a", help="folder from mura evaluate (predictions.csv + metrics.json) or a run folder")
+    compare.add_argument("b", help="the same for the other model")
+    compare.add_argument("--out", required=True, help="writes compare.json and compare.md here")
+    compare.add_argument("--bootstrap", type=int, default=2000, help="patient resamples (default 2000)")
+    compare.add_argument("--seed", type=int, default=0)
+    compare.set_defaults(handler=_cmd_compare)
 
     predict = commands.add_parser("predict", help="abnormality probabilities for images, study folders or DICOM")
     predict.add_argument("paths", nargs="+", help="PNG/JPEG/DICOM files or study folders (a folder = one study)")

@@ -11,13 +11,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import cohen_kappa_score, confusion_matrix, f1_score, roc_auc_score
 from torch.utils.data import DataLoader
 
 from .augment import normalize
 from .constants import BODY_PARTS
+from .statistics import DEFAULT_RESAMPLES, METRIC_KEYS, ClusterBootstrap, confidence_intervals, point_metrics
 
-METRIC_KEYS = ("accuracy", "auroc", "kappa", "sensitivity", "specificity", "f1")
+__all__ = [
+    "METRIC_KEYS",
+    "add_confidence_intervals",
+    "binary_metrics",
+    "bootstrap_ci",
+    "choose_threshold",
+    "compute_metrics",
+    "evaluate_checkpoint",
+    "predict_batches",
+    "predictions_table",
+    "study_table",
+]
 
 
 @torch.no_grad()
@@ -68,42 +79,27 @@ def predictions_table(index: pd.DataFrame, outputs: dict[str, np.ndarray]) -> pd
 
 
 def study_table(predictions: pd.DataFrame) -> pd.DataFrame:
-    """One row per study: its label, body part, number of images and mean image probability."""
-    return (
-        predictions.groupby("study", sort=True)
-        .agg(
-            body_part=("body_part", "first"),
-            label=("label", "first"),
-            probability=("probability", "mean"),
-            images=("probability", "size"),
-        )
-        .reset_index()
-    )
+    """One row per study: its label, body part, patient, number of images and mean image probability."""
+    columns = {"body_part": ("body_part", "first"), "label": ("label", "first")}
+    if "patient" in predictions:
+        columns["patient"] = ("patient", "first")
+    columns |= {"probability": ("probability", "mean"), "images": ("probability", "size")}
+    return predictions.groupby("study", sort=True).agg(**columns).reset_index()
 
 
 def binary_metrics(labels, probabilities, threshold: float = 0.5) -> dict[str, float | None]:
-    """Accuracy, AUROC, Cohen's kappa, sensitivity, specificity, F1 at a threshold.
+    """Accuracy, AUROC, Cohen's kappa, sensitivity, specificity, F1 at a threshold, with the
+    definitions of ``mura_utils.statistics`` (kappa is 0, not NaN, when truth and prediction are
+    one and the same class). A metric that is undefined on the data (AUROC with one class) is None."""
+    return point_metrics(labels, probabilities, threshold)
 
-    A metric that is undefined on the data (AUROC with one class) is None, not a made-up number.
+
+def compute_metrics(predictions: pd.DataFrame, threshold: float = 0.5, image_threshold: float = 0.5) -> dict:
+    """The full metrics.json: image and study level, per body part, body-part accuracy.
+
+    ``threshold`` is the study-level threshold (MURA scores studies; a validation-chosen threshold is
+    chosen on studies); image-level metrics use ``image_threshold``, each at the level it belongs to.
     """
-    labels = np.asarray(labels, dtype=int)
-    probabilities = np.asarray(probabilities, dtype=float)
-    predicted = (probabilities >= threshold).astype(int)
-    tn, fp, fn, tp = confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
-    both_classes = len(np.unique(labels)) == 2
-    kappa = cohen_kappa_score(labels, predicted) if both_classes or len(np.unique(predicted)) == 2 else 0.0
-    return {
-        "accuracy": float((tp + tn) / len(labels)) if len(labels) else None,
-        "auroc": float(roc_auc_score(labels, probabilities)) if both_classes else None,
-        "kappa": float(kappa) if not np.isnan(kappa) else 0.0,
-        "sensitivity": float(tp / (tp + fn)) if tp + fn else None,
-        "specificity": float(tn / (tn + fp)) if tn + fp else None,
-        "f1": float(f1_score(labels, predicted, zero_division=0)),
-    }
-
-
-def compute_metrics(predictions: pd.DataFrame, threshold: float = 0.5) -> dict:
-    """The full metrics.json: image and study level, per body part, body-part accuracy."""
     studies = study_table(predictions)
     per_body_part = {}
     for part in BODY_PARTS:
@@ -118,7 +114,7 @@ def compute_metrics(predictions: pd.DataFrame, threshold: float = 0.5) -> dict:
         }
     has_parts = predictions["predicted_body_part"].notna().any() if "predicted_body_part" in predictions else False
     return {
-        "image": binary_metrics(predictions["label"], predictions["probability"], threshold),
+        "image": binary_metrics(predictions["label"], predictions["probability"], image_threshold),
         "study": binary_metrics(studies["label"], studies["probability"], threshold),
         "per_body_part": per_body_part,
         "body_part_accuracy": (
@@ -126,8 +122,23 @@ def compute_metrics(predictions: pd.DataFrame, threshold: float = 0.5) -> dict:
         ),
         "n_images": int(len(predictions)),
         "n_studies": int(len(studies)),
+        "n_patients": int(predictions["patient"].nunique()) if "patient" in predictions else None,
         "threshold": float(threshold),
+        "image_threshold": float(image_threshold),
     }
+
+
+def add_confidence_intervals(
+    metrics: dict, predictions: pd.DataFrame, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+) -> dict:
+    """metrics.json plus ``ci``: patient-bootstrap intervals of every study and image metric at the
+    metrics' own thresholds (``n_resamples`` 0: no ``ci``)."""
+    if n_resamples <= 0:
+        return metrics
+    intervals = confidence_intervals(
+        predictions, n_resamples, metrics["threshold"], metrics.get("image_threshold", 0.5), seed
+    )
+    return {**metrics, "ci": intervals}
 
 
 def choose_threshold(predictions: pd.DataFrame, criterion: str = "kappa") -> float:
@@ -149,28 +160,31 @@ def choose_threshold(predictions: pd.DataFrame, criterion: str = "kappa") -> flo
 
 
 def bootstrap_ci(
-    predictions: pd.DataFrame, statistic, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
+    predictions: pd.DataFrame,
+    statistic,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
+    groups: str = "patient",
 ) -> tuple[float, float]:
-    """Percentile CI of ``statistic(predictions_subset)`` resampling whole *studies* with replacement
-    (images of one study are correlated, so resampling images would make the CI too narrow)."""
-    rng = np.random.default_rng(seed)
-    studies = predictions["study"].to_numpy()
-    unique_studies, study_codes = np.unique(studies, return_inverse=True)
-    rows_by_study = np.split(np.argsort(study_codes, kind="stable"), np.cumsum(np.bincount(study_codes))[:-1])
+    """Percentile CI of any ``statistic(predictions_subset)``, resampling whole ``groups`` (patients:
+    their studies and images are correlated). A group drawn twice counts twice: its studies are
+    renamed per copy. The slow, general path; metrics.json's intervals use the vectorised
+    ``statistics.confidence_intervals`` on the same kind of resamples."""
+    bootstrap = ClusterBootstrap(predictions[groups], n_resamples, seed, level, unit=groups)
+    codes = bootstrap.codes(predictions[groups])
+    rows_by_group = np.split(np.argsort(codes, kind="stable"), np.cumsum(np.bincount(codes))[:-1])
     values = []
-    for _ in range(n_resamples):
-        chosen = rng.integers(0, len(unique_studies), len(unique_studies))
-        rows = np.concatenate([rows_by_study[i] for i in chosen])
+    for counts in bootstrap.counts:
+        drawn = np.repeat(np.arange(len(counts)), counts)
+        rows = np.concatenate([rows_by_group[group] for group in drawn])
+        copies = np.repeat(np.arange(len(drawn)), [len(rows_by_group[group]) for group in drawn])
         sample = predictions.iloc[rows].copy()
-        # a study drawn twice must count as two studies in study-level statistics
-        sample["study"] = np.repeat(np.arange(len(chosen)), [len(rows_by_study[i]) for i in chosen])
+        sample["study"] = sample["study"].astype(str) + "#" + copies.astype(str)
         value = statistic(sample)
-        if value is not None and not np.isnan(value):
-            values.append(value)
-    if not values:
-        return (float("nan"), float("nan"))
-    tail = (1 - level) / 2 * 100
-    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+        values.append(np.nan if value is None else value)
+    low, high = bootstrap.interval(np.asarray(values, dtype=float))
+    return low, high
 
 
 def evaluate_checkpoint(

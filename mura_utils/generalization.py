@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .evaluate import binary_metrics
 from .predict import predict_paths
+from .statistics import ClusterBootstrap, weighted_metrics
 
 HEADLINE = ("auroc", "balanced_accuracy", "sensitivity", "specificity", "kappa")
 
@@ -31,33 +31,38 @@ def predict_external(index: pd.DataFrame, checkpoint: str, device: str = "auto",
     return table
 
 
-def _metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, float | None]:
-    metrics = binary_metrics(labels, probabilities, threshold)
-    if metrics["sensitivity"] is None or metrics["specificity"] is None:
-        metrics["balanced_accuracy"] = None
-    else:
-        metrics["balanced_accuracy"] = (metrics["sensitivity"] + metrics["specificity"]) / 2
-    return metrics
+def _with_balanced_accuracy(metrics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Balanced accuracy = mean of sensitivity and specificity (NaN when either is undefined)."""
+    return {**metrics, "balanced_accuracy": (metrics["sensitivity"] + metrics["specificity"]) / 2}
 
 
 def external_metrics(predictions: pd.DataFrame, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
     """AUROC, balanced accuracy, sensitivity, specificity and kappa with 95% percentile bootstrap
-    CIs (images resampled with replacement), at 0.5 and at the MURA-validation threshold; one row
-    per threshold. All metrics of one resample are computed together, once."""
+    CIs at 0.5 and at the MURA-validation threshold; one row per threshold. The bootstrap resamples
+    whole duplicate groups (column ``near_group``: near-identical images are one unit, not several
+    independent ones), the same resamples for both thresholds and every metric, with the metric
+    definitions of ``mura_utils.statistics``."""
     validation_threshold = float(predictions["threshold"].iloc[0])
     labels = predictions["label"].to_numpy()
     probabilities = predictions["probability"].to_numpy()
-    rng = np.random.default_rng(seed)
-    resamples = [rng.integers(0, len(labels), len(labels)) for _ in range(n_resamples)]
+    groups = predictions["near_group"] if "near_group" in predictions else predictions["path"]
+    bootstrap = ClusterBootstrap(groups, n_resamples, seed, unit="near_group")
     rows = []
     for name, threshold in (("0.5", 0.5), (f"MURA validation ({validation_threshold:.3f})", validation_threshold)):
-        point = _metrics(labels, probabilities, threshold)
-        draws = [_metrics(labels[rows_], probabilities[rows_], threshold) for rows_ in resamples]
-        row = {"threshold": name, "images": len(predictions), "fractured": int(labels.sum())}
+        point = _with_balanced_accuracy(weighted_metrics(labels, probabilities, threshold))
+        draws = _with_balanced_accuracy(bootstrap.resampled_metrics(labels, probabilities, groups, threshold))
+        row = {
+            "threshold": name,
+            "images": len(predictions),
+            "groups": bootstrap.n_clusters,
+            "fractured": int(labels.sum()),
+            "bootstrap_unit": bootstrap.unit,
+            "bootstrap_resamples": bootstrap.n_resamples,
+        }
         for key in HEADLINE:
-            values = np.array([draw[key] for draw in draws if draw[key] is not None], dtype=float)
-            low, high = np.percentile(values, [2.5, 97.5]) if len(values) else (np.nan, np.nan)
-            row.update({key: point[key], f"{key}_ci_low": float(low), f"{key}_ci_high": float(high)})
+            low, high = bootstrap.interval(draws[key])
+            value = float(point[key][0])
+            row.update({key: None if np.isnan(value) else value, f"{key}_ci_low": low, f"{key}_ci_high": high})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -83,12 +88,13 @@ def external_markdown(table: pd.DataFrame, duplicate_summary: dict, checkpoint: 
         "label is *fractured*. The model is applied unchanged; no threshold is tuned on this set.",
         "",
         f"De-duplicated evaluation set: {table['images'].iloc[0]} images "
-        f"({table['fractured'].iloc[0]} fractured); duplicates found: "
+        f"({table['fractured'].iloc[0]} fractured, {table['groups'].iloc[0]} duplicate groups); duplicates found: "
         + ", ".join(f"{k} {v}" for k, v in duplicate_summary.items() if not isinstance(v, dict)),
         "",
         "| threshold | " + " | ".join(HEADLINE) + " |",
         "|---|" + "---|" * len(HEADLINE),
     ]
+    resamples = int(table["bootstrap_resamples"].iloc[0])
     for _, row in table.iterrows():
         cells = [
             f"{row[k]:.3f} [{row[k + '_ci_low']:.3f}, {row[k + '_ci_high']:.3f}]"
@@ -97,6 +103,11 @@ def external_markdown(table: pd.DataFrame, duplicate_summary: dict, checkpoint: 
             for k in HEADLINE
         ]
         lines.append(f"| {row['threshold']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Brackets: 95% percentile bootstrap CI, {resamples} resamples of whole duplicate groups "
+        "(near-identical images count as one unit).",
+    ]
     return "\n".join(lines) + "\n"
 
 

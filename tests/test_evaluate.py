@@ -61,21 +61,39 @@ def test_threshold_is_chosen_on_validation_studies():
     assert metrics["study"]["kappa"] >= compute_metrics(make_predictions())["study"]["kappa"]
 
 
-def test_bootstrap_ci_brackets_the_estimate_and_resamples_studies():
+def test_bootstrap_ci_resamples_whole_patients():
+    """Two studies per patient with identical scores: a patient drawn once brings both studies, so
+    every resample holds an even number of copies of each patient's studies."""
     rng = np.random.default_rng(0)
-    labels = rng.integers(0, 2, 200)
+    labels = rng.integers(0, 2, 60)
     predictions = pd.DataFrame(
         {
-            "study": np.repeat(np.arange(100), 2),
+            "patient": np.repeat(np.arange(60), 4).astype(str),
+            "study": np.repeat(np.arange(120), 2).astype(str),
             "body_part": "HAND",
-            "label": np.repeat(labels[:100], 2),
-            "probability": np.clip(np.repeat(labels[:100], 2) * 0.3 + rng.random(200) * 0.7, 0, 1),
+            "label": np.repeat(labels, 4),
+            "probability": np.repeat(np.clip(labels * 0.3 + rng.random(60) * 0.7, 0, 1), 4),
         }
     )
-    auroc = lambda p: binary_metrics(study_table(p)["label"], study_table(p)["probability"])["auroc"]  # noqa: E731
-    low, high = bootstrap_ci(predictions, auroc, n_resamples=200)
-    assert low < auroc(predictions) < high
-    assert 0.5 < low and high <= 1.0
+    seen = []
+
+    def auroc(sample: pd.DataFrame) -> float | None:
+        seen.append(sample.groupby("patient")["study"].nunique())
+        return binary_metrics(study_table(sample)["label"], study_table(sample)["probability"])["auroc"]
+
+    low, high = bootstrap_ci(predictions, auroc, n_resamples=100)
+    assert low < auroc(predictions) < high and 0.5 < low and high <= 1.0
+    for studies_per_patient in seen:  # a patient's studies come together (copies renamed apart)
+        assert (studies_per_patient % 2 == 0).all()
+
+
+def test_image_metrics_use_the_image_threshold_and_study_metrics_the_study_one():
+    predictions = make_predictions()
+    metrics = compute_metrics(predictions, threshold=0.44)
+    assert metrics["threshold"] == 0.44 and metrics["image_threshold"] == 0.5
+    assert metrics["image"] == binary_metrics(predictions["label"], predictions["probability"], 0.5)
+    studies = study_table(predictions)
+    assert metrics["study"] == binary_metrics(studies["label"], studies["probability"], 0.44)
 
 
 def test_predictions_table_rejects_duplicates_and_gaps():
@@ -85,3 +103,117 @@ def test_predictions_table_rejects_duplicates_and_gaps():
     assert table["probability"].tolist() == [0.2, 0.7]
     with pytest.raises(ValueError, match="duplicates"):
         predictions_table(index, {"position": np.array([0, 0]), "probability": np.array([0.1, 0.2])})
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory) -> list:
+    """Two untrained custom CNNs with different initial weights (prediction differs, cost ~0 s)."""
+    import torch
+
+    from mura_utils.checkpoint import save_checkpoint
+    from mura_utils.config import TrainConfig
+    from mura_utils.models import build_model
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        path = folder / f"seed{seed}.pt"
+        save_checkpoint(
+            path,
+            build_model("custom_cnn", pretrained=False),
+            TrainConfig(model="custom_cnn", img_size=32),
+            epoch=1,
+            img_size=32,
+            threshold=0.5,
+        )
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def evaluations(two_checkpoints, tiny_mura, tmp_path_factory) -> list:
+    from mura_utils.cli import main
+
+    folders = []
+    for path in two_checkpoints:
+        out = tmp_path_factory.mktemp(f"eval_{path.stem}")
+        args = ["evaluate", "--checkpoint", str(path), "--data-root", str(tiny_mura), "--out", str(out)]
+        args += ["--device", "cpu", "--no-cache", "--no-progress", "--bootstrap", "200"]
+        assert main(args) == 0
+        folders.append(out)
+    return folders
+
+
+def test_cli_evaluate_writes_patient_intervals(evaluations):
+    import json
+
+    metrics = json.loads((evaluations[0] / "metrics.json").read_text())
+    predictions = pd.read_csv(evaluations[0] / "predictions.csv")
+    assert metrics["n_patients"] == predictions["patient"].nunique() > 0
+    ci = metrics["ci"]
+    assert (ci["unit"], ci["level"], ci["resamples"]) == ("patient", 0.95, 200)
+    for level in ("study", "image"):
+        assert set(ci[level]) == {"accuracy", "auroc", "kappa", "sensitivity", "specificity", "f1"}
+        for key, (low, high) in ci[level].items():
+            point = metrics[level][key]
+            assert low <= high and (point is None or low - 1e-9 <= point <= high + 1e-9), (level, key)
+
+
+def test_cli_evaluate_bootstrap_zero_writes_no_interval(two_checkpoints, tiny_mura, tmp_path):
+    import json
+
+    from mura_utils.cli import main
+
+    args = ["evaluate", "--checkpoint", str(two_checkpoints[0]), "--data-root", str(tiny_mura), "--out", str(tmp_path)]
+    assert main([*args, "--device", "cpu", "--no-cache", "--no-progress", "--bootstrap", "0"]) == 0
+    assert "ci" not in json.loads((tmp_path / "metrics.json").read_text())
+
+
+def test_cli_compare_a_with_itself_is_exactly_zero(evaluations, tmp_path):
+    import json
+
+    from mura_utils.cli import main
+
+    assert (
+        main(["compare", str(evaluations[0]), str(evaluations[0]), "--out", str(tmp_path), "--bootstrap", "100"]) == 0
+    )
+    result = json.loads((tmp_path / "compare.json").read_text())
+    assert result["unit"] == "patient" and result["resamples"] == 100 and result["n_patients"] > 0
+    assert set(result["metrics"]) == {"study_kappa", "study_auroc", "image_auroc"}
+    for value in result["metrics"].values():
+        assert value["delta"] == 0 and value["ci"] == [0, 0] and value["p"] == 1
+    assert "A − B" in (tmp_path / "compare.md").read_text()
+
+
+def test_cli_compare_delta_is_the_difference_of_the_two_metrics(evaluations, tmp_path):
+    import json
+
+    from mura_utils.cli import main
+
+    assert (
+        main(["compare", str(evaluations[0]), str(evaluations[1]), "--out", str(tmp_path), "--bootstrap", "100"]) == 0
+    )
+    result = json.loads((tmp_path / "compare.json").read_text())["metrics"]
+    a, b = (json.loads((folder / "metrics.json").read_text()) for folder in evaluations)
+    assert result["study_kappa"]["delta"] == pytest.approx(a["study"]["kappa"] - b["study"]["kappa"])
+    assert result["study_auroc"]["delta"] == pytest.approx(a["study"]["auroc"] - b["study"]["auroc"])
+    assert result["image_auroc"]["delta"] == pytest.approx(a["image"]["auroc"] - b["image"]["auroc"])
+    low, high = result["study_auroc"]["ci"]
+    assert low <= result["study_auroc"]["delta"] <= high
+
+
+def test_cli_compare_refuses_evaluations_of_different_images(evaluations, tmp_path, capsys):
+    import shutil
+
+    from mura_utils.cli import main
+
+    other = tmp_path / "other"
+    shutil.copytree(evaluations[1], other)
+    predictions = pd.read_csv(other / "predictions.csv")
+    predictions.iloc[3:].to_csv(other / "predictions.csv", index=False)
+    assert main(["compare", str(evaluations[0]), str(other), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "do not cover the same images" in error and str(other) in error and str(evaluations[0]) in error
+    assert "3 image(s) only in" in error
+    assert not (tmp_path / "out" / "compare.json").exists()

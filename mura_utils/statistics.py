@@ -1,0 +1,314 @@
+"""One definition of every metric and one cluster bootstrap, shared by evaluate, report, compare
+and the external evaluation.
+
+Why clusters: MURA valid's 1,199 studies come from 783 patients, and one patient's studies (and
+images) are correlated. A bootstrap that resamples studies or images treats them as independent
+and gives intervals that are too narrow, so the unit resampled here is the **patient** (on the
+external set: the near-duplicate group). A resample draws patients with replacement, as
+``sklearn.utils.resample`` draws rows; a patient drawn k times counts k times with all its studies
+and images. That is the same as weighting every unit by its patient's draw count, so each metric is
+computed for all resamples at once from a (resamples x units) weight matrix: no per-resample
+DataFrame, and every statistic of a run (and of two runs compared) sees the **same** resamples.
+
+Definitions (point estimates are the same formulas with every weight 1):
+
+- study probability = mean of its images' probabilities; study metrics use the study threshold,
+  image metrics the image threshold (a threshold is applied at the level it was chosen for);
+- AUROC = P(score of an abnormal unit > score of a normal one) + 1/2 P(tie) (Mann-Whitney; equal
+  to sklearn's ``roc_auc_score``); undefined (NaN) when a sample holds one class;
+- Cohen's kappa = (p_o - p_e) / (1 - p_e). When p_e = 1 (truth and prediction are both one and the
+  same class) it is 0/0; it is **defined as 0** here: such a sample shows no agreement beyond
+  chance. With one true class but mixed predictions the formula itself gives 0. Never NaN;
+- sensitivity / specificity: NaN without positives / negatives; F1 = 2TP / (2TP + FP + FN), 0 when
+  that is 0/0 (sklearn's ``zero_division=0``).
+
+Intervals are percentile intervals of the resampled values, NaN resamples left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+METRIC_KEYS = ("accuracy", "auroc", "kappa", "sensitivity", "specificity", "f1")
+LEVELS = ("study", "image")
+DEFAULT_RESAMPLES = 1000
+_CHUNK = 256  # resamples per block: bounds memory to ~_CHUNK x units floats per matrix
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def weighted_auroc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUROC of each row of ``weights`` (resamples x units) by the rank formula, ties counted half."""
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=float)
+    weights = np.atleast_2d(weights)
+    order = np.argsort(scores, kind="stable")
+    sorted_scores = scores[order]
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    sorted_weights = weights[:, order]
+    positive = labels[order] == 1
+    positives = np.add.reduceat(sorted_weights * positive, starts, axis=1)  # per distinct score
+    negatives = np.add.reduceat(sorted_weights * ~positive, starts, axis=1)
+    below = np.cumsum(negatives, axis=1) - negatives
+    pairs = positives.sum(axis=1) * negatives.sum(axis=1)
+    wins = (positives * (below + 0.5 * negatives)).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 0, wins / np.where(pairs > 0, pairs, 1), np.nan)
+
+
+def weighted_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, threshold: float, weights: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Every metric of METRIC_KEYS for each row of ``weights`` (resamples x units; None: one row of 1s)."""
+    labels = np.asarray(labels, dtype=int)
+    probabilities = np.asarray(probabilities, dtype=float)
+    weights = np.ones((1, len(labels))) if weights is None else np.atleast_2d(np.asarray(weights, dtype=float))
+    predicted = probabilities >= threshold
+    positive = labels == 1
+    tp = weights @ (positive & predicted)
+    fp = weights @ (~positive & predicted)
+    fn = weights @ (positive & ~predicted)
+    tn = weights @ (~positive & ~predicted)
+    total = tp + fp + fn + tn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        observed = (tp + tn) / total
+        expected = ((tp + fp) * (tp + fn) + (tn + fn) * (tn + fp)) / total**2
+        kappa = np.where(1 - expected > 1e-12, (observed - expected) / (1 - expected), 0.0)
+        return {
+            "accuracy": observed,
+            "auroc": weighted_auroc(labels, probabilities, weights),
+            "kappa": kappa,
+            "sensitivity": np.where(tp + fn > 0, tp / (tp + fn), np.nan),
+            "specificity": np.where(tn + fp > 0, tn / (tn + fp), np.nan),
+            "f1": np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0),
+        }
+
+
+def point_metrics(labels, probabilities, threshold: float = 0.5) -> dict[str, float | None]:
+    """The metrics of one sample as plain floats; an undefined one (AUROC with one class) is None."""
+    values = weighted_metrics(labels, probabilities, threshold)
+    return {key: (None if np.isnan(value[0]) else float(value[0])) for key, value in values.items()}
+
+
+# ----------------------------------------------------------------------------- levels
+
+
+def study_scores(predictions: pd.DataFrame, cluster: str = "patient") -> pd.DataFrame:
+    """One row per study: label, mean image probability and its cluster (patient), sorted by study."""
+    columns = {"label": ("label", "first"), "probability": ("probability", "mean")}
+    if cluster in predictions:
+        columns["cluster"] = (cluster, "first")
+    return predictions.groupby("study", sort=True).agg(**columns).reset_index()
+
+
+def _require(predictions: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [column for column in columns if column not in predictions]
+    if missing:
+        raise ValueError(f"{what}: predictions lack column(s) {missing} (needed for the bootstrap)")
+
+
+# ----------------------------------------------------------------------------- bootstrap
+
+
+def resample_counts(n_groups: int, n_resamples: int, seed: int = 0, strata: np.ndarray | None = None) -> np.ndarray:
+    """How often each of ``n_groups`` clusters is drawn in each resample (resamples x groups).
+
+    Each resample draws ``n_groups`` clusters with replacement (numpy Generator); with ``strata``
+    (one stratum per group, as sklearn's ``stratify``) each stratum keeps its own number of groups.
+    """
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((n_resamples, n_groups), dtype=np.int32)
+    members = [np.arange(n_groups)] if strata is None else [np.flatnonzero(strata == s) for s in np.unique(strata)]
+    rows = np.arange(n_resamples)[:, None]
+    for group_ids in members:
+        drawn = group_ids[rng.integers(0, len(group_ids), (n_resamples, len(group_ids)))]
+        np.add.at(counts, (np.broadcast_to(rows, drawn.shape), drawn), 1)
+    return counts
+
+
+class ClusterBootstrap:
+    """Resamples of whole clusters (patients), drawn once and shared by every statistic computed
+    with them: several metrics, levels and models on identical resamples (so differences pair)."""
+
+    def __init__(
+        self,
+        clusters: Sequence,
+        n_resamples: int = DEFAULT_RESAMPLES,
+        seed: int = 0,
+        level: float = 0.95,
+        unit: str = "patient",
+        strata: Sequence | None = None,
+    ):
+        if n_resamples < 1:
+            raise ValueError(f"bootstrap: n_resamples must be at least 1, not {n_resamples}")
+        if not 0 < level < 1:
+            raise ValueError(f"bootstrap: level must be in (0, 1), not {level}")
+        cluster_values = pd.Series(np.asarray(clusters, dtype=object)).astype(str)
+        if strata is None:
+            self.clusters = np.unique(cluster_values.to_numpy())
+            stratum_codes = None
+        else:
+            by_cluster = pd.Series(np.asarray(strata, dtype=object), index=cluster_values).groupby(level=0).first()
+            self.clusters = by_cluster.index.to_numpy()
+            stratum_codes = pd.factorize(by_cluster.to_numpy())[0]
+        self.n_resamples, self.seed, self.level, self.unit = int(n_resamples), seed, level, unit
+        self.counts = resample_counts(len(self.clusters), self.n_resamples, seed, stratum_codes)
+        self._codes = pd.Index(self.clusters)
+
+    @property
+    def n_clusters(self) -> int:
+        return len(self.clusters)
+
+    def codes(self, unit_clusters: Sequence) -> np.ndarray:
+        """Position of each unit's cluster; raises for a cluster the bootstrap was not built on."""
+        codes = self._codes.get_indexer(pd.Series(np.asarray(unit_clusters, dtype=object)).astype(str))
+        if (codes < 0).any():
+            raise ValueError(f"bootstrap: {int((codes < 0).sum())} unit(s) belong to no known {self.unit}")
+        return codes
+
+    def blocks(self, unit_clusters: Sequence):
+        """(resamples x units) weight matrices, a block of resamples at a time."""
+        codes = self.codes(unit_clusters)
+        for start in range(0, self.n_resamples, _CHUNK):
+            yield self.counts[start : start + _CHUNK][:, codes].astype(float)
+
+    def interval(self, values: np.ndarray) -> list[float]:
+        """Percentile interval of resampled values (NaN resamples left out; [nan, nan] if all are)."""
+        values = np.asarray(values, dtype=float)
+        values = values[~np.isnan(values)]
+        if not len(values):
+            return [float("nan"), float("nan")]
+        tail = (1 - self.level) / 2 * 100
+        low, high = np.percentile(values, [tail, 100 - tail])
+        return [float(low), float(high)]
+
+    def resampled_metrics(self, labels, probabilities, unit_clusters, threshold: float) -> dict[str, np.ndarray]:
+        """Each metric on every resample (arrays of length n_resamples) at one level."""
+        parts = [weighted_metrics(labels, probabilities, threshold, weights) for weights in self.blocks(unit_clusters)]
+        return {key: np.concatenate([part[key] for part in parts]) for key in METRIC_KEYS}
+
+
+def patient_bootstrap(
+    predictions: pd.DataFrame, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, level: float = 0.95
+) -> ClusterBootstrap:
+    """The patient bootstrap of a predictions table (column ``patient`` required)."""
+    _require(predictions, ["patient", "study", "label", "probability"], "patient bootstrap")
+    return ClusterBootstrap(predictions["patient"], n_resamples, seed, level, unit="patient")
+
+
+def level_resamples(
+    predictions: pd.DataFrame,
+    bootstrap: ClusterBootstrap,
+    threshold: float = 0.5,
+    image_threshold: float = 0.5,
+    cluster: str = "patient",
+) -> dict[str, dict[str, np.ndarray]]:
+    """{'study': {metric: values}, 'image': {...}} on the bootstrap's resamples, one pass per level.
+    ``threshold`` is the study-level threshold, ``image_threshold`` the image-level one."""
+    studies = study_scores(predictions, cluster)
+    return {
+        "study": bootstrap.resampled_metrics(studies["label"], studies["probability"], studies["cluster"], threshold),
+        "image": bootstrap.resampled_metrics(
+            predictions["label"], predictions["probability"], predictions[cluster], image_threshold
+        ),
+    }
+
+
+def confidence_intervals(
+    predictions: pd.DataFrame,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    threshold: float = 0.5,
+    image_threshold: float = 0.5,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
+    """metrics.json's ``ci``: patient-bootstrap percentile intervals of every study and image metric,
+    all from the same resamples: {"unit", "level", "resamples", "study": {metric: [lo, hi]}, "image": ...}."""
+    bootstrap = patient_bootstrap(predictions, n_resamples, seed, level)
+    values = level_resamples(predictions, bootstrap, threshold, image_threshold)
+    result = {"unit": bootstrap.unit, "level": level, "resamples": bootstrap.n_resamples, "seed": seed}
+    for level_name in LEVELS:
+        result[level_name] = {key: bootstrap.interval(values[level_name][key]) for key in METRIC_KEYS}
+    return result
+
+
+def bootstrap_p_value(deltas: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of 'no difference': twice the smaller share of resampled
+    differences on either side of 0, each share counted as (k + 1) / (n + 1), capped at 1.
+    (The smallest 1 - level at which the percentile interval of the difference excludes 0.)"""
+    deltas = np.asarray(deltas, dtype=float)
+    deltas = deltas[~np.isnan(deltas)]
+    if not len(deltas):
+        return float("nan")
+    below = (np.sum(deltas <= 0) + 1) / (len(deltas) + 1)
+    above = (np.sum(deltas >= 0) + 1) / (len(deltas) + 1)
+    return float(min(1.0, 2 * min(below, above)))
+
+
+PAIRED_METRICS = {
+    "study_kappa": ("study", "kappa"),
+    "study_auroc": ("study", "auroc"),
+    "image_auroc": ("image", "auroc"),
+}
+
+
+def paired_differences(
+    pairs: Sequence[tuple[pd.DataFrame, pd.DataFrame]],
+    bootstrap: ClusterBootstrap,
+    thresholds: Sequence[tuple[float, float]] | None = None,
+    image_thresholds: Sequence[tuple[float, float]] | None = None,
+    metrics: Sequence[str] = tuple(PAIRED_METRICS),
+) -> dict[str, dict]:
+    """Paired A - B differences on identical resamples, averaged over ``pairs`` (e.g. seeds).
+
+    Each pair is (A predictions, B predictions) over the same images; on every resample the
+    difference of each pair is taken and the pairs' differences are averaged, so the interval is
+    the one of the mean difference. Returns {metric: {"a", "b", "delta", "ci", "p"}}, where "a" and
+    "b" are the point estimates averaged over pairs.
+    """
+    thresholds = thresholds or [(0.5, 0.5)] * len(pairs)
+    image_thresholds = image_thresholds or [(0.5, 0.5)] * len(pairs)
+    points = {name: [] for name in metrics}
+    deltas = {name: [] for name in metrics}
+    for (a, b), (threshold_a, threshold_b), (image_a, image_b) in zip(pairs, thresholds, image_thresholds):
+        sides = []
+        for table, threshold, image_threshold in ((a, threshold_a, image_a), (b, threshold_b, image_b)):
+            studies = study_scores(table)
+            point = {
+                "study": point_metrics(studies["label"], studies["probability"], threshold),
+                "image": point_metrics(table["label"], table["probability"], image_threshold),
+            }
+            sides.append((point, level_resamples(table, bootstrap, threshold, image_threshold)))
+        for name in metrics:
+            level, key = PAIRED_METRICS[name]
+            values = [np.nan if side[0][level][key] is None else side[0][level][key] for side in sides]
+            points[name].append(values)
+            deltas[name].append(sides[0][1][level][key] - sides[1][1][level][key])
+    result = {}
+    for name in metrics:
+        a_value, b_value = np.mean(points[name], axis=0)
+        mean_deltas = np.mean(deltas[name], axis=0)
+        result[name] = {
+            "a": float(a_value),
+            "b": float(b_value),
+            "delta": float(a_value - b_value),
+            "ci": bootstrap.interval(mean_deltas),
+            "p": bootstrap_p_value(mean_deltas),
+        }
+    return result
+
+
+def verdict(delta: float, ci: Sequence[float], level: float = 0.95, what: str = "A - B") -> str:
+    """A difference and its interval in words, for readers who check it against the table."""
+    low, high = ci
+    if np.isnan(low) or np.isnan(high):
+        return f"{what}: {delta:+.3f}, no interval (undefined on some resamples)"
+    span = f"{what} = {delta:+.3f}, {level:.0%} CI [{low:+.3f}, {high:+.3f}]"
+    if low > 0:
+        return f"{span}: the interval is above 0, evidence that it is higher"
+    if high < 0:
+        return f"{span}: the interval is below 0, evidence that it is lower"
+    return f"{span}: the interval includes 0, no evidence either way"

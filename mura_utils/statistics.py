@@ -266,13 +266,13 @@ def paired_differences(
 
     Each pair is (A predictions, B predictions) over the same images; on every resample the
     difference of each pair is taken and the pairs' differences are averaged, so the interval is
-    the one of the mean difference. Returns {metric: {"a", "b", "delta", "ci", "p"}}, where "a" and
-    "b" are the point estimates averaged over pairs.
+    the one of the mean difference. Returns {metric: {"a", "b", "delta", "ci", "p", "per_pair"}}:
+    "a" and "b" are the point estimates averaged over pairs, "per_pair" each pair's own difference.
     """
     thresholds = thresholds or [(0.5, 0.5)] * len(pairs)
     image_thresholds = image_thresholds or [(0.5, 0.5)] * len(pairs)
-    points = {name: [] for name in metrics}
-    deltas = {name: [] for name in metrics}
+    points: dict[str, list] = {name: [] for name in metrics}
+    deltas: dict[str, list] = {name: [] for name in metrics}
     for (a, b), (threshold_a, threshold_b), (image_a, image_b) in zip(pairs, thresholds, image_thresholds):
         sides = []
         for table, threshold, image_threshold in ((a, threshold_a, image_a), (b, threshold_b, image_b)):
@@ -297,6 +297,7 @@ def paired_differences(
             "delta": float(a_value - b_value),
             "ci": bootstrap.interval(mean_deltas),
             "p": bootstrap_p_value(mean_deltas),
+            "per_pair": [float(a - b) for a, b in points[name]],
         }
     return result
 
@@ -308,7 +309,7 @@ def verdict(delta: float, ci: Sequence[float], level: float = 0.95, what: str = 
         return f"{what}: {delta:+.3f}, no interval (undefined on some resamples)"
     span = f"{what} = {delta:+.3f}, {level:.0%} CI [{low:+.3f}, {high:+.3f}]"
     if low > 0:
-        return f"{span}: the interval is above 0, evidence that it is higher"
+        return f"{span}: the interval lies above 0, evidence that {what} > 0"
     if high < 0:
-        return f"{span}: the interval is below 0, evidence that it is lower"
+        return f"{span}: the interval lies below 0, evidence that {what} < 0"
     return f"{span}: the interval includes 0, no evidence either way"

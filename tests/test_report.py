@@ -18,20 +18,25 @@ from mura_utils.constants import BODY_PARTS
 from mura_utils.evaluate import compute_metrics, study_table
 from mura_utils.models import build_model
 from mura_utils.report import (
-    BOOTSTRAP_STATISTICS,
     ENSEMBLE_NAME,
     HEADLINE,
     TABLE_COLUMNS,
     Run,
+    ablation_markdown,
+    ablation_table,
     cam_gallery,
+    comparison_markdown,
     comparison_table,
     ensemble_predictions,
     ensemble_run,
     gallery_cases,
     load_runs,
+    report_bootstrap,
+    tta_table,
     write_comparison,
     write_report,
 )
+from mura_utils.statistics import confidence_intervals
 
 MODELS = ("custom_cnn", "resnet50")
 VARIANTS = ("multitask", "single_task")
@@ -64,15 +69,28 @@ def write_test_images(folder: Path, n_studies: int = 40, seed: int = 0) -> pd.Da
 
 
 def fabricate_run(
-    runs_dir: Path, index: pd.DataFrame, model: str, variant: str, seed: int, synthetic: bool = True
+    runs_dir: Path,
+    index: pd.DataFrame,
+    model: str,
+    variant: str,
+    seed: int,
+    synthetic: bool = True,
+    folder_name: str | None = None,
+    checkpoint: bool = True,
+    tta: bool = False,
 ) -> Path:
     """A run folder as mura_utils.experiment writes it, with label-correlated probabilities."""
     rng = np.random.default_rng(seed)
-    folder = runs_dir / f"{model}_{variant}"
+    folder = runs_dir / (folder_name or f"{model}_{variant}")
     folder.mkdir(parents=True)
     predictions = index.copy()
     logits = (predictions["label"] * 2 - 1) * 0.8 + rng.normal(0, 1.5, len(predictions))
     predictions["probability"] = 1 / (1 + np.exp(-logits))
+    if tta:  # a slightly better, correlated second opinion
+        tta_logits = logits + (predictions["label"] * 2 - 1) * 0.3 + rng.normal(0, 0.3, len(predictions))
+        predictions.assign(probability=1 / (1 + np.exp(-tta_logits))).to_csv(
+            folder / "test_predictions_tta.csv", index=False
+        )
     if variant == "multitask":
         correct = rng.random(len(predictions)) < 0.8
         predictions["predicted_body_part"] = np.where(correct, predictions["body_part"], "HAND")
@@ -111,6 +129,8 @@ def fabricate_run(
         "synthetic": synthetic,
     }
     (folder / "run.json").write_text(json.dumps(info))
+    if not checkpoint:
+        return folder
     multitask = variant == "multitask"
     save_checkpoint(
         folder / "best.pt",
@@ -206,18 +226,18 @@ def test_comparison_table_rows_columns_and_intervals(table, runs):
     assert np.isnan(ensemble["val_threshold"]) and table["val_threshold"].iloc[0] == 0.45
 
 
-def test_bootstrap_statistics_agree_with_compute_metrics(runs):
-    """The lean per-resample statistics must be the same numbers compute_metrics reports."""
-    predictions = runs[0].predictions
-    metrics = compute_metrics(predictions, 0.5)
-    expected = {
-        "image_accuracy": metrics["image"]["accuracy"],
-        "image_auroc": metrics["image"]["auroc"],
-        "study_auroc": metrics["study"]["auroc"],
-        "study_kappa": metrics["study"]["kappa"],
-    }
-    for name, statistic in BOOTSTRAP_STATISTICS.items():
-        assert statistic(predictions) == pytest.approx(expected[name]), name
+def test_table_intervals_are_the_patient_bootstrap_of_statistics(runs, table):
+    """The table's CIs are statistics.confidence_intervals' (same patient resamples, same definitions)."""
+    run = runs[0]
+    intervals = confidence_intervals(run.predictions, n_resamples=N_RESAMPLES, seed=0)
+    row = table.set_index("run").loc[run.name]
+    assert [row["study_auroc_ci_low"], row["study_auroc_ci_high"]] == pytest.approx(intervals["study"]["auroc"])
+    assert [row["image_accuracy_ci_low"], row["image_accuracy_ci_high"]] == pytest.approx(
+        intervals["image"]["accuracy"]
+    )
+    assert row["bootstrap_unit"] == "patient" and row["n_patients"] == run.predictions["patient"].nunique()
+    metrics = compute_metrics(run.predictions, 0.5)
+    assert row["study_kappa"] == pytest.approx(metrics["study"]["kappa"])
 
 
 def test_write_comparison_round_trips(table, tmp_path):
@@ -271,6 +291,7 @@ def test_index_is_loud_about_synthetic_data_and_links_existing_files(report):
     assert "abnormal" in index and "not a fracture-only label" in index
     assert "0.929" in index and "0.871" in index and "mura_utils 0.1.0" in index
     assert re.search(r"commit `[^`]+`", index) and "UTC" in index
+    assert "## Ablation: does the body-part head help?" in index and "one seed" in index.lower()
     links = re.findall(r"\]\(([^)]+)\)", index)
     assert len(links) >= 9 + 4
     for link in links:
@@ -318,3 +339,102 @@ def test_synthetic_runs_force_the_warning_and_a_missing_checkpoint_is_reported(r
     assert index.startswith("> **SYNTHETIC SAMPLE")
     assert "gradcam/resnet50_multitask" not in written and "not drawn" in index
     assert len(pd.read_csv(written["comparison_csv"])) == 1  # one multi-task run: no ensemble row
+
+
+SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def seed_runs(tmp_path_factory) -> list[Run]:
+    """custom_cnn in both variants x 3 seeds (folders <model>_<variant>_seed<k>), resnet50 multi-task
+    with one seed; the custom CNN multi-task runs also have TTA predictions."""
+    root = tmp_path_factory.mktemp("seeds")
+    index = write_test_images(root / "images", n_studies=60)
+    index["patient"] = index["study"].str.extract(r"patient(\d+)", expand=False).astype(int).floordiv(3).astype(str)
+    for offset, variant in enumerate(VARIANTS):
+        for seed in SEEDS:
+            folder = f"custom_cnn_{variant}_seed{seed}"
+            info_seed = 10 * offset + seed  # different predictions, same recorded seed below
+            path = fabricate_run(
+                root / "runs", index, "custom_cnn", variant, info_seed, False, folder, False, variant == "multitask"
+            )
+            info = json.loads((path / "run.json").read_text())
+            (path / "run.json").write_text(json.dumps({**info, "seed": seed}))
+    fabricate_run(root / "runs", index, "resnet50", "multitask", 7, False, "resnet50_multitask_seed0", False)
+    return load_runs(root / "runs")
+
+
+@pytest.fixture(scope="module")
+def seed_bootstrap(seed_runs):
+    return report_bootstrap(seed_runs, n_resamples=200)
+
+
+def test_seeds_give_mean_spread_and_a_seed_ensemble(seed_runs, seed_bootstrap):
+    table = comparison_table(seed_runs, bootstrap=seed_bootstrap)
+    group = table[(table["model"] == "custom_cnn") & (table["variant"] == "multitask")]
+    per_seed = group[group["kind"] == "run"]
+    assert sorted(per_seed["seed"]) == list(SEEDS)
+    summary = group[group["kind"] == "seed_mean"].iloc[0]
+    for name in HEADLINE:
+        assert summary[name] == pytest.approx(per_seed[name].mean())
+        assert summary[f"{name}_sd"] == pytest.approx(per_seed[name].std(ddof=1))
+        assert (summary[f"{name}_min"], summary[f"{name}_max"]) == (per_seed[name].min(), per_seed[name].max())
+    members = [run for run in seed_runs if run.model == "custom_cnn" and run.multitask]
+    mean_probability = pd.concat([r.predictions.set_index("path")["probability"] for r in members], axis=1).mean(axis=1)
+    ensemble_predictions_ = members[0].predictions.assign(
+        probability=mean_probability.reindex(members[0].predictions["path"]).to_numpy()
+    )
+    ensemble = group[group["kind"] == "seed_ensemble"].iloc[0]
+    assert ensemble["seeds"] == 3
+    assert ensemble["study_auroc"] == pytest.approx(compute_metrics(ensemble_predictions_)["study"]["auroc"])
+    assert ensemble["study_auroc_ci_low"] < ensemble["study_auroc"] < ensemble["study_auroc_ci_high"]
+    # one seed keeps its plain row; the markdown shows the mean and the seed ensemble, not each seed
+    assert (table[table["model"] == "resnet50"]["kind"] == "run").sum() == 1
+    markdown = comparison_markdown(table)
+    assert "3 seeds" in markdown and "3-seed ensemble" in markdown and "whole patients" in markdown
+    assert re.search(r"\d\.\d{3} ± \d\.\d{3} \(\d\.\d{2}–\d\.\d{2}\)", markdown)
+
+
+def test_ablation_pairs_runs_by_seed_and_averages_their_differences(seed_runs, seed_bootstrap):
+    ablation = ablation_table(seed_runs, seed_bootstrap)
+    assert list(ablation["model"]) == ["custom_cnn", "custom_cnn"]  # resnet50 has no single-task run
+    row = ablation.set_index("metric").loc["study_auroc"]
+    by_seed = {(run.variant, run.seed): run for run in seed_runs if run.model == "custom_cnn"}
+    deltas = [
+        compute_metrics(by_seed["multitask", seed].predictions)["study"]["auroc"]
+        - compute_metrics(by_seed["single_task", seed].predictions)["study"]["auroc"]
+        for seed in SEEDS
+    ]
+    assert row["pairs"] == 3 and row["delta"] == pytest.approx(np.mean(deltas))
+    assert (row["per_seed_min"], row["per_seed_max"]) == pytest.approx((min(deltas), max(deltas)))
+    assert row["ci_low"] < row["delta"] < row["ci_high"] and 0 < row["p"] <= 1
+    text = ablation_markdown(ablation, 200)
+    assert "multi-task − single-task" in text and (
+        "includes 0" in text or "evidence that multi-task − single-task" in text
+    )
+
+
+def test_tta_rows_and_paired_difference_only_where_tta_exists(seed_runs, seed_bootstrap, runs):
+    table = comparison_table(seed_runs, bootstrap=seed_bootstrap)
+    assert sorted(table.loc[table["kind"] == "tta", "seed"]) == list(SEEDS)
+    tta = tta_table(seed_runs, seed_bootstrap)
+    assert set(tta["variant"]) == {"multitask"} and set(tta["comparison"]) == {"TTA − plain"}
+    members = [run for run in seed_runs if run.model == "custom_cnn" and run.multitask]
+    expected = np.mean(
+        [
+            compute_metrics(r.tta_predictions)["study"]["kappa"] - compute_metrics(r.predictions)["study"]["kappa"]
+            for r in members
+        ]
+    )
+    assert tta.set_index("metric").loc["study_kappa", "delta"] == pytest.approx(expected)
+    assert tta_table(runs, report_bootstrap(runs, 20)).empty  # no TTA files: nothing, silently
+
+
+def test_one_seed_ablation_is_the_difference_of_the_table_rows(runs, table):
+    ablation = ablation_table(runs, report_bootstrap(runs, N_RESAMPLES))
+    rows = table.set_index("run")
+    for model in MODELS:
+        delta = ablation[(ablation["model"] == model) & (ablation["metric"] == "study_kappa")].iloc[0]
+        expected = rows.loc[f"{model}_multitask", "study_kappa"] - rows.loc[f"{model}_single_task", "study_kappa"]
+        assert delta["pairs"] == 1 and delta["delta"] == pytest.approx(expected)
+    assert "one seed" in ablation_markdown(ablation, N_RESAMPLES).lower()

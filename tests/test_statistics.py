@@ -160,4 +160,4 @@ def test_bootstrap_p_value_and_verdict():
     assert bootstrap_p_value(np.zeros(99)) == 1.0
     assert bootstrap_p_value(np.full(99, 0.1)) == pytest.approx(2 / 100)
     assert "includes 0" in verdict(0.01, [-0.02, 0.04])
-    assert "above 0" in verdict(0.05, [0.01, 0.09])
+    assert "above 0" in verdict(0.05, [0.01, 0.09]) and "below 0" in verdict(-0.05, [-0.09, -0.01])

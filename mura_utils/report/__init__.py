@@ -4,12 +4,15 @@ Grad-CAM galleries and an ``index.md`` that says what was run, on what data, whe
 It reads the run folders that ``mura_utils.experiment`` writes (run.json, history.csv,
 test_predictions.csv, best.pt) and knows nothing about notebooks: pure functions that return
 DataFrames or write files. Every file is written atomically (temp file + rename). One module per
-concern: ``runs`` (loading, ensembles), ``tables`` (comparison table, markdown), ``figures``,
-``galleries`` (Grad-CAM) and ``index`` (index.md, ``write_report``).
+concern: ``runs`` (loading, seeds, ensembles), ``tables`` (comparison table, markdown),
+``ablation`` (paired multi-task and TTA differences), ``figures``, ``galleries`` (Grad-CAM) and
+``index`` (index.md, ``write_report``). Intervals come from ``mura_utils.statistics``: whole
+patients resampled, the same resamples for every row and difference.
 """
 
 from __future__ import annotations
 
+from .ablation import PAIRED_COLUMNS, ablation_markdown, ablation_table, paired_markdown, tta_table
 from .figures import (
     STYLE,
     plot_ablation,
@@ -33,21 +36,27 @@ from .runs import (
     ensemble_run,
     load_run,
     load_runs,
+    mean_predictions,
+    representatives,
+    seed_ensemble_run,
+    seed_groups,
+    tta_run,
 )
 from .tables import (
-    BOOTSTRAP_STATISTICS,
     HEADLINE,
     TABLE_COLUMNS,
     comparison_markdown,
     comparison_table,
     markdown_table,
+    report_bootstrap,
     run_row,
+    seed_summary_row,
     write_comparison,
 )
 
 __all__ = [
     "BASELINES",
-    "BOOTSTRAP_STATISTICS",
+    "PAIRED_COLUMNS",
     "ENSEMBLE_NAME",
     "GROUPS",
     "HEADLINE",
@@ -59,6 +68,17 @@ __all__ = [
     "TEXT_COLUMNS",
     "VARIANT_LABELS",
     "Run",
+    "ablation_markdown",
+    "ablation_table",
+    "mean_predictions",
+    "paired_markdown",
+    "report_bootstrap",
+    "representatives",
+    "seed_ensemble_run",
+    "seed_groups",
+    "seed_summary_row",
+    "tta_run",
+    "tta_table",
     "cam_gallery",
     "comparison_markdown",
     "comparison_table",

@@ -12,15 +12,14 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss, confusion_matrix, roc_curve
 
 from ..constants import BODY_PARTS
 from ..evaluate import binary_metrics, compute_metrics, study_table
 from ..io import atomic_path
+from ..statistics import point_metrics
 from .runs import MODEL_LABELS, MODEL_ORDER, Run
-from .tables import _auroc
 
 STYLE = {
     "figure.facecolor": "white",
@@ -111,7 +110,7 @@ def plot_roc(runs: Sequence[Run], level: str, path: str | Path) -> Path:
         axes.plot(
             false_positive,
             true_positive,
-            label=f"{label} (AUROC {_auroc(labels, probabilities):.3f})",
+            label=f"{label} (AUROC {point_metrics(labels, probabilities)['auroc']:.3f})",
             **_line_style(run),
         )
     axes.set(
@@ -256,43 +255,36 @@ def plot_reliability(runs: Sequence[Run], path: str | Path, n_bins: int = 10) ->
 
 
 @_styled
-def plot_ablation(table: pd.DataFrame, path: str | Path) -> Path:
-    """Multi-task vs single-task per model (study AUROC and kappa) with 95% CI error bars."""
-    rows = table[table["model"] != "ensemble"]
-    models = sorted(rows["model"].unique(), key=lambda m: (MODEL_ORDER.index(m) if m in MODEL_ORDER else 99, m))
-    figure = _figure(max(8, 2.2 * len(models) + 3), 4.2)
+def plot_ablation(ablation: pd.DataFrame, path: str | Path) -> Path:
+    """Multi-task minus single-task per model (study AUROC and kappa): the paired difference with
+    its patient-bootstrap 95% CI; a bar crossing 0 means no evidence either way."""
+    models = sorted(ablation["model"].unique(), key=lambda m: (MODEL_ORDER.index(m) if m in MODEL_ORDER else 99, m))
+    figure = _figure(max(8, 1.6 * len(models) + 4), 4.2)
     panels = figure.subplots(1, 2)
-    width = 0.38
     for axes, metric, title in zip(panels, ("study_auroc", "study_kappa"), ("Study AUROC", "Study Cohen's κ")):
-        for offset, variant in ((-width / 2, "multitask"), (width / 2, "single_task")):
-            for x, model in enumerate(models):
-                match = rows[(rows["model"] == model) & (rows["variant"] == variant)]
-                if match.empty:
-                    continue
-                row = match.iloc[0]
-                error = [[row[metric] - row[f"{metric}_ci_low"]], [row[f"{metric}_ci_high"] - row[metric]]]
-                axes.bar(
-                    x + offset,
-                    row[metric],
-                    width,
-                    yerr=np.nan_to_num(error),
-                    capsize=3,
-                    color=_color(model),
-                    hatch=None if variant == "multitask" else "///",
-                    edgecolor="white",
-                    linewidth=0.5,
-                    error_kw={"elinewidth": 1, "ecolor": "0.25"},
-                )
-                top = np.nanmax([row[metric], row[f"{metric}_ci_high"]])
-                axes.text(x + offset, top + 0.015, f"{row[metric]:.3f}", ha="center", va="bottom", fontsize=7)
+        for x, model in enumerate(models):
+            match = ablation[(ablation["model"] == model) & (ablation["metric"] == metric)]
+            if match.empty:
+                continue
+            row = match.iloc[0]
+            error = [[row["delta"] - row["ci_low"]], [row["ci_high"] - row["delta"]]]
+            axes.errorbar(
+                x, row["delta"], yerr=np.nan_to_num(error), fmt="o", color=_color(model), capsize=4, markersize=7
+            )
+            axes.annotate(
+                f"{row['delta']:+.3f}\n({int(row['pairs'])} seed{'s' if row['pairs'] > 1 else ''})",
+                (x, row["delta"]),
+                textcoords="offset points",
+                xytext=(8, 0),
+                fontsize=7,
+                va="center",
+            )
+        axes.axhline(0, color="0.3", linewidth=0.8, linestyle="--")
         axes.set_xticks(range(len(models)), [MODEL_LABELS.get(m, m) for m in models])
-        axes.axhline(0, color="0.3", linewidth=0.8)
+        axes.set_xlim(-0.6, len(models) - 0.4)
         axes.grid(axis="x", visible=False)
-        axes.set(ylabel=title, title=title, ylim=(min(0, rows[f"{metric}_ci_low"].min() - 0.05), 1.08))
-    legend = [
-        Patch(facecolor="0.5", label="multi-task (with body-part head)"),
-        Patch(facecolor="0.5", hatch="///", edgecolor="white", label="single-task"),
-    ]
-    figure.legend(handles=legend, loc="outside lower center", ncol=2)
-    figure.suptitle("Ablation: multi-task vs single-task (threshold 0.5, 95% bootstrap CI)")
+        axes.set(ylabel=f"{title}: multi-task − single-task", title=title)
+        if ablation.empty:
+            axes.text(0.5, 0.5, "no paired runs", ha="center", va="center", transform=axes.transAxes, color="0.4")
+    figure.suptitle("Ablation: multi-task − single-task, paired by seed (threshold 0.5, 95% patient-bootstrap CI)")
     return _save(figure, path)

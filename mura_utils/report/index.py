@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import atomic_write_text
+from .ablation import ablation_markdown, ablation_table, paired_markdown, tta_table
 from .figures import (
     plot_ablation,
     plot_confusion_matrices,
@@ -21,8 +22,16 @@ from .figures import (
     plot_training_curves,
 )
 from .galleries import cam_gallery
-from .runs import MODEL_LABELS, VARIANT_LABELS, Run, ensemble_run, load_runs
-from .tables import _number, _plain, comparison_markdown, comparison_table, markdown_table, write_comparison
+from .runs import MODEL_LABELS, VARIANT_LABELS, Run, ensemble_run, load_runs, representatives
+from .tables import (
+    _number,
+    _plain,
+    comparison_markdown,
+    comparison_table,
+    markdown_table,
+    report_bootstrap,
+    write_comparison,
+)
 
 BASELINES = [
     ("EfficientNet-B0 (earlier notebook)", "80.6%", "0.871", "0.609"),
@@ -94,6 +103,7 @@ def _index_markdown(
     data_description: str,
     synthetic: bool,
     skipped: dict[str, str],
+    paired: dict[str, str] | None = None,
 ) -> str:
     from .. import __version__
 
@@ -133,6 +143,9 @@ def _index_markdown(
         comparison_markdown(table),
         "The ensemble averages the multi-task runs' image probabilities (so also their study "
         "probabilities); its parameters and training time are the members' sums.",
+        "",
+        *(paired or {}).values(),
+        f"Paired differences as files: [ablation.md]({link('ablation_md')}), [ablation.csv]({link('ablation_csv')}).",
         "",
         "## The bar: earlier results",
         "",
@@ -190,8 +203,12 @@ def write_report(
     synthetic: bool,
     n_resamples: int = 1000,
     cam_per_group: int = 3,
+    seed: int = 0,
 ) -> dict[str, Path]:
-    """Everything: comparison table (csv + md), figures, Grad-CAM galleries and index.md.
+    """Everything: comparison table (csv + md), paired ablation (and TTA) differences, figures,
+    Grad-CAM galleries and index.md. All intervals share one set of ``n_resamples`` patient
+    resamples (``seed``); figures show one curve per (model, variant): its seed ensemble when
+    there are several seeds.
 
     ``synthetic`` is also switched on when any run.json says its data was the synthetic sample,
     so a report of synthetic numbers can never go out without the warning. Returns the paths.
@@ -206,15 +223,30 @@ def write_report(
     synthetic = bool(synthetic or any(run.info.get("synthetic") for run in runs))
     ensemble = ensemble_run(runs)
     everyone = runs + ([ensemble] if ensemble is not None else [])
-    table = comparison_table(everyone, n_resamples)
+    bootstrap = report_bootstrap(everyone, n_resamples, seed)
+    table = comparison_table(everyone, bootstrap=bootstrap)
     written = write_comparison(table, out_dir)
-    written["roc_study"] = plot_roc(everyone, "study", figures / "roc_study.png")
-    written["roc_image"] = plot_roc(everyone, "image", figures / "roc_image.png")
-    written["per_body_part_kappa"] = plot_per_body_part_kappa(everyone, figures / "per_body_part_kappa.png")
-    written["confusion_matrices"] = plot_confusion_matrices(everyone, figures / "confusion_matrices.png")
+    ablation, tta = ablation_table(runs, bootstrap), tta_table(runs, bootstrap)
+    paired = {"ablation": "## Ablation: does the body-part head help?\n\n" + ablation_markdown(ablation, n_resamples)}
+    if not tta.empty:
+        paired["tta"] = (
+            "## Test-time augmentation: TTA − plain\n\nSame runs, same patient resamples, threshold 0.5.\n\n"
+            + paired_markdown(tta)
+        )
+    written["ablation_csv"], written["ablation_md"] = out_dir / "ablation.csv", out_dir / "ablation.md"
+    atomic_write_text(
+        written["ablation_csv"],
+        pd.concat([t for t in (ablation, tta) if not t.empty] or [ablation]).to_csv(index=False),
+    )
+    atomic_write_text(written["ablation_md"], "\n".join(paired.values()))
+    shown = representatives(everyone)
+    written["roc_study"] = plot_roc(shown, "study", figures / "roc_study.png")
+    written["roc_image"] = plot_roc(shown, "image", figures / "roc_image.png")
+    written["per_body_part_kappa"] = plot_per_body_part_kappa(shown, figures / "per_body_part_kappa.png")
+    written["confusion_matrices"] = plot_confusion_matrices(shown, figures / "confusion_matrices.png")
     written["training_curves"] = plot_training_curves(runs, figures / "training_curves.png")
-    written["reliability"] = plot_reliability(everyone, figures / "reliability.png")
-    written["ablation"] = plot_ablation(table, figures / "ablation.png")
+    written["reliability"] = plot_reliability(shown, figures / "reliability.png")
+    written["ablation"] = plot_ablation(ablation, figures / "ablation.png")
     skipped = {}
     for run in runs:
         gallery = figures / "gradcam" / f"{run.name}.png"
@@ -226,6 +258,7 @@ def write_report(
             warnings.warn(f"Grad-CAM gallery for run {run.name} not drawn: {error}", stacklevel=2)
     written["index"] = out_dir / "index.md"
     atomic_write_text(
-        written["index"], _index_markdown(runs, table, written, out_dir, data_description, synthetic, skipped)
+        written["index"],
+        _index_markdown(runs, table, written, out_dir, data_description, synthetic, skipped, paired),
     )
     return written

@@ -1,5 +1,6 @@
-"""Finished training runs as Python objects: run folders (run.json, test predictions, history)
-and the multi-task ensemble built from them."""
+"""Finished training runs as Python objects: run folders (run.json, test predictions, history,
+optional test-time-augmentation predictions), grouped by (model, variant) over seeds, and the
+ensembles built from them (over seeds of one model; over the multi-task models)."""
 
 from __future__ import annotations
 
@@ -36,17 +37,27 @@ class Run:
     predictions: pd.DataFrame
     history: pd.DataFrame = field(default_factory=pd.DataFrame)
     path: Path | None = None
+    tta_predictions: pd.DataFrame | None = None  # test_predictions_tta.csv, when the run has one
+    kind: str = "run"  # "run" | "seed_ensemble" | "tta" | "ensemble"
 
     @property
     def multitask(self) -> bool:
         return self.variant == "multitask"
 
     @property
+    def seed(self):
+        """run.json's training seed (None for runs written before seeds were recorded)."""
+        return self.info.get("seed")
+
+    @property
     def label(self) -> str:
         """How figures and tables name the run: 'ResNet50 · multi-task'."""
         if self.model == "ensemble":
             return MODEL_LABELS["ensemble"]
-        return f"{MODEL_LABELS.get(self.model, self.model)} · {VARIANT_LABELS.get(self.variant, self.variant)}"
+        base = f"{MODEL_LABELS.get(self.model, self.model)} · {VARIANT_LABELS.get(self.variant, self.variant)}"
+        if self.kind == "seed_ensemble":
+            return f"{base} · {len(self.info.get('members', []))}-seed ensemble"
+        return f"{base} + TTA" if self.kind == "tta" else base
 
 
 def _read_predictions(path: Path) -> pd.DataFrame:
@@ -80,6 +91,8 @@ def load_run(folder: str | Path) -> Run:
             f"{folder}: has run.json but no test_predictions.csv (the run did not finish its test-set evaluation)"
         )
     predictions = _read_predictions(predictions_path)
+    tta_path = folder / "test_predictions_tta.csv"
+    tta_predictions = _read_predictions(tta_path) if tta_path.is_file() else None
     history_path = folder / "history.csv"
     history = pd.read_csv(history_path) if history_path.is_file() else pd.DataFrame()
     has_parts = "predicted_body_part" in predictions and predictions["predicted_body_part"].notna().any()
@@ -92,6 +105,7 @@ def load_run(folder: str | Path) -> Run:
         predictions=predictions,
         history=history,
         path=folder,
+        tta_predictions=tta_predictions,
     )
 
 
@@ -105,12 +119,11 @@ def load_runs(runs_dir: str | Path) -> list[Run]:
     return sorted((load_run(folder) for folder in folders), key=_sort_key)
 
 
-def ensemble_predictions(runs: Sequence[Run]) -> pd.DataFrame:
-    """Mean image probability over the multi-task runs, matched by path; since a study's
-    probability is the mean of its images', its study probability is the mean of theirs too."""
-    members = [run for run in runs if run.multitask and run.model != "ensemble"]
+def mean_predictions(members: Sequence[Run], name: str) -> pd.DataFrame:
+    """Mean image probability over ``members``, matched by path; since a study's probability is
+    the mean of its images', its study probability is the mean of theirs too."""
     if not members:
-        raise ValueError("no multi-task runs to ensemble")
+        raise ValueError(f"{name}: no runs to average")
     index_columns = [
         c for c in ("path", "split", "body_part", "patient", "study", "label") if c in members[0].predictions
     ]
@@ -132,21 +145,73 @@ def ensemble_predictions(runs: Sequence[Run]) -> pd.DataFrame:
     ensemble["probability"] = np.mean(probabilities, axis=0)
     ensemble["predicted_body_part"] = None  # the members' body-part probabilities are not stored
     ensemble["body_part_probability"] = np.nan
-    ensemble.attrs["name"] = ENSEMBLE_NAME
+    ensemble.attrs["name"] = name
     ensemble.attrs["members"] = [run.name for run in members]
     return ensemble
+
+
+def ensemble_predictions(runs: Sequence[Run]) -> pd.DataFrame:
+    """Mean image probability over the multi-task runs (every model and seed), matched by path."""
+    members = [run for run in runs if run.multitask and run.model != "ensemble" and run.kind == "run"]
+    if not members:
+        raise ValueError("no multi-task runs to ensemble")
+    return mean_predictions(members, ENSEMBLE_NAME)
+
+
+def _total(members: Sequence[Run], key: str) -> float:
+    values = [run.info.get(key) for run in members]
+    return float(sum(values)) if all(isinstance(v, (int, float)) for v in values) else float("nan")
+
+
+def seed_groups(runs: Sequence[Run]) -> dict[tuple[str, str], list[Run]]:
+    """Trained runs grouped by (model, variant) from run.json (never from folder names), seeds in order."""
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        if run.kind == "run" and run.model != "ensemble":
+            groups.setdefault((run.model, run.variant), []).append(run)
+    return {key: sorted(members, key=lambda r: (str(r.seed), r.name)) for key, members in groups.items()}
+
+
+def seed_ensemble_run(members: Sequence[Run]) -> Run:
+    """The mean of one (model, variant)'s seeds as a Run: what averaging the seeds' outputs buys."""
+    first = members[0]
+    name = f"{first.model}_{first.variant} ({len(members)}-seed ensemble)"
+    info = {
+        "run_name": name,
+        "model": first.model,
+        "variant": first.variant,
+        "threshold": 0.5,
+        "members": [run.name for run in members],
+        "seeds": [run.seed for run in members],
+        "parameters": _total(members, "parameters"),
+        "train_seconds": _total(members, "train_seconds"),
+    }
+    return Run(name, first.model, first.variant, info, mean_predictions(members, name), kind="seed_ensemble")
+
+
+def tta_run(run: Run) -> Run | None:
+    """The run's test-time-augmentation predictions as a Run ("+ TTA"); None when it has none."""
+    if run.tta_predictions is None:
+        return None
+    info = {**run.info, "run_name": f"{run.name} + TTA"}
+    return Run(f"{run.name} + TTA", run.model, run.variant, info, run.tta_predictions, path=run.path, kind="tta")
+
+
+def representatives(runs: Sequence[Run]) -> list[Run]:
+    """One curve per (model, variant) for the figures: the seed ensemble when there are several
+    seeds, else the run; ensembles over models are kept."""
+    chosen = []
+    for members in seed_groups(runs).values():
+        chosen.append(seed_ensemble_run(members) if len(members) > 1 else members[0])
+    return chosen + [run for run in runs if run.model == "ensemble"]
 
 
 def ensemble_run(runs: Sequence[Run]) -> Run | None:
     """The ensemble as a Run (so figures treat it like a model); None with fewer than two
     multi-task runs, where an 'ensemble' would just repeat one run."""
-    members = [run for run in runs if run.multitask and run.model != "ensemble"]
+    members = [run for run in runs if run.multitask and run.model != "ensemble" and run.kind == "run"]
     if len(members) < 2:
         return None
-
-    def total(key: str) -> float:
-        values = [run.info.get(key) for run in members]
-        return float(sum(values)) if all(isinstance(v, (int, float)) for v in values) else float("nan")
 
     info = {
         "run_name": ENSEMBLE_NAME,
@@ -154,7 +219,7 @@ def ensemble_run(runs: Sequence[Run]) -> Run | None:
         "variant": "multitask",
         "threshold": 0.5,
         "members": [run.name for run in members],
-        "parameters": total("parameters"),
-        "train_seconds": total("train_seconds"),
+        "parameters": _total(members, "parameters"),
+        "train_seconds": _total(members, "train_seconds"),
     }
-    return Run(ENSEMBLE_NAME, "ensemble", "multitask", info, ensemble_predictions(members))
+    return Run(ENSEMBLE_NAME, "ensemble", "multitask", info, ensemble_predictions(members), kind="ensemble")

@@ -1,25 +1,34 @@
-"""The comparison table (one row per run, bootstrap CIs) and its markdown rendering."""
+"""The comparison table (one row per run, seed summaries and ensembles, patient-bootstrap CIs)
+and its markdown rendering."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
-from ..evaluate import binary_metrics, bootstrap_ci, compute_metrics, study_table
+from ..evaluate import binary_metrics, compute_metrics, study_table
 from ..io import atomic_write_text
-from .runs import MODEL_LABELS, VARIANT_LABELS, Run, ensemble_run
+from ..statistics import DEFAULT_RESAMPLES, ClusterBootstrap, level_resamples
+from .runs import MODEL_LABELS, VARIANT_LABELS, Run, ensemble_run, seed_ensemble_run, seed_groups, tta_run
 
 HEADLINE = ("image_accuracy", "image_auroc", "study_auroc", "study_kappa")
+HEADLINE_METRICS = {name: tuple(name.split("_", 1)) for name in HEADLINE}  # (level, metric)
+# kind: "run" (one trained run), "seed_mean" (mean and spread over a (model, variant)'s seeds),
+# "seed_ensemble" (mean image probability over those seeds), "tta" (a run with test-time
+# augmentation), "ensemble" (mean over the multi-task runs of every model)
 TABLE_COLUMNS = [
     "run",
     "model",
     "variant",
+    "kind",
+    "seeds",
+    "seed",
     "threshold",
     *[f"{name}{suffix}" for name in HEADLINE for suffix in ("", "_ci_low", "_ci_high")],
+    *[f"{name}_{spread}" for name in HEADLINE for spread in ("sd", "min", "max")],
     "study_sensitivity",
     "study_specificity",
     "body_part_accuracy",
@@ -27,6 +36,8 @@ TABLE_COLUMNS = [
     "study_kappa_at_val_threshold",
     "n_images",
     "n_studies",
+    "n_patients",
+    "bootstrap_unit",
     "bootstrap_resamples",
     "parameters",
     "train_seconds",
@@ -38,72 +49,45 @@ def _number(value) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _study_scores(sample: pd.DataFrame) -> pd.DataFrame:
-    """Study label and mean image probability, as evaluate.study_table, trimmed to the two columns
-    a bootstrap resample needs (study_table's named aggregation is 5x slower; 1000s of resamples)."""
-    return sample.groupby("study", sort=False)[["label", "probability"]].mean()
+def report_bootstrap(runs: Sequence[Run], n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> ClusterBootstrap:
+    """One set of patient resamples for a whole report: every row, level and paired difference
+    uses it, so differences between rows are paired. Patients of every run's test set."""
+    missing = [run.name for run in runs if "patient" not in run.predictions]
+    if missing:
+        raise ValueError(f"runs {missing}: test_predictions.csv has no 'patient' column (needed for the bootstrap)")
+    patients = pd.concat([run.predictions["patient"] for run in runs], ignore_index=True)
+    return ClusterBootstrap(patients, n_resamples, seed, unit="patient")
 
 
-def _auroc(labels, probabilities) -> float:
-    labels = np.asarray(labels)
-    return float(roc_auc_score(labels, probabilities)) if len(np.unique(labels)) == 2 else float("nan")
-
-
-def _kappa(labels, probabilities, threshold: float = 0.5) -> float:
-    return float(cohen_kappa_score(np.asarray(labels, dtype=int), (np.asarray(probabilities) >= threshold).astype(int)))
-
-
-def _image_accuracy(sample: pd.DataFrame) -> float:
-    return float(((sample["probability"].to_numpy() >= 0.5) == sample["label"].to_numpy()).mean())
-
-
-def _image_auroc(sample: pd.DataFrame) -> float:
-    return _auroc(sample["label"].to_numpy(), sample["probability"].to_numpy())
-
-
-def _study_auroc(sample: pd.DataFrame) -> float:
-    studies = _study_scores(sample)
-    return _auroc(studies["label"].to_numpy(), studies["probability"].to_numpy())
-
-
-def _study_kappa(sample: pd.DataFrame) -> float:
-    studies = _study_scores(sample)
-    return _kappa(studies["label"].to_numpy(), studies["probability"].to_numpy())
-
-
-# One bootstrap statistic per headline number: the definitions of evaluate.binary_metrics at
-# threshold 0.5, without its other four metrics (the bootstrap evaluates each thousands of times).
-BOOTSTRAP_STATISTICS: dict[str, Callable[[pd.DataFrame], float]] = {
-    "image_accuracy": _image_accuracy,
-    "image_auroc": _image_auroc,
-    "study_auroc": _study_auroc,
-    "study_kappa": _study_kappa,
-}
-
-
-def run_row(run: Run, n_resamples: int = 1000, seed: int = 0) -> dict:
-    """One comparison-table row: metrics at threshold 0.5, CIs from resampling whole studies."""
-    metrics = compute_metrics(run.predictions, 0.5)
+def run_row(
+    run: Run, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, bootstrap: ClusterBootstrap | None = None
+) -> dict:
+    """One comparison-table row: metrics at threshold 0.5 (study and image level), CIs from
+    resampling whole patients (``bootstrap``, else one built for this run alone)."""
+    bootstrap = bootstrap or report_bootstrap([run], n_resamples, seed)
+    metrics = compute_metrics(run.predictions, 0.5, 0.5)
     row = {
         "run": run.name,
         "model": run.model,
         "variant": run.variant,
+        "kind": run.kind,
+        "seeds": len(run.info.get("members", [])) if run.kind in ("seed_ensemble", "ensemble") else 1,
+        "seed": run.seed if run.kind in ("run", "tta") else None,
         "threshold": 0.5,
-        "image_accuracy": _number(metrics["image"]["accuracy"]),
-        "image_auroc": _number(metrics["image"]["auroc"]),
-        "study_auroc": _number(metrics["study"]["auroc"]),
-        "study_kappa": _number(metrics["study"]["kappa"]),
+        **{name: _number(metrics[level][key]) for name, (level, key) in HEADLINE_METRICS.items()},
         "study_sensitivity": _number(metrics["study"]["sensitivity"]),
         "study_specificity": _number(metrics["study"]["specificity"]),
-        "body_part_accuracy": _number(metrics["body_part_accuracy"]) if run.multitask else float("nan"),
+        "body_part_accuracy": _number(metrics["body_part_accuracy"]) if run.kind == "run" else float("nan"),
         "n_images": metrics["n_images"],
         "n_studies": metrics["n_studies"],
-        "bootstrap_resamples": n_resamples,
+        "n_patients": metrics["n_patients"],
+        "bootstrap_unit": bootstrap.unit,
+        "bootstrap_resamples": bootstrap.n_resamples,
     }
-    for name in HEADLINE:
-        low, high = bootstrap_ci(run.predictions, BOOTSTRAP_STATISTICS[name], n_resamples, seed)
-        row[f"{name}_ci_low"], row[f"{name}_ci_high"] = low, high
-    val_threshold = run.info.get("threshold") if run.model != "ensemble" else None
+    resampled = level_resamples(run.predictions, bootstrap, 0.5, 0.5)
+    for name, (level, key) in HEADLINE_METRICS.items():
+        row[f"{name}_ci_low"], row[f"{name}_ci_high"] = bootstrap.interval(resampled[level][key])
+    val_threshold = run.info.get("threshold") if run.kind == "run" else None
     row["val_threshold"] = _number(val_threshold)
     if val_threshold is not None:
         studies = study_table(run.predictions)
@@ -115,15 +99,60 @@ def run_row(run: Run, n_resamples: int = 1000, seed: int = 0) -> dict:
     return row
 
 
-def comparison_table(runs: Sequence[Run], n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """One row per run plus the multi-task ensemble row (when there are two or more multi-task
-    runs). Threshold-dependent numbers use 0.5 (column ``threshold``) so models compare on equal
+def seed_summary_row(rows: Sequence[dict]) -> dict:
+    """Mean, sd (n - 1) and min-max over one (model, variant)'s per-seed rows: training randomness."""
+    first = rows[0]
+    summary = {
+        "run": f"{first['model']}_{first['variant']} (mean of {len(rows)} seeds)",
+        "model": first["model"],
+        "variant": first["variant"],
+        "kind": "seed_mean",
+        "seeds": len(rows),
+        "threshold": 0.5,
+        "n_images": first["n_images"],
+        "n_studies": first["n_studies"],
+        "n_patients": first["n_patients"],
+    }
+    numeric = [
+        *HEADLINE,
+        "study_sensitivity",
+        "study_specificity",
+        "body_part_accuracy",
+        "study_kappa_at_val_threshold",
+    ]
+    numeric += ["val_threshold", "parameters", "train_seconds", "images_per_second"]
+    for name in numeric:
+        values = np.array([_number(row.get(name)) for row in rows], dtype=float)
+        summary[name] = float(np.mean(values))
+        if name in HEADLINE:
+            summary[f"{name}_sd"] = float(np.std(values, ddof=1))
+            summary[f"{name}_min"], summary[f"{name}_max"] = float(values.min()), float(values.max())
+    return summary
+
+
+def comparison_table(
+    runs: Sequence[Run], n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, bootstrap: ClusterBootstrap | None = None
+) -> pd.DataFrame:
+    """Per (model, variant): one row per seed; with several seeds also their mean and spread and
+    the seed ensemble; a "+ TTA" row per run with test-time-augmentation predictions; then the
+    multi-task ensemble (two or more multi-task runs). Every CI comes from the same patient
+    resamples. Threshold-dependent numbers use 0.5 (column ``threshold``) so models compare on equal
     terms; ``study_kappa_at_val_threshold`` uses each run's validation-chosen threshold."""
-    rows = list(runs)
-    if not any(run.model == "ensemble" for run in rows):
-        ensemble = ensemble_run(rows)
-        rows += [ensemble] if ensemble is not None else []
-    return pd.DataFrame([run_row(run, n_resamples, seed) for run in rows], columns=TABLE_COLUMNS)
+    everyone = list(runs)
+    bootstrap = bootstrap or report_bootstrap(everyone, n_resamples, seed)
+    rows = []
+    for members in seed_groups(everyone).values():
+        member_rows = [run_row(run, bootstrap=bootstrap) for run in members]
+        rows += member_rows
+        if len(members) > 1:
+            rows += [seed_summary_row(member_rows), run_row(seed_ensemble_run(members), bootstrap=bootstrap)]
+        rows += [run_row(tta_run(run), bootstrap=bootstrap) for run in members if run.tta_predictions is not None]
+    ensembles = [run for run in everyone if run.model == "ensemble"]
+    if not ensembles:
+        ensemble = ensemble_run(everyone)
+        ensembles = [ensemble] if ensemble is not None else []
+    rows += [run_row(run, bootstrap=bootstrap) for run in ensembles]
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
 # ----------------------------------------------------------------------------- markdown
@@ -148,6 +177,8 @@ def _with_ci(row: pd.Series, name: str) -> str:
     value, low, high = row[name], row.get(f"{name}_ci_low"), row.get(f"{name}_ci_high")
     if pd.isna(value):
         return "—"
+    if row.get("kind") == "seed_mean":
+        return f"{value:.3f} ± {row[f'{name}_sd']:.3f} ({row[f'{name}_min']:.2f}–{row[f'{name}_max']:.2f})"
     if low is None or pd.isna(low) or pd.isna(high):
         return f"{value:.3f}"
     return f"{value:.3f} [{low:.2f}, {high:.2f}]"
@@ -171,12 +202,33 @@ def _duration(seconds) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _model_label(model: str, variant: str) -> tuple[str, str]:
-    return MODEL_LABELS.get(model, model), "—" if model == "ensemble" else VARIANT_LABELS.get(variant, variant)
+def _model_label(row: pd.Series) -> tuple[str, str]:
+    model, variant, kind = row["model"], row["variant"], row.get("kind", "run")
+    if model == "ensemble":
+        return MODEL_LABELS["ensemble"], "—"
+    variant = VARIANT_LABELS.get(variant, variant)
+    seeds = int(row["seeds"]) if not pd.isna(row.get("seeds")) else 1
+    suffix = {
+        "seed_mean": f" · mean ± sd (min–max), {seeds} seeds",
+        "seed_ensemble": f" · {seeds}-seed ensemble",
+        "tta": " + TTA" + (f" (seed {row['seed']})" if not pd.isna(row.get("seed")) else ""),
+    }.get(kind, "")
+    return MODEL_LABELS.get(model, model), variant + suffix
+
+
+def shown_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows comparison.md shows: a (model, variant) with several seeds appears as its mean and
+    spread and its seed ensemble (the per-seed rows stay in comparison.csv); one seed as the run."""
+    if "kind" not in table:
+        return table
+    seeds = table[table["kind"] == "run"].groupby(["model", "variant"])["run"].transform("size")
+    several = table.index.isin(seeds[seeds > 1].index)
+    return table[~several]
 
 
 def comparison_markdown(table: pd.DataFrame) -> str:
-    """The comparison table as readable markdown: "0.871 [0.85, 0.89]" cells, one row per model."""
+    """The comparison table as readable markdown: "0.871 [0.85, 0.89]" cells (point estimate and
+    patient-bootstrap CI), or "0.871 ± 0.012 (0.86–0.88)" for the mean and spread over seeds."""
     header = [
         "Model",
         "Variant",
@@ -193,7 +245,7 @@ def comparison_markdown(table: pd.DataFrame) -> str:
     ]
     rows = [
         [
-            *_model_label(row["model"], row["variant"]),
+            *_model_label(row),
             _with_ci(row, "image_accuracy"),
             _with_ci(row, "image_auroc"),
             _with_ci(row, "study_auroc"),
@@ -205,14 +257,19 @@ def comparison_markdown(table: pd.DataFrame) -> str:
             _duration(row["train_seconds"]),
             _plain(row["images_per_second"], 0),
         ]
-        for _, row in table.iterrows()
+        for _, row in shown_rows(table).iterrows()
     ]
     threshold = table["threshold"].iloc[0] if len(table) else 0.5
-    resamples = int(table["bootstrap_resamples"].iloc[0]) if len(table) else 0
+    with_ci = table[table["bootstrap_resamples"].notna()] if "bootstrap_resamples" in table else table.iloc[:0]
+    resamples = int(with_ci["bootstrap_resamples"].iloc[0]) if len(with_ci) else 0
+    patients = with_ci["n_patients"].iloc[0] if len(with_ci) and "n_patients" in with_ci else None
+    who = f"{int(patients)} " if patients is not None and not pd.isna(patients) else ""
     note = (
         f"Test set: MURA valid. Accuracy, κ, sensitivity and specificity at threshold {threshold:g}; "
         f"sensitivity, specificity and κ are study level. Brackets: 95% bootstrap CI "
-        f"({resamples} resamples of whole studies).\n\n"
+        f"({resamples} resamples of whole patients: all {who}patients' studies and images drawn together; "
+        "the same resamples for every row). Mean ± sd (min–max) rows: spread over training seeds, "
+        "point estimates; a seed ensemble averages those seeds' image probabilities.\n\n"
     )
     return note + markdown_table(header, rows, [False, False] + [True] * (len(header) - 2))
 

@@ -291,7 +291,7 @@ def test_index_is_loud_about_synthetic_data_and_links_existing_files(report):
     assert "abnormal" in index and "not a fracture-only label" in index
     assert "0.929" in index and "0.871" in index and "mura_utils 0.1.0" in index
     assert re.search(r"commit `[^`]+`", index) and "UTC" in index
-    assert "## Ablation: does the body-part head help?" in index and "one seed" in index.lower()
+    assert "## Ablation: does the body-part head help?" in index and "one seed per variant" in index
     links = re.findall(r"\]\(([^)]+)\)", index)
     assert len(links) >= 9 + 4
     for link in links:
@@ -417,6 +417,8 @@ def test_ablation_pairs_runs_by_seed_and_averages_their_differences(seed_runs, s
 def test_tta_rows_and_paired_difference_only_where_tta_exists(seed_runs, seed_bootstrap, runs):
     table = comparison_table(seed_runs, bootstrap=seed_bootstrap)
     assert sorted(table.loc[table["kind"] == "tta", "seed"]) == list(SEEDS)
+    assert (table["kind"] == "tta_seed_mean").sum() == 1  # three TTA seeds: also their mean and spread
+    assert "+ TTA · mean ± sd" in comparison_markdown(table) and "(seed 0)" not in comparison_markdown(table)
     tta = tta_table(seed_runs, seed_bootstrap)
     assert set(tta["variant"]) == {"multitask"} and set(tta["comparison"]) == {"TTA − plain"}
     members = [run for run in seed_runs if run.model == "custom_cnn" and run.multitask]
@@ -437,4 +439,4 @@ def test_one_seed_ablation_is_the_difference_of_the_table_rows(runs, table):
         delta = ablation[(ablation["model"] == model) & (ablation["metric"] == "study_kappa")].iloc[0]
         expected = rows.loc[f"{model}_multitask", "study_kappa"] - rows.loc[f"{model}_single_task", "study_kappa"]
         assert delta["pairs"] == 1 and delta["delta"] == pytest.approx(expected)
-    assert "one seed" in ablation_markdown(ablation, N_RESAMPLES).lower()
+    assert "one seed per variant" in ablation_markdown(ablation, N_RESAMPLES)

@@ -149,14 +149,19 @@ def ablation_markdown(table: pd.DataFrame, resamples: int, level: float = 0.95) 
     """The ablation section: what was compared, the paired differences, and how sure they are."""
     if table.empty:
         return "No model was trained in both variants with a shared seed, so there is no paired ablation.\n"
-    one_seed = bool((table["pairs"] == 1).any())
-    caveat = (
-        " With one seed per variant the interval covers only which test patients were drawn, not "
-        "training randomness: another seed can move a model's study AUROC by more than this difference."
-        if one_seed
-        else " The interval covers the test patients drawn, for the seed-averaged difference; "
-        "the per-seed range shows how much training randomness moves it."
-    )
+    caveats = []
+    if (table["pairs"] == 1).any():
+        caveats.append(
+            " Where one seed per variant is paired, the interval covers only which test patients were "
+            "drawn, not training randomness: another seed can move a model's study AUROC by more than "
+            "this difference."
+        )
+    if (table["pairs"] > 1).any():
+        caveats.append(
+            " Where several seeds are paired, the interval is the one of the seed-averaged difference "
+            "over test patients; the per-seed range shows how much training randomness moves it."
+        )
+    caveat = "".join(caveats)
     return (
         "A = multi-task (with the body-part head), B = single-task, same model and seed, threshold 0.5. "
         f"{resamples} patient resamples shared by both sides (paired); with several seeds the per-seed "

@@ -286,5 +286,10 @@ def plot_ablation(ablation: pd.DataFrame, path: str | Path) -> Path:
         axes.set(ylabel=f"{title}: multi-task − single-task", title=title)
         if ablation.empty:
             axes.text(0.5, 0.5, "no paired runs", ha="center", va="center", transform=axes.transAxes, color="0.4")
-    figure.suptitle("Ablation: multi-task − single-task, paired by seed (threshold 0.5, 95% patient-bootstrap CI)")
+    figure.suptitle("Ablation: multi-task − single-task, paired by seed")
+    figure.supxlabel(
+        "threshold 0.5; bars: 95% CI from resampling whole patients; a bar crossing 0: no evidence either way",
+        fontsize=8,
+        color="0.3",
+    )
     return _save(figure, path)

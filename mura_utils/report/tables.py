@@ -18,7 +18,8 @@ HEADLINE = ("image_accuracy", "image_auroc", "study_auroc", "study_kappa")
 HEADLINE_METRICS = {name: tuple(name.split("_", 1)) for name in HEADLINE}  # (level, metric)
 # kind: "run" (one trained run), "seed_mean" (mean and spread over a (model, variant)'s seeds),
 # "seed_ensemble" (mean image probability over those seeds), "tta" (a run with test-time
-# augmentation), "ensemble" (mean over the multi-task runs of every model)
+# augmentation), "tta_seed_mean" (mean and spread of those over seeds), "ensemble" (mean over the
+# multi-task runs of every model)
 TABLE_COLUMNS = [
     "run",
     "model",
@@ -103,7 +104,7 @@ def seed_summary_row(rows: Sequence[dict]) -> dict:
     """Mean, sd (n - 1) and min-max over one (model, variant)'s per-seed rows: training randomness."""
     first = rows[0]
     summary = {
-        "run": f"{first['model']}_{first['variant']} (mean of {len(rows)} seeds)",
+        "run": f"{first['run']} .. (mean of {len(rows)} seeds)",
         "model": first["model"],
         "variant": first["variant"],
         "kind": "seed_mean",
@@ -146,7 +147,10 @@ def comparison_table(
         rows += member_rows
         if len(members) > 1:
             rows += [seed_summary_row(member_rows), run_row(seed_ensemble_run(members), bootstrap=bootstrap)]
-        rows += [run_row(tta_run(run), bootstrap=bootstrap) for run in members if run.tta_predictions is not None]
+        tta_rows = [run_row(tta_run(run), bootstrap=bootstrap) for run in members if run.tta_predictions is not None]
+        rows += tta_rows
+        if len(tta_rows) > 1:
+            rows.append({**seed_summary_row(tta_rows), "kind": "tta_seed_mean"})
     ensembles = [run for run in everyone if run.model == "ensemble"]
     if not ensembles:
         ensemble = ensemble_run(everyone)
@@ -177,7 +181,7 @@ def _with_ci(row: pd.Series, name: str) -> str:
     value, low, high = row[name], row.get(f"{name}_ci_low"), row.get(f"{name}_ci_high")
     if pd.isna(value):
         return "—"
-    if row.get("kind") == "seed_mean":
+    if row.get("kind") in ("seed_mean", "tta_seed_mean"):
         return f"{value:.3f} ± {row[f'{name}_sd']:.3f} ({row[f'{name}_min']:.2f}–{row[f'{name}_max']:.2f})"
     if low is None or pd.isna(low) or pd.isna(high):
         return f"{value:.3f}"
@@ -208,10 +212,13 @@ def _model_label(row: pd.Series) -> tuple[str, str]:
         return MODEL_LABELS["ensemble"], "—"
     variant = VARIANT_LABELS.get(variant, variant)
     seeds = int(row["seeds"]) if not pd.isna(row.get("seeds")) else 1
+    seed = row.get("seed")
+    seed = "" if seed is None or pd.isna(seed) else f" (seed {int(seed) if float(seed).is_integer() else seed})"
     suffix = {
         "seed_mean": f" · mean ± sd (min–max), {seeds} seeds",
         "seed_ensemble": f" · {seeds}-seed ensemble",
-        "tta": " + TTA" + (f" (seed {row['seed']})" if not pd.isna(row.get("seed")) else ""),
+        "tta": f" + TTA{seed}",
+        "tta_seed_mean": f" + TTA · mean ± sd (min–max), {seeds} seeds",
     }.get(kind, "")
     return MODEL_LABELS.get(model, model), variant + suffix
 
@@ -221,9 +228,11 @@ def shown_rows(table: pd.DataFrame) -> pd.DataFrame:
     spread and its seed ensemble (the per-seed rows stay in comparison.csv); one seed as the run."""
     if "kind" not in table:
         return table
-    seeds = table[table["kind"] == "run"].groupby(["model", "variant"])["run"].transform("size")
-    several = table.index.isin(seeds[seeds > 1].index)
-    return table[~several]
+    hidden = []
+    for kind in ("run", "tta"):
+        seeds = table[table["kind"] == kind].groupby(["model", "variant"])["run"].transform("size")
+        hidden += list(seeds[seeds > 1].index)
+    return table[~table.index.isin(hidden)]
 
 
 def comparison_markdown(table: pd.DataFrame) -> str:

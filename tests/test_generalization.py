@@ -87,3 +87,33 @@ def test_cli_predict_names_a_bad_file(tmp_path, checkpoint, capsys):
     bad.write_text("not an image")
     assert cli_main(["predict", str(bad), "--checkpoint", str(checkpoint)]) == 2
     assert "notes.txt" in capsys.readouterr().err
+
+
+def test_external_intervals_resample_whole_duplicate_groups():
+    """Each near-duplicate group counted as one unit: 4 copies per group widen the interval about
+    2x against treating the 4 copies as independent images (as an image bootstrap would)."""
+    import numpy as np
+
+    from mura_utils.generalization import external_metrics
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(120) % 2, 4)
+    scores = np.repeat(rng.normal(0, 1.2, 120), 4) + 0.8 * labels + rng.normal(0, 0.05, 480)
+    predictions = pd.DataFrame(
+        {
+            "path": [f"image{i}.png" for i in range(480)],
+            "label": labels,
+            "probability": 1 / (1 + np.exp(-scores)),
+            "near_group": np.repeat(np.arange(120), 4),
+            "threshold": 0.42,
+        }
+    )
+    grouped = external_metrics(predictions, n_resamples=500).iloc[0]
+    independent = external_metrics(predictions.assign(near_group=np.arange(480)), n_resamples=500).iloc[0]
+    assert grouped["groups"] == 120 and independent["groups"] == 480
+    assert grouped["bootstrap_unit"] == "near_group" and grouped["bootstrap_resamples"] == 500
+    ratio = (grouped["auroc_ci_high"] - grouped["auroc_ci_low"]) / (
+        independent["auroc_ci_high"] - independent["auroc_ci_low"]
+    )
+    assert ratio > 1.5
+    assert grouped["auroc"] == pytest.approx(independent["auroc"])  # the point estimate does not change

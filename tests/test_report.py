@@ -316,6 +316,23 @@ def test_gallery_cases_are_grouped_most_confident_first():
     }
 
 
+def test_gallery_groups_studies_at_the_study_threshold():
+    """The validation threshold is a study threshold: a study whose mean is below it is a miss even
+    when one of its images is above it; the study is shown by that highest-scoring image."""
+    predictions = pd.DataFrame(
+        {
+            "study": ["a", "a", "b", "b"],
+            "label": [1, 1, 0, 0],
+            "probability": [0.7, 0.1, 0.6, 0.5],
+            "body_part": "HAND",
+            "path": ["a1", "a2", "b1", "b2"],
+        }
+    )
+    cases = gallery_cases(predictions, threshold=0.5)
+    assert cases.set_index("group")["path"].to_dict() == {"FN": "a1", "FP": "b1"}
+    assert cases.set_index("group")["study_probability"].to_dict() == pytest.approx({"FN": 0.4, "FP": 0.55})
+
+
 def test_cam_gallery_draws_tp_fp_fn_rows_and_says_none_for_an_empty_one(runs, tmp_path):
     cases = cam_gallery(runs[0], tmp_path / "gallery.png", per_group=2)
     assert set(cases["group"]) == {"TP", "FP", "FN"} and len(cases) <= 6

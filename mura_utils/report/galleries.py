@@ -18,11 +18,16 @@ GROUPS = {
 
 
 def gallery_cases(predictions: pd.DataFrame, threshold: float, per_group: int = 3) -> pd.DataFrame:
-    """True positives, false positives and false negatives among the test *images* at a threshold,
-    most confident first, at most one image per study (so a tile row shows different patients'
-    studies). Column ``group`` is TP, FP or FN."""
-    predicted = predictions["probability"] >= threshold
-    abnormal = predictions["label"] == 1
+    """True positives, false positives and false negatives among the test *studies* at a
+    study-level threshold (the level the validation threshold is chosen at), most confident first;
+    each study is shown by its highest-scoring image (the one that pulls its mean up most), so a
+    tile row shows different studies. Column ``group`` is TP, FP or FN; ``study_probability`` the
+    mean of the study's image probabilities."""
+    study_probability = predictions.groupby("study")["probability"].transform("mean")
+    images = predictions.assign(study_probability=study_probability)
+    top_images = images.sort_values("probability", ascending=False, kind="stable").drop_duplicates("study")
+    predicted = top_images["study_probability"] >= threshold
+    abnormal = top_images["label"] == 1
     selections = {
         "TP": (abnormal & predicted, False),
         "FP": (~abnormal & predicted, False),
@@ -30,8 +35,8 @@ def gallery_cases(predictions: pd.DataFrame, threshold: float, per_group: int = 
     }
     chosen = []
     for group, (mask, ascending) in selections.items():
-        rows = predictions[mask].sort_values("probability", ascending=ascending, kind="stable")
-        chosen.append(rows.drop_duplicates("study").head(per_group).assign(group=group))
+        rows = top_images[mask].sort_values(["study_probability", "study"], ascending=[ascending, True], kind="stable")
+        chosen.append(rows.head(per_group).assign(group=group))
     return pd.concat(chosen, ignore_index=True)
 
 
@@ -48,7 +53,7 @@ def _image_path(path: str, run: Run) -> Path:
 
 @_styled
 def cam_gallery(run: Run, path: str | Path, per_group: int = 3, img_size: int | None = None) -> pd.DataFrame:
-    """Grad-CAM of the abnormality head for TP/FP/FN test images at the run's threshold, as a grid
+    """Grad-CAM of the abnormality head for TP/FP/FN test studies at the run's threshold, as a grid
     (rows TP, FP, FN). Returns the chosen cases; reads best.pt on the CPU."""
     import torch
 
@@ -92,13 +97,18 @@ def cam_gallery(run: Run, path: str | Path, per_group: int = 3, img_size: int | 
             case = cases.iloc[positions[column]]
             axes.imshow(overlay(grays[positions[column]], heatmaps[positions[column]]))
             truth = "abnormal" if case["label"] == 1 else "normal"
-            axes.set_title(f"p = {case['probability']:.2f} · {truth}\n{str(case['body_part']).title()}", fontsize=8)
+            axes.set_title(
+                f"study p = {case['study_probability']:.2f}, image p = {case['probability']:.2f}\n"
+                f"{truth} · {str(case['body_part']).title()}",
+                fontsize=8,
+            )
     figure.suptitle(
         f"Grad-CAM, abnormality head: {MODEL_LABELS.get(model_name, model_name)} "
         f"({'multi-task' if checkpoint.get('multitask') else 'single-task'}), run {run.name}"
     )
     figure.supxlabel(
-        f"threshold {threshold:.2f} (chosen on validation); most confident first; "
+        f"study threshold {threshold:.2f} (chosen on validation studies); most confident studies first, "
+        "each by its highest-scoring image; "
         "red = regions that raise the abnormal score",
         fontsize=8,
         color="0.3",

@@ -158,6 +158,12 @@ def test_cli_evaluate_writes_patient_intervals(evaluations):
         for key, (low, high) in ci[level].items():
             point = metrics[level][key]
             assert low <= high and (point is None or low - 1e-9 <= point <= high + 1e-9), (level, key)
+    # the intervals are the patient bootstrap of predictions.csv itself (patients as written there)
+    from mura_utils.statistics import confidence_intervals
+
+    again = confidence_intervals(predictions.astype({"patient": str, "study": str}), 200, metrics["threshold"])
+    assert again["study"]["auroc"] == pytest.approx(ci["study"]["auroc"])
+    assert again["image"]["kappa"] == pytest.approx(ci["image"]["kappa"])
 
 
 def test_cli_evaluate_bootstrap_zero_writes_no_interval(two_checkpoints, tiny_mura, tmp_path):

@@ -19,6 +19,7 @@ _EXPORTS = {
     "constants": ["BODY_PARTS", "POSITIVE_LABEL"],
     "data": ["MuraDataset", "class_weights", "load_mura_index", "patient_split"],
     "evaluate": [
+        "add_confidence_intervals",
         "binary_metrics",
         "bootstrap_ci",
         "choose_threshold",

@@ -33,35 +33,102 @@ def _cmd_prepare(args) -> None:
 
 
 def _cmd_train(args) -> None:
-    from .config import TrainConfig
+    from .models import get_spec
     from .train import fit
 
-    config = TrainConfig(
-        model=args.model,
-        data_root=args.data_root,
-        epochs=args.epochs,
-        img_size=args.img_size,
-        batch_size=args.batch_size,
-        out_dir=args.out,
-        pretrained=not args.no_pretrained,
-        weights_path=args.weights,
-        multitask=not args.single_task,
-        seed=args.seed,
-        device=args.device,
-        num_workers=args.num_workers,
-        selection_metric=args.selection_metric,
-        patience=args.patience,
-        use_cache=not args.no_cache,
-        cache_dir=args.cache_dir,
-        progress=not args.no_progress,
-        **({"lr": args.lr} if args.lr is not None else {}),
-    )
+    config = _train_config(args)
+    get_spec(config.model)  # an unknown model name fails here, with close matches, before any data is read
     result = fit(config, resume=args.resume)
     study = result.best_metrics.get("study", {})
     print(
         f"best epoch {result.best_epoch}: validation (patient split) study AUROC {study.get('auroc')}, "
         f"kappa {study.get('kappa')}; checkpoint {Path(result.out_dir) / 'best.pt'}"
     )
+
+
+# Older spellings of generated TrainConfig options, still accepted: flag -> (field, value or None for "takes a value")
+TRAIN_ALIASES = {
+    "--out": ("out_dir", None),
+    "--weights": ("weights_path", None),
+    "--ema": ("ema_decay", None),
+    "--single-task": ("multitask", False),
+    "--no-cache": ("use_cache", False),
+}
+
+
+def _optional(kind):
+    """argparse type for ``int | None`` style fields: 'none' (any case) gives None."""
+
+    def parse(text: str):
+        return None if text.lower() in ("none", "null") else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error message
+    return parse
+
+
+def add_train_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field (names, types, defaults and help from the dataclass);
+    bools as --flag/--no-flag. Defaults are SUPPRESSed so explicit flags can override --config."""
+    import typing
+    from dataclasses import MISSING, fields
+
+    from .config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    group = parser.add_argument_group("training settings (TrainConfig fields)")
+    for item in fields(TrainConfig):
+        flag = "--" + item.name.replace("_", "-")
+        kind = hints[item.name]
+        default = item.default if item.default is not MISSING else None
+        help_text = f"{item.metadata.get('help', '')} (default: {default})"
+        if kind is bool:
+            group.add_argument(
+                flag, dest=item.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+            )
+            continue
+        optional = type(None) in typing.get_args(kind)
+        base = next((arg for arg in typing.get_args(kind) if arg is not type(None)), kind)
+        group.add_argument(
+            flag,
+            dest=item.name,
+            type=_optional(base) if optional else base,
+            default=argparse.SUPPRESS,
+            metavar=item.name.upper(),
+            help=help_text,
+        )
+    for flag, (name, value) in TRAIN_ALIASES.items():
+        if value is None:
+            original = next(action for action in group._group_actions if action.dest == name)
+            group.add_argument(
+                flag,
+                dest=name,
+                type=original.type,
+                default=argparse.SUPPRESS,
+                metavar=original.metavar,
+                help=f"same as --{name.replace('_', '-')}",
+            )
+        else:
+            group.add_argument(
+                flag,
+                dest=name,
+                action="store_const",
+                const=value,
+                default=argparse.SUPPRESS,
+                help=f"same as --{'' if value else 'no-'}{name.replace('_', '-')}",
+            )
+
+
+def _train_config(args):
+    """TrainConfig from ``--config FILE`` (or the defaults), then every flag given explicitly."""
+    from dataclasses import fields, replace
+
+    from .config import TrainConfig
+
+    config = TrainConfig.load(args.config) if args.config else TrainConfig()
+    given = {item.name: getattr(args, item.name) for item in fields(TrainConfig) if hasattr(args, item.name)}
+    if not args.config and "out_dir" not in given:
+        raise ValueError("--out is required (the run folder) unless --config gives out_dir")
+    return replace(config, **given)
 
 
 def _cmd_evaluate(args) -> None:
@@ -138,31 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--cache-dir", default=None)
     prepare.set_defaults(handler=_cmd_prepare)
 
-    train = commands.add_parser("train", help="train one model (best epoch chosen on a patient-level split)")
-    train.add_argument("--data-root", required=True)
-    train.add_argument("--model", choices=MODEL_NAMES, default="custom_cnn")
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--img-size", type=int, default=None)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--lr", type=float, default=None)
-    train.add_argument("--out", required=True)
-    train.add_argument("--no-pretrained", action="store_true", help="random init instead of ImageNet weights")
-    train.add_argument("--weights", default=None, help="local ImageNet weights file (offline machines)")
-    train.add_argument("--single-task", action="store_true", help="drop the body-part head (ablation)")
-    train.add_argument("--selection-metric", choices=["study_auroc", "study_kappa"], default="study_auroc")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", default="auto")
-    train.add_argument(
-        "--patience",
-        type=int,
-        default=0,
-        help="stop after this many epochs without improvement (default 0: run every epoch)",
+    train = commands.add_parser(
+        "train",
+        help="train one model (best epoch chosen on a patient-level split)",
+        description="Train one model. Every TrainConfig field is an option; --config FILE starts from a saved "
+        f"config.json (explicit flags override it). Seed models: {', '.join(MODEL_NAMES)}; any timm model name "
+        "works too (convnext_tiny, efficientnet_b3, resnet18, ...).",
     )
-    train.add_argument("--num-workers", type=int, default=0)
-    train.add_argument("--cache-dir", default=None)
-    train.add_argument("--no-cache", action="store_true")
-    train.add_argument("--no-progress", action="store_true")
+    train.add_argument("--config", default=None, help="a saved config.json to rerun (explicit flags override it)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    add_train_config_options(train)
     train.set_defaults(handler=_cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a checkpoint on a MURA split")

@@ -18,16 +18,25 @@ from .models import HeadOutput, MuraNet, cam_target_layer, get_spec
 
 
 def gradcam_heatmaps(
-    model: MuraNet, model_name: str, images: torch.Tensor, head: str = "abnormality", class_index: int = 0
+    model: MuraNet,
+    model_name: str,
+    images: torch.Tensor,
+    head: str = "abnormality",
+    class_index: int = 0,
+    mean: float | None = None,
+    std: float | None = None,
 ) -> np.ndarray:
     """Heatmaps in 0..1, shape (N,H,W), for uint8 (N,1,H,W) letterboxed images.
 
     For the abnormality head the target is its single logit: regions that raise the
     "abnormal" score light up. For the body-part head pass the class index of the part.
+    ``mean``/``std`` default to the model's own; the target layer is the registry's or, for other
+    timm models, found automatically (``models.find_cam_layer``). An ensemble's heatmap is the
+    mean of its members' (see ``predict.predict_paths``).
     """
     spec = get_spec(model_name)
     device = next(model.parameters()).device
-    inputs = normalize(images.to(device), spec.mean, spec.std)
+    inputs = normalize(images.to(device), spec.mean if mean is None else mean, spec.std if std is None else std)
     model.eval()
     with GradCAM(model=HeadOutput(model, head), target_layers=[cam_target_layer(model, model_name)]) as cam:
         heatmaps = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(class_index)] * len(inputs))

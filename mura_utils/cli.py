@@ -1,5 +1,5 @@
 """`mura` command line: a thin argparse front over the package (sample, prepare, train, evaluate,
-predict, reproduce). Every command only parses flags and calls one function of mura_utils."""
+predict, ensemble, export, reproduce). Every command only parses flags and calls one function of mura_utils."""
 
 from __future__ import annotations
 
@@ -145,6 +145,7 @@ def _cmd_evaluate(args) -> None:
         cache_dir=args.cache_dir,
         use_cache=not args.no_cache,
         progress=not args.no_progress,
+        tta=args.tta,
     )
     out = Path(args.out)
     atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False))
@@ -159,11 +160,27 @@ def _cmd_predict(args) -> None:
     from .predict import format_predictions, predict_paths
 
     table = predict_paths(
-        args.paths, args.checkpoint, device=args.device, batch_size=args.batch_size, cam_dir=args.cam_dir
+        args.paths, args.checkpoint, device=args.device, batch_size=args.batch_size, cam_dir=args.cam_dir, tta=args.tta
     )
     sys.stdout.write(format_predictions(table, args.format).rstrip("\n") + "\n")
     if args.cam_dir:
         print(f"Grad-CAM overlays written to {args.cam_dir}", file=sys.stderr)
+
+
+def _cmd_ensemble(args) -> None:
+    from .ensemble import make_ensemble
+
+    ensemble = make_ensemble(args.checkpoints, args.out, threshold=args.threshold)
+    names = ", ".join(f"{m['model_name']} ({m['img_size']} px)" for m in ensemble["members"])
+    print(f"ensemble of {len(ensemble['members'])}: {names}; threshold {ensemble['threshold']:.4f}; wrote {args.out}")
+
+
+def _cmd_export(args) -> None:
+    from .export import export_onnx
+
+    contract = export_onnx(args.checkpoint, args.out)
+    sizes = ", ".join(f"{entry['name']} {entry['img_size']} px" for entry in contract["inputs"])
+    print(f"wrote {args.out} ({', '.join(contract['model_names'])}; inputs {sizes}; contract in metadata_props)")
 
 
 def _cmd_reproduce(args) -> None:
@@ -227,16 +244,34 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--cache-dir", default=None)
     evaluate.add_argument("--no-cache", action="store_true")
     evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.add_argument("--tta", action="store_true", help="average each image with its mirror image")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     predict = commands.add_parser("predict", help="abnormality probabilities for images, study folders or DICOM")
     predict.add_argument("paths", nargs="+", help="PNG/JPEG/DICOM files or study folders (a folder = one study)")
-    predict.add_argument("--checkpoint", required=True)
+    predict.add_argument("--checkpoint", required=True, help="best.pt, an ensemble file, or an exported .onnx file")
     predict.add_argument("--cam-dir", default=None, help="write a Grad-CAM overlay PNG per image here")
     predict.add_argument("--format", choices=["table", "json", "csv"], default="table")
     predict.add_argument("--device", default="auto")
     predict.add_argument("--batch-size", type=int, default=16)
+    predict.add_argument("--tta", action="store_true", help="average each image with its mirror image")
     predict.set_defaults(handler=_cmd_predict)
+
+    ensemble = commands.add_parser(
+        "ensemble", help="combine checkpoints into one ensemble checkpoint (probability: the members' mean)"
+    )
+    ensemble.add_argument("checkpoints", nargs="+", help="best.pt files (or ensembles); backbones and sizes may differ")
+    ensemble.add_argument("--out", required=True, help="the ensemble checkpoint to write (e.g. E.pt)")
+    ensemble.add_argument(
+        "--threshold", type=float, default=None, help="study threshold (default: mean of the members' thresholds)"
+    )
+    ensemble.set_defaults(handler=_cmd_ensemble)
+
+    export = commands.add_parser("export", help="write a checkpoint or ensemble as ONNX, preprocessing in its metadata")
+    export.add_argument("--checkpoint", required=True)
+    export.add_argument("--format", choices=["onnx"], default="onnx")
+    export.add_argument("--out", required=True, help="the .onnx file to write")
+    export.set_defaults(handler=_cmd_export)
 
     reproduce = commands.add_parser("reproduce", help="run every notebook through papermill and rebuild reports/")
     reproduce.add_argument("--data-root", default="data/sample")

@@ -34,6 +34,18 @@ LETTERBOX = (
 )
 
 
+def _require(module: str):
+    """Import onnx/onnxruntime, or say how to install them (they are the optional ``export`` extra)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise RuntimeError(
+            f"{module} is not installed: pip install 'mura_utils[export]' (onnx, onnxruntime)"
+        ) from error
+
+
 class _TupleOutputs(nn.Module):
     """EnsembleNet with tuple outputs (ONNX graphs return tensors, not dicts)."""
 
@@ -51,7 +63,7 @@ class _TupleOutputs(nn.Module):
 def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = OPSET) -> dict:
     """Write ``checkpoint`` (single model or ensemble) as an ONNX file; returns the contract stored
     in its metadata (also readable with ``read_contract``)."""
-    import onnx
+    onnx = _require("onnx")
 
     from .checkpoint import load_model
     from .ensemble import EnsembleNet, is_ensemble, members_of
@@ -112,8 +124,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = OPSET) -> 
 
 
 def _session(path: str | Path):
-    import onnxruntime
-
+    onnxruntime = _require("onnxruntime")
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: ONNX file not found")
     try:

@@ -76,6 +76,7 @@ def add_train_config_options(parser: argparse.ArgumentParser) -> None:
 
     hints = typing.get_type_hints(TrainConfig)
     group = parser.add_argument_group("training settings (TrainConfig fields)")
+    types = {}
     for item in fields(TrainConfig):
         flag = "--" + item.name.replace("_", "-")
         kind = hints[item.name]
@@ -88,23 +89,23 @@ def add_train_config_options(parser: argparse.ArgumentParser) -> None:
             continue
         optional = type(None) in typing.get_args(kind)
         base = next((arg for arg in typing.get_args(kind) if arg is not type(None)), kind)
+        types[item.name] = _optional(base) if optional else base
         group.add_argument(
             flag,
             dest=item.name,
-            type=_optional(base) if optional else base,
+            type=types[item.name],
             default=argparse.SUPPRESS,
             metavar=item.name.upper(),
             help=help_text,
         )
     for flag, (name, value) in TRAIN_ALIASES.items():
         if value is None:
-            original = next(action for action in group._group_actions if action.dest == name)
             group.add_argument(
                 flag,
                 dest=name,
-                type=original.type,
+                type=types[name],
                 default=argparse.SUPPRESS,
-                metavar=original.metavar,
+                metavar=name.upper(),
                 help=f"same as --{name.replace('_', '-')}",
             )
         else:

@@ -175,6 +175,8 @@ def find_cam_layer(backbone: nn.Module, probe_size: int = 128) -> str:
         parameter = next(backbone.parameters(), None)
         device = parameter.device if parameter is not None else "cpu"
         backbone.eval()(torch.zeros(1, 1, probe_size, probe_size, device=device))
+    except Exception as error:  # e.g. a transformer with a fixed input size
+        raise ValueError(f"cannot probe {type(backbone).__name__} for a Grad-CAM layer: {error}") from error
     finally:
         backbone.train(was_training)
         for hook in hooks:

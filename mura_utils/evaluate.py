@@ -216,8 +216,8 @@ def evaluate_checkpoint(
     torch_device = resolve_device(device)
     model, checkpoint = load_model(checkpoint_path, torch_device)
     index = load_mura_index(data_root, splits=(split,))
-    member_outputs = []
-    for member in members_of(model, checkpoint):
+    members, member_outputs = members_of(model, checkpoint), []
+    for member in members:
         cache = open_image_cache(index, member.img_size, data_root, cache_dir, progress) if use_cache else None
         dataset = MuraDataset(index, member.img_size, raw=True, cache=cache)
         loader = DataLoader(MirroredViews(dataset) if tta else dataset, batch_size=batch_size, shuffle=False)
@@ -230,4 +230,6 @@ def evaluate_checkpoint(
     metrics["multitask"] = bool(checkpoint["multitask"])
     metrics["split"] = split
     metrics["tta"] = bool(tta)
+    if len(members) > 1:
+        metrics["members"] = [member.model_name for member in members]
     return predictions, metrics

@@ -109,6 +109,7 @@ def test_ema_weights_are_validated_selected_and_saved(tiny_mura, tmp_path, monke
     best = read_checkpoint(tmp_path / "ema" / "best.pt")
     torch.testing.assert_close(best["state_dict"], validated[result.best_epoch - 1])
     model, _ = load_model(tmp_path / "ema" / "best.pt")  # a plain model: loads like any checkpoint
+    torch.testing.assert_close(model.state_dict(), best["state_dict"])
     assert json.loads((tmp_path / "ema" / "config.json").read_text())["ema_decay"] == 0.5
 
 

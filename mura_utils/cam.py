@@ -1,7 +1,8 @@
 """Grad-CAM heatmaps (the ``grad-cam`` package) for one head of a MURA model, and overlays on
 the grayscale radiograph.
 
-The target layer comes from the model registry; ``HeadOutput`` turns the model's dict output
+The target layer comes from the model registry (or, for other timm models, is found automatically);
+an ensemble's heatmap is the mean of its members'; ``HeadOutput`` turns the model's dict output
 into the single tensor grad-cam expects.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -18,20 +20,51 @@ from .models import HeadOutput, MuraNet, cam_target_layer, get_spec
 
 
 def gradcam_heatmaps(
-    model: MuraNet, model_name: str, images: torch.Tensor, head: str = "abnormality", class_index: int = 0
+    model: MuraNet,
+    model_name: str,
+    images: torch.Tensor,
+    head: str = "abnormality",
+    class_index: int = 0,
+    mean: float | None = None,
+    std: float | None = None,
 ) -> np.ndarray:
     """Heatmaps in 0..1, shape (N,H,W), for uint8 (N,1,H,W) letterboxed images.
 
     For the abnormality head the target is its single logit: regions that raise the
     "abnormal" score light up. For the body-part head pass the class index of the part.
+    ``mean``/``std`` default to the model's own; the target layer is the registry's or, for other
+    timm models, found automatically (``models.find_cam_layer``). An ensemble's heatmap is the
+    mean of its members' (see ``predict.predict_paths``).
     """
+    from .ensemble import EnsembleNet
+
+    if isinstance(model, EnsembleNet):
+        return _ensemble_heatmaps(model, images, head, class_index)
     spec = get_spec(model_name)
     device = next(model.parameters()).device
-    inputs = normalize(images.to(device), spec.mean, spec.std)
+    inputs = normalize(images.to(device), spec.mean if mean is None else mean, spec.std if std is None else std)
     model.eval()
     with GradCAM(model=HeadOutput(model, head), target_layers=[cam_target_layer(model, model_name)]) as cam:
         heatmaps = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(class_index)] * len(inputs))
     return np.asarray(heatmaps, dtype=np.float32)
+
+
+def _ensemble_heatmaps(ensemble, images: torch.Tensor, head: str, class_index: int) -> np.ndarray:
+    """Mean of the members' heatmaps at the input's size; each member sees the letterboxed input
+    resized to its own size (``predict_paths`` letterboxes the original per member instead)."""
+    size = tuple(images.shape[-2:])
+    heatmaps = []
+    for member in ensemble.members:
+        if head == "body_part" and not member.multitask:
+            continue
+        resized = images
+        if size != (member.img_size, member.img_size):
+            resized = F.interpolate(images.float(), size=(member.img_size,) * 2, mode="bilinear", antialias=True)
+            resized = resized.round().clamp(0, 255).to(torch.uint8)
+        maps = gradcam_heatmaps(member.model, member.model_name, resized, head, class_index, member.mean, member.std)
+        maps = F.interpolate(torch.from_numpy(maps)[:, None], size=size, mode="bilinear")[:, 0]
+        heatmaps.append(maps.numpy())
+    return np.mean(heatmaps, axis=0).astype(np.float32)
 
 
 def overlay(gray: np.ndarray, heatmap: np.ndarray, image_weight: float = 0.6) -> np.ndarray:

@@ -72,8 +72,13 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[MuraNet, dict]:
-    """Rebuild the model a checkpoint was trained as and load its weights (no download needed)."""
+    """Rebuild the model a checkpoint was trained as and load its weights (no download needed);
+    an ensemble file gives an ``ensemble.EnsembleNet`` of its members."""
     checkpoint = read_checkpoint(path)
+    if checkpoint.get("kind") == "ensemble":  # `mura ensemble` file: the members carry the weights
+        from .ensemble import load_ensemble
+
+        return load_ensemble(checkpoint, path, device), checkpoint
     model = build_model(checkpoint["model_name"], pretrained=False, multitask=checkpoint["multitask"])
     try:
         model.load_state_dict(checkpoint["state_dict"])

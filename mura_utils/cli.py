@@ -1,5 +1,5 @@
 """`mura` command line: a thin argparse front over the package (sample, prepare, train, evaluate,
-predict, reproduce). Every command only parses flags and calls one function of mura_utils."""
+predict, ensemble, export, reproduce). Every command only parses flags and calls one function of mura_utils."""
 
 from __future__ import annotations
 
@@ -33,35 +33,103 @@ def _cmd_prepare(args) -> None:
 
 
 def _cmd_train(args) -> None:
-    from .config import TrainConfig
+    from .models import get_spec
     from .train import fit
 
-    config = TrainConfig(
-        model=args.model,
-        data_root=args.data_root,
-        epochs=args.epochs,
-        img_size=args.img_size,
-        batch_size=args.batch_size,
-        out_dir=args.out,
-        pretrained=not args.no_pretrained,
-        weights_path=args.weights,
-        multitask=not args.single_task,
-        seed=args.seed,
-        device=args.device,
-        num_workers=args.num_workers,
-        selection_metric=args.selection_metric,
-        patience=args.patience,
-        use_cache=not args.no_cache,
-        cache_dir=args.cache_dir,
-        progress=not args.no_progress,
-        **({"lr": args.lr} if args.lr is not None else {}),
-    )
+    config = _train_config(args)
+    get_spec(config.model)  # an unknown model name fails here, with close matches, before any data is read
     result = fit(config, resume=args.resume)
     study = result.best_metrics.get("study", {})
     print(
         f"best epoch {result.best_epoch}: validation (patient split) study AUROC {study.get('auroc')}, "
         f"kappa {study.get('kappa')}; checkpoint {Path(result.out_dir) / 'best.pt'}"
     )
+
+
+# Older spellings of generated TrainConfig options, still accepted: flag -> (field, value or None for "takes a value")
+TRAIN_ALIASES = {
+    "--out": ("out_dir", None),
+    "--weights": ("weights_path", None),
+    "--ema": ("ema_decay", None),
+    "--single-task": ("multitask", False),
+    "--no-cache": ("use_cache", False),
+}
+
+
+def _optional(kind):
+    """argparse type for ``int | None`` style fields: 'none' (any case) gives None."""
+
+    def parse(text: str):
+        return None if text.lower() in ("none", "null") else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error message
+    return parse
+
+
+def add_train_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field (names, types, defaults and help from the dataclass);
+    bools as --flag/--no-flag. Defaults are SUPPRESSed so explicit flags can override --config."""
+    import typing
+    from dataclasses import MISSING, fields
+
+    from .config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    group = parser.add_argument_group("training settings (TrainConfig fields)")
+    types = {}
+    for item in fields(TrainConfig):
+        flag = "--" + item.name.replace("_", "-")
+        kind = hints[item.name]
+        default = item.default if item.default is not MISSING else None
+        help_text = f"{item.metadata.get('help', '')} (default: {default})"
+        if kind is bool:
+            group.add_argument(
+                flag, dest=item.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+            )
+            continue
+        optional = type(None) in typing.get_args(kind)
+        base = next((arg for arg in typing.get_args(kind) if arg is not type(None)), kind)
+        types[item.name] = _optional(base) if optional else base
+        group.add_argument(
+            flag,
+            dest=item.name,
+            type=types[item.name],
+            default=argparse.SUPPRESS,
+            metavar=item.name.upper(),
+            help=help_text,
+        )
+    for flag, (name, value) in TRAIN_ALIASES.items():
+        if value is None:
+            group.add_argument(
+                flag,
+                dest=name,
+                type=types[name],
+                default=argparse.SUPPRESS,
+                metavar=name.upper(),
+                help=f"same as --{name.replace('_', '-')}",
+            )
+        else:
+            group.add_argument(
+                flag,
+                dest=name,
+                action="store_const",
+                const=value,
+                default=argparse.SUPPRESS,
+                help=f"same as --{'' if value else 'no-'}{name.replace('_', '-')}",
+            )
+
+
+def _train_config(args):
+    """TrainConfig from ``--config FILE`` (or the defaults), then every flag given explicitly."""
+    from dataclasses import fields, replace
+
+    from .config import TrainConfig
+
+    config = TrainConfig.load(args.config) if args.config else TrainConfig()
+    given = {item.name: getattr(args, item.name) for item in fields(TrainConfig) if hasattr(args, item.name)}
+    if not args.config and "out_dir" not in given:
+        raise ValueError("--out is required (the run folder) unless --config gives out_dir")
+    return replace(config, **given)
 
 
 def _cmd_evaluate(args) -> None:
@@ -80,6 +148,7 @@ def _cmd_evaluate(args) -> None:
         cache_dir=args.cache_dir,
         use_cache=not args.no_cache,
         progress=not args.no_progress,
+        tta=args.tta,
     )
     metrics = add_confidence_intervals(metrics, predictions, args.bootstrap, args.seed)
     out = Path(args.out)
@@ -109,11 +178,27 @@ def _cmd_predict(args) -> None:
     from .predict import format_predictions, predict_paths
 
     table = predict_paths(
-        args.paths, args.checkpoint, device=args.device, batch_size=args.batch_size, cam_dir=args.cam_dir
+        args.paths, args.checkpoint, device=args.device, batch_size=args.batch_size, cam_dir=args.cam_dir, tta=args.tta
     )
     sys.stdout.write(format_predictions(table, args.format).rstrip("\n") + "\n")
     if args.cam_dir:
         print(f"Grad-CAM overlays written to {args.cam_dir}", file=sys.stderr)
+
+
+def _cmd_ensemble(args) -> None:
+    from .ensemble import make_ensemble
+
+    ensemble = make_ensemble(args.checkpoints, args.out, threshold=args.threshold)
+    names = ", ".join(f"{m['model_name']} ({m['img_size']} px)" for m in ensemble["members"])
+    print(f"ensemble of {len(ensemble['members'])}: {names}; threshold {ensemble['threshold']:.4f}; wrote {args.out}")
+
+
+def _cmd_export(args) -> None:
+    from .export import export_onnx
+
+    contract = export_onnx(args.checkpoint, args.out)
+    sizes = ", ".join(f"{entry['name']} {entry['img_size']} px" for entry in contract["inputs"])
+    print(f"wrote {args.out} ({', '.join(contract['model_names'])}; inputs {sizes}; contract in metadata_props)")
 
 
 def _cmd_reproduce(args) -> None:
@@ -155,31 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--cache-dir", default=None)
     prepare.set_defaults(handler=_cmd_prepare)
 
-    train = commands.add_parser("train", help="train one model (best epoch chosen on a patient-level split)")
-    train.add_argument("--data-root", required=True)
-    train.add_argument("--model", choices=MODEL_NAMES, default="custom_cnn")
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--img-size", type=int, default=None)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--lr", type=float, default=None)
-    train.add_argument("--out", required=True)
-    train.add_argument("--no-pretrained", action="store_true", help="random init instead of ImageNet weights")
-    train.add_argument("--weights", default=None, help="local ImageNet weights file (offline machines)")
-    train.add_argument("--single-task", action="store_true", help="drop the body-part head (ablation)")
-    train.add_argument("--selection-metric", choices=["study_auroc", "study_kappa"], default="study_auroc")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", default="auto")
-    train.add_argument(
-        "--patience",
-        type=int,
-        default=0,
-        help="stop after this many epochs without improvement (default 0: run every epoch)",
+    train = commands.add_parser(
+        "train",
+        help="train one model (best epoch chosen on a patient-level split)",
+        description="Train one model. Every TrainConfig field is an option; --config FILE starts from a saved "
+        f"config.json (explicit flags override it). Seed models: {', '.join(MODEL_NAMES)}; any timm model name "
+        "works too (convnext_tiny, efficientnet_b3, resnet18, ...).",
     )
-    train.add_argument("--num-workers", type=int, default=0)
-    train.add_argument("--cache-dir", default=None)
-    train.add_argument("--no-cache", action="store_true")
-    train.add_argument("--no-progress", action="store_true")
+    train.add_argument("--config", default=None, help="a saved config.json to rerun (explicit flags override it)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    add_train_config_options(train)
     train.set_defaults(handler=_cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a checkpoint on a MURA split")
@@ -199,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="patient-bootstrap resamples for metrics.json's 95%% intervals (0: none; default 1000)",
     )
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
+    evaluate.add_argument("--tta", action="store_true", help="average each image with its mirror image")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     compare = commands.add_parser(
@@ -213,12 +284,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="abnormality probabilities for images, study folders or DICOM")
     predict.add_argument("paths", nargs="+", help="PNG/JPEG/DICOM files or study folders (a folder = one study)")
-    predict.add_argument("--checkpoint", required=True)
+    predict.add_argument("--checkpoint", required=True, help="best.pt, an ensemble file, or an exported .onnx file")
     predict.add_argument("--cam-dir", default=None, help="write a Grad-CAM overlay PNG per image here")
     predict.add_argument("--format", choices=["table", "json", "csv"], default="table")
     predict.add_argument("--device", default="auto")
     predict.add_argument("--batch-size", type=int, default=16)
+    predict.add_argument("--tta", action="store_true", help="average each image with its mirror image")
     predict.set_defaults(handler=_cmd_predict)
+
+    ensemble = commands.add_parser(
+        "ensemble", help="combine checkpoints into one ensemble checkpoint (probability: the members' mean)"
+    )
+    ensemble.add_argument("checkpoints", nargs="+", help="best.pt files (or ensembles); backbones and sizes may differ")
+    ensemble.add_argument("--out", required=True, help="the ensemble checkpoint to write (e.g. E.pt)")
+    ensemble.add_argument(
+        "--threshold", type=float, default=None, help="study threshold (default: mean of the members' thresholds)"
+    )
+    ensemble.set_defaults(handler=_cmd_ensemble)
+
+    export = commands.add_parser("export", help="write a checkpoint or ensemble as ONNX, preprocessing in its metadata")
+    export.add_argument("--checkpoint", required=True)
+    export.add_argument("--format", choices=["onnx"], default="onnx")
+    export.add_argument("--out", required=True, help="the .onnx file to write")
+    export.set_defaults(handler=_cmd_export)
 
     reproduce = commands.add_parser("reproduce", help="run every notebook through papermill and rebuild reports/")
     reproduce.add_argument("--data-root", default="data/sample")

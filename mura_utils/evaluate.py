@@ -39,17 +39,33 @@ def predict_batches(
     mean: float,
     std: float,
     amp_dtype: torch.dtype | None = None,
+    tta: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Run the model over a loader of raw uint8 batches; returns positions and head outputs."""
+    """Run the model over a loader of raw uint8 batches; returns positions and head outputs.
+
+    ``tta`` averages the probabilities of two views closed under a horizontal flip, the image and
+    its mirror (a batch's ``mirrored_image`` when the loader gives it, see ``tta.MirroredViews``;
+    else the letterboxed image flipped), so a mirrored input gets the same probability."""
     model.eval()
     positions, probabilities, part_probabilities = [], [], []
     for batch in loader:
         images = normalize(batch["image"].to(device, non_blocking=True), mean, std)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            outputs = model(images)
-        probabilities.append(torch.sigmoid(outputs["abnormality"].float()).cpu())
-        if "body_part" in outputs:
-            part_probabilities.append(torch.softmax(outputs["body_part"].float(), dim=1).cpu())
+        views = [images]
+        if tta:
+            mirrored = batch.get("mirrored_image")
+            views.append(
+                torch.flip(images, dims=[-1]) if mirrored is None else normalize(mirrored.to(device), mean, std)
+            )
+        view_probabilities, view_part_probabilities = [], []
+        for view in views:
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                outputs = model(view)
+            view_probabilities.append(torch.sigmoid(outputs["abnormality"].float()))
+            if "body_part" in outputs:
+                view_part_probabilities.append(torch.softmax(outputs["body_part"].float(), dim=1))
+        probabilities.append(torch.stack(view_probabilities).mean(0).cpu())
+        if view_part_probabilities:
+            part_probabilities.append(torch.stack(view_part_probabilities).mean(0).cpu())
         positions.append(torch.as_tensor(batch["position"]))
     result = {"position": torch.cat(positions).numpy(), "probability": torch.cat(probabilities).numpy()}
     if part_probabilities:
@@ -197,31 +213,37 @@ def evaluate_checkpoint(
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     progress: bool = True,
+    tta: bool = False,
 ) -> tuple[pd.DataFrame, dict]:
     """Predict every image of a MURA split with a checkpoint; returns (predictions, metrics).
 
     ``threshold`` is a number or 'val', the study-level threshold chosen on the patient-level
     validation split during training (stored in the checkpoint), never one tuned on this split.
+    An ensemble checkpoint runs each member at its own input size; ``tta`` adds the mirror view.
     """
     from .checkpoint import load_model
     from .data import MuraDataset, load_mura_index, open_image_cache
-    from .models import get_spec
+    from .ensemble import mean_outputs, members_of
     from .runtime import resolve_device
+    from .tta import MirroredViews
 
     torch_device = resolve_device(device)
     model, checkpoint = load_model(checkpoint_path, torch_device)
-    spec = get_spec(checkpoint["model_name"])
-    img_size = checkpoint.get("img_size") or spec.default_img_size
     index = load_mura_index(data_root, splits=(split,))
-    cache = open_image_cache(index, img_size, data_root, cache_dir, progress) if use_cache else None
-    dataset = MuraDataset(index, img_size, raw=True, cache=cache)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    outputs = predict_batches(model, loader, torch_device, spec.mean, spec.std)
-    predictions = predictions_table(index, outputs)
+    members, member_outputs = members_of(model, checkpoint), []
+    for member in members:
+        cache = open_image_cache(index, member.img_size, data_root, cache_dir, progress) if use_cache else None
+        dataset = MuraDataset(index, member.img_size, raw=True, cache=cache)
+        loader = DataLoader(MirroredViews(dataset) if tta else dataset, batch_size=batch_size, shuffle=False)
+        member_outputs.append(predict_batches(member.model, loader, torch_device, member.mean, member.std, tta=tta))
+    predictions = predictions_table(index, mean_outputs(member_outputs))
     chosen = float(checkpoint.get("threshold", 0.5)) if threshold == "val" else float(threshold)
     metrics = compute_metrics(predictions, chosen)
     metrics["checkpoint"] = str(checkpoint_path)
     metrics["model"] = checkpoint["model_name"]
     metrics["multitask"] = bool(checkpoint["multitask"])
     metrics["split"] = split
+    metrics["tta"] = bool(tta)
+    if len(members) > 1:
+        metrics["members"] = [member.model_name for member in members]
     return predictions, metrics

@@ -1,16 +1,22 @@
 """Model registry and factory: timm backbones with one input channel, an abnormality head and an
 optional body-part head.
 
+Any timm model name works besides the four seed entries of ``MODEL_REGISTRY``: its input size and
+mean/std come from timm's pretrained config (RGB statistics averaged to one channel) and its
+Grad-CAM layer is found by running it once (the last layer with a spatial feature map).
+
 The abnormality head sees only image features: the body part is a second *output* (multi-task
 learning), never an input, so nothing at test time depends on a ground-truth body part.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 
 import timm
 import torch
@@ -30,7 +36,7 @@ class ModelSpec:
     default_img_size: int
     mean: float
     std: float
-    cam_layer: str  # Grad-CAM target, a submodule name inside ``MuraNet.backbone``
+    cam_layer: str | None  # Grad-CAM target inside ``MuraNet.backbone``; None: found by ``find_cam_layer``
 
 
 MODEL_REGISTRY: dict[str, ModelSpec] = {
@@ -109,14 +115,87 @@ class HeadOutput(nn.Module):
 
 
 def get_spec(name: str) -> ModelSpec:
-    if name not in MODEL_REGISTRY:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODEL_REGISTRY)}")
-    return MODEL_REGISTRY[name]
+    """The registry entry of a seed model, or a spec for any timm model name (``convnext_tiny``,
+    ``efficientnet_b3``, ``resnet18.a1_in1k``, ...); an unknown name raises ValueError with close matches."""
+    if name in MODEL_REGISTRY:
+        return MODEL_REGISTRY[name]
+    return _timm_spec(name)
+
+
+@cache
+def _timm_spec(name: str) -> ModelSpec:
+    from timm.models import get_pretrained_cfg, is_model
+
+    if not isinstance(name, str) or not is_model(name):
+        candidates = [*MODEL_REGISTRY, *timm.list_models()]
+        close = difflib.get_close_matches(str(name), candidates, n=5, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"unknown model {name!r}: not one of {sorted(MODEL_REGISTRY)} nor a timm model name "
+            f"(see timm.list_models()){hint}"
+        )
+    config = get_pretrained_cfg(name)
+    input_size = getattr(config, "input_size", None) or (3, 224, 224)
+    mean = getattr(config, "mean", None) or (0.485, 0.456, 0.406)
+    std = getattr(config, "std", None) or (0.229, 0.224, 0.225)
+    return ModelSpec(name, int(input_size[-1]), sum(mean) / len(mean), sum(std) / len(std), None)
+
+
+def is_known_model(name: str) -> bool:
+    try:
+        get_spec(name)
+    except ValueError:
+        return False
+    return True
+
+
+_NOT_CAM_LAYERS = (nn.Identity, nn.Dropout, nn.ReLU, nn.GELU, nn.SiLU)
+
+
+@torch.no_grad()
+def find_cam_layer(backbone: nn.Module, probe_size: int = 128) -> str:
+    """Name of the layer Grad-CAM should use: the last module (in execution order) whose output is
+    a spatial (N,C,H,W) feature map with H,W > 1, found by running one blank image. For BatchNorm
+    CNNs this is the last block or norm (``bn2``, ``layer4``); for ConvNeXt-style LayerNorm models
+    the last stage (their head norm works on pooled features)."""
+    found: list[str] = []
+    hooks = [
+        module.register_forward_hook(
+            lambda _module, _inputs, output, name=name: (
+                found.append(name)
+                if isinstance(output, torch.Tensor) and output.ndim == 4 and min(output.shape[-2:]) > 1
+                else None
+            )
+        )
+        for name, module in backbone.named_modules()
+        if name and not isinstance(module, _NOT_CAM_LAYERS)
+    ]
+    was_training = backbone.training
+    try:
+        parameter = next(backbone.parameters(), None)
+        device = parameter.device if parameter is not None else "cpu"
+        backbone.eval()(torch.zeros(1, 1, probe_size, probe_size, device=device))
+    except Exception as error:  # e.g. a transformer with a fixed input size
+        raise ValueError(f"cannot probe {type(backbone).__name__} for a Grad-CAM layer: {error}") from error
+    finally:
+        backbone.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    if not found:
+        raise ValueError(
+            f"no spatial feature map in {type(backbone).__name__} for Grad-CAM (transformer token "
+            "outputs need a reshape); use a CNN-style model for --cam-dir"
+        )
+    return found[-1]
 
 
 def cam_target_layer(model: MuraNet, name: str) -> nn.Module:
-    """The registry's Grad-CAM layer of a built model."""
-    return model.backbone.get_submodule(get_spec(name).cam_layer)
+    """The Grad-CAM layer of a built model: the registry's, or found automatically."""
+    layer = get_spec(name).cam_layer
+    if layer is None:
+        layer = getattr(model, "_cam_layer", None) or find_cam_layer(model.backbone)
+        model._cam_layer = layer  # a plain attribute: not in the state dict
+    return model.backbone.get_submodule(layer)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -174,14 +253,16 @@ def build_model(
     name: str, pretrained: bool = True, multitask: bool = True, weights_path: str | None = None, dropout: float = 0.2
 ) -> MuraNet:
     """Create a one-channel MURA model by registry name (custom_cnn, resnet50, densenet169,
-    efficientnet_b0). ``pretrained`` loads ImageNet weights through timm (or ``weights_path``)."""
+    efficientnet_b0) or any timm model name (the stem's RGB kernels are summed to one channel).
+    ``pretrained`` loads ImageNet weights through timm (or the local file ``weights_path``)."""
     spec = get_spec(name)
     if spec.timm_name is None:
         backbone = CustomCNN()
         num_features = backbone.num_features
     else:
         backbone = _create_backbone(spec, pretrained, weights_path)
-        num_features = backbone.num_features
+        # pooled width; ConvNeXt-style heads with a hidden layer report it as head_hidden_size
+        num_features = getattr(backbone, "head_hidden_size", None) or backbone.num_features
     return MuraNet(backbone, num_features, multitask=multitask, dropout=dropout)
 
 

@@ -208,6 +208,13 @@ def _cam_names(paths: list[str]) -> list[str]:
     return names
 
 
+def _resized(heatmap: np.ndarray, size: int) -> np.ndarray:
+    """A float heatmap resized (bilinear) to size x size; grad-cam gives it at the member's input size."""
+    if heatmap.shape == (size, size):
+        return heatmap
+    return np.asarray(Image.fromarray(heatmap.astype(np.float32)).resize((size, size), Image.BILINEAR))
+
+
 def _write_png(path: Path, rgb: np.ndarray) -> None:
     """Temp file then os.replace: an interrupted run never leaves a half-written overlay."""
     from .io import atomic_path
@@ -222,6 +229,7 @@ def predict_paths(
     device: str = "auto",
     batch_size: int = 16,
     cam_dir: str | Path | None = None,
+    tta: bool = False,
 ) -> pd.DataFrame:
     """Predict every image under ``paths``; one row per image.
 
@@ -230,37 +238,64 @@ def predict_paths(
     validation-chosen ``threshold``), threshold, predicted_body_part and body_part_probability
     (None/NaN for a single-task model) and, with ``cam_dir``, cam_path: a Grad-CAM overlay PNG
     of the abnormality logit on the letterboxed image.
+
+    ``checkpoint`` may be a ``mura ensemble`` file (probability: the members' mean; Grad-CAM: the
+    mean of the members' heatmaps, each resized to the largest member's letterboxed image) or an
+    ONNX file from ``mura export`` (run with onnxruntime; no Grad-CAM). ``tta`` averages each
+    image with its mirror image (see ``evaluate.predict_batches``).
     """
+    if Path(checkpoint).suffix.lower() == ".onnx":
+        if cam_dir:
+            raise ValueError(f"{checkpoint}: Grad-CAM needs the PyTorch checkpoint, not an ONNX export")
+        from .export import predict_onnx
+
+        return predict_onnx(paths, checkpoint, batch_size=batch_size, tta=tta)
     from .cam import gradcam_heatmaps, overlay
-    from .evaluate import predict_batches, predictions_table
-    from .models import get_spec
+    from .ensemble import mean_outputs, members_of
+    from .evaluate import predict_batches
     from .runtime import resolve_device
+    from .tta import mirrored_letterbox
 
     inputs = collect_inputs(paths)
     torch_device = resolve_device(device)
     model, info = load_predictor(checkpoint, torch_device)
-    model_name = info["model_name"]
-    spec = get_spec(model_name)
-    img_size = int(info.get("img_size") or info.get("config", {}).get("img_size") or spec.default_img_size)
+    members = members_of(model, info)
     threshold = float(info.get("threshold", 0.5))
     cam_paths = [Path(cam_dir) / name for name in _cam_names(inputs["path"].tolist())] if cam_dir else None
+    cam_size = max(member.img_size for member in members)
 
     batches = []
     for start in range(0, len(inputs), batch_size):
         rows = inputs.iloc[start : start + batch_size]
-        images = np.stack(
-            [letterbox(read_image(path, kind), img_size) for path, kind in zip(rows["path"], rows["kind"])]
-        )
-        images = torch.from_numpy(images)[:, None]  # (N,1,S,S) uint8
-        batch = {"image": images, "position": torch.arange(start, start + len(rows))}
-        batches.append(predict_batches(model, [batch], torch_device, spec.mean, spec.std))
+        grays = [read_image(path, kind) for path, kind in zip(rows["path"], rows["kind"])]
+        positions = torch.arange(start, start + len(rows))
+        member_outputs, heatmap_sum = [], None
+        for member in members:
+            images = torch.from_numpy(np.stack([letterbox(gray, member.img_size) for gray in grays]))[:, None]
+            batch = {"image": images, "position": positions}  # (N,1,S,S) uint8
+            if tta:
+                mirrored = np.stack([mirrored_letterbox(gray, member.img_size) for gray in grays])
+                batch["mirrored_image"] = torch.from_numpy(mirrored)[:, None]
+            member_outputs.append(
+                predict_batches(member.model, [batch], torch_device, member.mean, member.std, tta=tta)
+            )
+            if cam_paths is not None:
+                heatmaps = gradcam_heatmaps(member.model, member.model_name, images, mean=member.mean, std=member.std)
+                heatmaps = np.stack([_resized(heatmap, cam_size) for heatmap in heatmaps])
+                heatmap_sum = heatmaps if heatmap_sum is None else heatmap_sum + heatmaps
+        batches.append(mean_outputs(member_outputs))
         if cam_paths is not None:
-            heatmaps = gradcam_heatmaps(model, model_name, images)
-            for offset, (gray, heatmap) in enumerate(zip(images[:, 0].numpy(), heatmaps)):
-                if heatmap.shape != gray.shape:  # grad-cam already upsamples; keep the letterboxed size anyway
-                    heatmap = np.asarray(Image.fromarray(heatmap).resize(gray.shape[::-1], Image.BILINEAR))
-                _write_png(cam_paths[start + offset], overlay(gray, heatmap))
+            for offset, (gray, heatmap) in enumerate(zip(grays, heatmap_sum / len(members))):
+                _write_png(cam_paths[start + offset], overlay(letterbox(gray, cam_size), heatmap))
     outputs = {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
+    return study_predictions(inputs, outputs, threshold, cam_paths)
+
+
+def study_predictions(
+    inputs: pd.DataFrame, outputs: dict[str, np.ndarray], threshold: float, cam_paths: list[Path] | None = None
+) -> pd.DataFrame:
+    """``predict_paths``' table from ``collect_inputs`` rows and model outputs (PyTorch or ONNX)."""
+    from .evaluate import predictions_table
 
     table = predictions_table(inputs, outputs)
     table["study_probability"] = table.groupby("study", sort=False)["probability"].transform("mean")

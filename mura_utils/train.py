@@ -156,6 +156,18 @@ def _restore_rng_states(states: dict, generators: dict[str, torch.Generator]) ->
         generator.set_state(states[name])
 
 
+def exponential_moving_average(model: torch.nn.Module, decay: float):
+    """An EMA copy of ``model`` (torch's AveragedModel) updated after every optimizer step, BatchNorm
+    running statistics averaged too (``use_buffers``); None when ``decay`` is 0 (off)."""
+    if not decay:
+        return None
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"ema_decay must be 0 (off) or between 0 and 1, got {decay}")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def fit(config: TrainConfig, resume: bool = False) -> FitResult:
     """Train ``config.model``; returns the best epoch's validation metrics and the history."""
     dist = init_distributed()
@@ -203,6 +215,8 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     augment_config = AugmentConfig(max_rotation_degrees=config.rotation_degrees) if config.augment else None
     generators = {"shuffle": shuffle_generator, "augment": augment_generator}
+    ema = exponential_moving_average(getattr(model, "module", model), config.ema_decay)
+    evaluated = ema.module if ema is not None else model  # with EMA, the average is validated and saved
 
     start_epoch, best_score, best_epoch, best_metrics, threshold, stale, history = 1, -math.inf, 0, {}, 0.5, 0, []
     if resume and (out_dir / "last.pt").is_file():
@@ -212,6 +226,10 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         _restore_rng_states(state["rng"], generators)
+        if ema is not None:
+            if "ema_state_dict" not in state:
+                raise ValueError(f"{out_dir / 'last.pt'}: no EMA state to resume (that run had ema_decay=0)")
+            ema.load_state_dict(state["ema_state_dict"])
         start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
         best_metrics, threshold, stale, history = (
             state["best_metrics"],
@@ -254,12 +272,14 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(getattr(model, "module", model))
             seen += len(labels)
             loss_sum += loss.item() * len(labels)
             bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{seen / (time.perf_counter() - started):.0f}")
         train_seconds = time.perf_counter() - started
 
-        predictions = validation_predictions(model, val_set, config, device, amp_dtype, dist)
+        predictions = validation_predictions(evaluated, val_set, config, device, amp_dtype, dist)
         metrics = compute_metrics(predictions)
         score_key = config.selection_metric.removeprefix("study_")
         score = metrics["study"][score_key]
@@ -286,7 +306,7 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
             if improved:
                 save_checkpoint(
                     out_dir / "best.pt",
-                    model,
+                    evaluated,
                     config,
                     epoch,
                     metrics,
@@ -313,6 +333,7 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
                 best_threshold=threshold,
                 stale=stale,
                 history=history,
+                **({"ema_state_dict": ema.state_dict()} if ema is not None else {}),
             )
             atomic_write_text(out_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
             if config.verbose:

@@ -1,14 +1,24 @@
-"""Model factory: four registry entries, one input channel, heads, offline behaviour, local weights."""
+"""Model factory: four registry entries and any timm name, one input channel, heads, Grad-CAM layers,
+offline behaviour, local weights."""
 
 from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 import timm
 import torch
 
-from mura_utils.models import MODEL_REGISTRY, HeadOutput, PretrainedWeightsUnavailable, build_model, cam_target_layer
+from mura_utils.models import (
+    MODEL_REGISTRY,
+    HeadOutput,
+    PretrainedWeightsUnavailable,
+    build_model,
+    cam_target_layer,
+    find_cam_layer,
+    get_spec,
+)
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_REGISTRY))
@@ -75,3 +85,58 @@ def test_cli_model_names_match_the_registry():
     from mura_utils.constants import MODEL_NAMES
 
     assert sorted(MODEL_NAMES) == sorted(MODEL_REGISTRY)
+
+
+# --- any timm backbone by name -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["resnet18", "convnext_atto", "efficientnet_b3"])
+def test_any_timm_model_by_name_has_one_channel_both_heads_and_a_spatial_cam_layer(name):
+    from mura_utils.cam import gradcam_heatmaps
+
+    model = build_model(name, pretrained=False).eval()
+    with torch.no_grad():
+        outputs = model(torch.randn(2, 1, 64, 64))
+    assert outputs["abnormality"].shape == (2,) and outputs["body_part"].shape == (2, 7)
+    layer = cam_target_layer(model, name)
+    maps = []
+    handle = layer.register_forward_hook(lambda _module, _inputs, output: maps.append(output))
+    with torch.no_grad():
+        model(torch.randn(1, 1, 64, 64))
+    handle.remove()
+    assert maps[0].ndim == 4 and min(maps[0].shape[-2:]) > 1  # a feature map, not pooled features
+    images = torch.randint(0, 256, (2, 1, 64, 64), dtype=torch.uint8)
+    heatmaps = gradcam_heatmaps(model, name, images)
+    assert heatmaps.shape == (2, 64, 64) and np.isfinite(heatmaps).all()
+
+
+def test_convnext_cam_layer_is_the_last_stage_not_the_pooled_head_norm():
+    model = build_model("convnext_atto", pretrained=False)
+    assert find_cam_layer(model.backbone) == "stages"
+    assert find_cam_layer(build_model("resnet18", pretrained=False).backbone) == "layer4"
+
+
+def test_timm_spec_comes_from_the_pretrained_config():
+    from timm.models import get_pretrained_cfg
+
+    assert get_spec("efficientnet_b3").default_img_size == get_pretrained_cfg("efficientnet_b3").input_size[-1]
+    clip = get_spec("vit_base_patch16_clip_224.openai")
+    assert clip.mean == pytest.approx(sum(get_pretrained_cfg("vit_base_patch16_clip_224.openai").mean) / 3)
+    assert clip.mean != pytest.approx(get_spec("resnet18").mean)  # each model's own statistics
+    assert get_spec("efficientnet_b0") is MODEL_REGISTRY["efficientnet_b0"]  # seed models keep their entries
+
+
+def test_unknown_model_name_suggests_close_matches():
+    with pytest.raises(ValueError, match=r"unknown model 'convnext_tinny'.*did you mean.*convnext_tiny"):
+        build_model("convnext_tinny", pretrained=False)
+
+
+def test_three_channel_weights_file_of_a_timm_model_loads_with_summed_stem(tmp_path):
+    rgb = timm.create_model("convnext_atto", pretrained=False, num_classes=1000)
+    weights = tmp_path / "convnext_atto_rgb.pth"
+    torch.save(rgb.state_dict(), weights)
+    model = build_model("convnext_atto", pretrained=True, weights_path=str(weights))
+    torch.testing.assert_close(model.backbone.stem[0].weight, rgb.stem[0].weight.sum(dim=1, keepdim=True))
+    torch.testing.assert_close(
+        model.backbone.stages[3].blocks[0].mlp.fc1.weight, rgb.stages[3].blocks[0].mlp.fc1.weight
+    )

@@ -313,3 +313,64 @@ def test_duplicate_file_is_predicted_once(inputs):
         warnings.simplefilter("always")
         table = collect_inputs([study, study / "image1.png"])
     assert len(table) == 4 and any("more than once" in str(w.message) for w in caught)
+
+
+# --- test-time augmentation ----------------------------------------------------------------------
+
+
+def mirrored_copies(paths, folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for path in paths:
+        copies.append(folder / Path(path).name)
+        Image.fromarray(np.asarray(Image.open(path))[:, ::-1]).save(copies[-1])
+    return copies
+
+
+def test_tta_probability_is_unchanged_by_mirroring_the_input(tmp_path):
+    """Odd letterbox padding included (29 and 31 px wide at 32 px), where flipping the letterboxed
+    image would shift the content by a pixel."""
+    trained = make_checkpoint(tmp_path / "trained.pt")
+    originals = []
+    for number, shape in enumerate([(40, 29), (33, 50), (64, 31)]):
+        originals.append(tmp_path / "originals" / f"image{number}.png")
+        originals[-1].parent.mkdir(exist_ok=True)
+        Image.fromarray(radiograph(*shape, seed=number)).save(originals[-1])
+    mirrored = mirrored_copies(originals, tmp_path / "mirrored")
+    tta = predict_paths(originals, trained, device="cpu", tta=True)["probability"].to_numpy()
+    tta_mirrored = predict_paths(mirrored, trained, device="cpu", tta=True)["probability"].to_numpy()
+    np.testing.assert_allclose(tta_mirrored, tta, atol=1e-6)
+    plain = predict_paths(originals, trained, device="cpu")["probability"].to_numpy()
+    plain_mirrored = predict_paths(mirrored, trained, device="cpu")["probability"].to_numpy()
+    assert np.abs(plain - plain_mirrored).max() > 1e-4  # without TTA mirroring does change them
+    assert np.all(np.minimum(plain, plain_mirrored) - 1e-6 <= tta) and np.all(
+        tta <= np.maximum(plain, plain_mirrored) + 1e-6
+    )
+
+
+def test_evaluate_tta_is_unchanged_by_mirroring_every_image(tiny_mura, tmp_path):
+    import shutil
+
+    from mura_utils.data import load_mura_index
+    from mura_utils.evaluate import evaluate_checkpoint
+
+    trained = make_checkpoint(tmp_path / "best.pt")
+    mirrored_root = tmp_path / "mirrored" / "MURA-v1.1"
+    shutil.copytree(tiny_mura, mirrored_root)
+    for path in load_mura_index(mirrored_root, splits=("valid",))["path"]:
+        Image.fromarray(np.asarray(Image.open(path))[:, ::-1]).save(path)
+
+    def probabilities(root, tta, use_cache):
+        predictions, metrics = evaluate_checkpoint(
+            trained, root, device="cpu", tta=tta, use_cache=use_cache, cache_dir=tmp_path / "cache" / root.parent.name,
+            progress=False,
+        )  # fmt: skip
+        assert metrics["tta"] is tta
+        return predictions.assign(key=predictions["path"].map(lambda p: Path(p).relative_to(root).as_posix()))
+
+    original = probabilities(tiny_mura, True, True).set_index("key")["probability"]
+    mirrored = probabilities(mirrored_root, True, False).set_index("key")["probability"]
+    assert np.abs(mirrored[original.index] - original).max() < 1e-5
+    plain = probabilities(tiny_mura, False, True).set_index("key")["probability"]
+    plain_mirrored = probabilities(mirrored_root, False, False).set_index("key")["probability"]
+    assert np.abs(plain_mirrored[plain.index] - plain).max() > 1e-4

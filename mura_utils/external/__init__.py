@@ -16,7 +16,14 @@ verified links), ``index`` (the table), ``audit`` (``DuplicateReport``, ``dedupl
 from __future__ import annotations
 
 from .audit import DUPLICATE_KINDS, DuplicateReport, deduplicate, find_duplicates
-from .hashing import DEFAULT_MAX_DISTANCE, MIN_CORRELATION, ROTATION_MAX_DISTANCE, group_hashes, hamming_pairs
+from .hashing import (
+    DEFAULT_MAX_DISTANCE,
+    MIN_CORRELATION,
+    ROTATION_MAX_DISTANCE,
+    ROTATION_MIN_CORRELATION,
+    group_hashes,
+    hamming_pairs,
+)
 from .index import group_duplicates, load_external_index
 from .layout import LABEL_NAMES, SPLITS
 
@@ -26,6 +33,7 @@ __all__ = [
     "DEFAULT_MAX_DISTANCE",
     "ROTATION_MAX_DISTANCE",
     "MIN_CORRELATION",
+    "ROTATION_MIN_CORRELATION",
     "DUPLICATE_KINDS",
     "DuplicateReport",
     "load_external_index",

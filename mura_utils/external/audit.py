@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .hashing import DEFAULT_MAX_DISTANCE, MIN_CORRELATION, ROTATION_MAX_DISTANCE
+from .hashing import DEFAULT_MAX_DISTANCE, MIN_CORRELATION, ROTATION_MAX_DISTANCE, ROTATION_MIN_CORRELATION
 from .layout import LABEL_NAMES, SPLITS
 
 _KEEP_ORDER = {"test": 0, "val": 1, "train": 2}  # deduplicate keeps the test copy of a group
@@ -120,7 +120,8 @@ class DuplicateReport:
             "other under any quarter turn or mirror (8 orientations), or when a centre crop is within "
             f"{ROTATION_MAX_DISTANCE} bits of the other's crop rotated by -10..10 degrees or rescaled "
             "(augmented copies: small rotations with black or cropped corners), and their aligned "
-            f"thumbnails then correlate at >= {MIN_CORRELATION} after a high-pass filter (so distinct "
+            f"thumbnails then correlate at >= {MIN_CORRELATION} (rotations: {ROTATION_MIN_CORRELATION}) after "
+            "a high-pass filter (so distinct "
             "radiographs with the same layout stay apart). Groups are joined transitively. Copies "
             "count every file but the one kept per group, by how it is linked: exact (same bytes), "
             "near (same orientation: re-encoded, resized, brightness), transformed (turned, mirrored, "

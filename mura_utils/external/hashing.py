@@ -15,7 +15,8 @@ it by ~10 of 64 bits), so each image gets three descriptors, all from one decode
 
 A pair is a candidate when the plain hash of one is within the cutoff of any transformed hash of
 the other, and a duplicate when the aligned thumbnails also correlate (after a high-pass filter that
-removes the shared dark-background-bright-bone layout) at ``MIN_CORRELATION`` or more.
+removes the shared dark-background-bright-bone layout) at ``MIN_CORRELATION`` or more (rotations:
+``ROTATION_MIN_CORRELATION``, their crops hold less of the image).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from scipy.ndimage import gaussian_filter1d
 
 DEFAULT_MAX_DISTANCE = 6  # bits of 64: re-encoding or light resizing moves a phash by a few bits
 ROTATION_MAX_DISTANCE = 8  # bits of 64 between a centre crop and the nearest rotated/scaled crop
-MIN_CORRELATION = 0.86  # high-passed aligned crops: source-copy pairs >= 0.89, distinct synthetic <= 0.84
+MIN_CORRELATION = 0.86  # high-passed aligned thumbnails: copies >= 0.99, distinct synthetic <= 0.75
+ROTATION_MIN_CORRELATION = 0.88  # aligned centre crops: rotated copies mostly >= 0.9, distinct <= 0.87
 
 THUMB = 32  # pHash input size (as imagehash)
 CANVAS_SHORT = 64  # the rotation descriptor works on the image scaled to this short side...
@@ -235,6 +237,7 @@ def find_links(
     max_distance: int = DEFAULT_MAX_DISTANCE,
     rotation_max_distance: int = ROTATION_MAX_DISTANCE,
     min_correlation: float = MIN_CORRELATION,
+    rotation_min_correlation: float = ROTATION_MIN_CORRELATION,
 ) -> list[Link]:
     """Verified near/transformed pairs among images (indices into ``descriptors``)."""
     if len(descriptors) < 2:
@@ -278,7 +281,7 @@ def find_links(
             distances = _popcount64(turned[i, 0] ^ turned[j])
             correlation, v = -1.0, 0
             for k in np.argsort(distances, kind="stable")[:3].tolist():
-                if distances[k] > rotation_max_distance or correlation >= min_correlation:
+                if distances[k] > rotation_max_distance or correlation >= rotation_min_correlation:
                     break
                 score = _best_turn_correlation(descriptors[i]["canvas"], descriptors[j]["canvas"], *TURNS[k])
                 if score > correlation:
@@ -288,7 +291,7 @@ def find_links(
             link = Link(
                 i, j, kind, f"small rotation ({angle:+.1f} degrees)" if angle else f"rescaled or cropped (x{scale:.2f})"
             )
-        if correlation >= min_correlation:
+        if correlation >= (min_correlation if stage < 2 else rotation_min_correlation):
             links.append(link)
             parent[max(root_i, root_j)] = min(root_i, root_j)
     return sorted(links, key=lambda link: (link.left, link.right))

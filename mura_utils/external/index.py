@@ -18,6 +18,7 @@ from .hashing import (
     KIND_ORDER,
     MIN_CORRELATION,
     ROTATION_MAX_DISTANCE,
+    ROTATION_MIN_CORRELATION,
     components,
     find_links,
     image_descriptors,
@@ -94,6 +95,7 @@ def group_duplicates(
     max_distance: int = DEFAULT_MAX_DISTANCE,
     rotation_max_distance: int = ROTATION_MAX_DISTANCE,
     min_correlation: float = MIN_CORRELATION,
+    rotation_min_correlation: float = ROTATION_MIN_CORRELATION,
 ) -> pd.DataFrame:
     """near_group, duplicate_kind and duplicate_detail per file.
 
@@ -112,7 +114,11 @@ def group_duplicates(
     firsts = set(first_of.tolist())
     representatives = [row for row in range(n) if descriptors[row] is not None and row in firsts]
     links = find_links(
-        [descriptors[row] for row in representatives], max_distance, rotation_max_distance, min_correlation
+        [descriptors[row] for row in representatives],
+        max_distance,
+        rotation_max_distance,
+        min_correlation,
+        rotation_min_correlation,
     )
     edges += [(representatives[x.left], representatives[x.right], x.kind, x.detail) for x in links]
     left = np.array([edge[0] for edge in edges], dtype=np.int64)

@@ -39,7 +39,11 @@ def _plain(value: Any, where: str) -> Any:
     numpy scalars become Python numbers; anything else that is not plain is an error naming its key.
     """
     if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value).copy())
+        array = np.ascontiguousarray(value).copy()
+        try:
+            return torch.from_numpy(array)
+        except TypeError:  # e.g. uint32 before torch 2.3: widen, numpy takes it back as well
+            return torch.from_numpy(array.astype(np.int64 if array.dtype.kind in "iu" else np.float64))
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, _PLAIN_LEAVES):
@@ -63,7 +67,7 @@ def _plain(value: Any, where: str) -> Any:
 def _legacy_numpy_globals() -> list:
     """numpy pieces that checkpoints written before the plain-types rule hold (the numpy RNG state
     in ``last.pt``): array and scalar rebuilders that construct data, never call anything else."""
-    multiarray = getattr(np, "_core", np.core).multiarray
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # numpy 2 / 1.x
     pieces = [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype]
     pieces += [type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFD"]  # numpy >= 1.25 pickles dtype classes
     aliases = [(multiarray._reconstruct, "numpy.core.multiarray._reconstruct")]  # written by numpy 1.x

@@ -82,19 +82,22 @@ def _check_parts(parts: list[list[str]], split: str, csv_path: Path) -> None:
             raise MuraIndexError(f"{csv_path}: study folder {row[3]!r} does not end in _positive/_negative")
 
 
-def _load_split(mura_root: Path, split: str) -> pd.DataFrame:
+def _is_os_debris(path: str) -> bool:
+    """AppleDouble ``._image1.png`` (macOS zips), ``.DS_Store``, ``Thumbs.db``: not radiographs."""
+    name = path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return name.startswith("._") or name in _IGNORED_NAMES
+
+
+def _load_split(mura_root: Path, split: str, ignored: list[str]) -> pd.DataFrame:
+    """One split's rows; CSV rows naming OS debris are skipped and appended to ``ignored``."""
     images_csv = mura_root / f"{split}_image_paths.csv"
     studies_csv = mura_root / f"{split}_labeled_studies.csv"
-    image_paths = _read_csv(images_csv, ["image"])["image"].tolist()
+    listed = _read_csv(images_csv, ["image"])["image"].tolist()
     studies = _read_csv(studies_csv, ["study_path", "label"])
 
-    image_paths = list(
-        dict.fromkeys(  # drop repeated rows, keep order; never index macOS debris
-            path
-            for path in image_paths
-            if not (path.rsplit("/", 1)[-1].startswith("._") or path.rsplit("/", 1)[-1] in _IGNORED_NAMES)
-        )
-    )
+    ignored.extend(f"{images_csv.name}: {path}" for path in listed if _is_os_debris(path))
+    # drop repeated rows, keep order; never index macOS/Windows debris even when a CSV lists it
+    image_paths = list(dict.fromkeys(path for path in listed if not _is_os_debris(path)))
     image_parts = _relative_parts(image_paths, images_csv, 6)
     study_parts = _relative_parts(studies["study_path"].tolist(), studies_csv, 5)
     _check_parts(image_parts, split, images_csv)
@@ -142,10 +145,15 @@ def load_mura_index(root: str | Path, splits: tuple[str, ...] = SPLITS) -> pd.Da
 
     ``root`` is the ``MURA-v1.1`` folder or its parent. ``study`` is unique across the dataset
     ('train/XR_WRIST/patient00001/study1'): a patient can have a study1 under several body parts.
+    CSV rows naming OS debris (``._*`` AppleDouble files, ``.DS_Store``, ``Thumbs.db``) are skipped
+    and listed, as ``"<csv name>: <row>"``, in ``index.attrs["ignored_csv_rows"]``.
     """
     mura_root = resolve_mura_root(root)
-    tables = [_load_split(mura_root, split) for split in splits]
-    return pd.concat(tables, ignore_index=True)[INDEX_COLUMNS]
+    ignored: list[str] = []
+    tables = [_load_split(mura_root, split, ignored) for split in splits]
+    index = pd.concat(tables, ignore_index=True)[INDEX_COLUMNS]
+    index.attrs["ignored_csv_rows"] = ignored
+    return index
 
 
 def patient_split(index: pd.DataFrame, val_fraction: float = 0.1, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:

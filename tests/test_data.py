@@ -106,6 +106,42 @@ def test_image_without_labeled_study_is_named(tree):
         load_mura_index(tree)
 
 
+def test_os_debris_listed_in_the_csv_is_skipped_and_reported(tree):
+    """macOS zips leave ``._image1.png`` next to each image, and a CSV rebuilt from a directory listing
+    names them: they are skipped (not rows, not errors) and listed in attrs["ignored_csv_rows"]."""
+    study = "train/XR_WRIST/patient00001/study1_positive"
+    (tree / study / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (tree / "valid/XR_ELBOW/patient11185/study1_positive/Thumbs.db").write_bytes(b"junk")
+    debris = {
+        "train": [f"MURA-v1.1/{study}/._image1.png", f"MURA-v1.1/{study}/.DS_Store"],
+        "valid": [
+            "MURA-v1.1\\valid\\XR_ELBOW\\patient11185\\study1_positive\\._image1.png",  # Windows separators
+            "MURA-v1.1/valid/XR_ELBOW/patient11185/study1_positive/Thumbs.db",
+        ],
+    }
+    for split, rows in debris.items():
+        csv = tree / f"{split}_image_paths.csv"
+        lines = csv.read_text().splitlines()
+        csv.write_text("\n".join([lines[0], *rows, *lines[1:]]) + "\n")  # listed among the real rows
+        for row in rows:
+            assert (tree.parent / row.replace("\\", "/")).is_file()  # on disk, so only the name filter stops it
+    index = load_mura_index(tree)
+    assert len(index) == sum(study[-1] for study in STUDIES)
+    names = index["path"].map(lambda path: Path(path).name)
+    assert not names.str.startswith(".").any() and not (names == "Thumbs.db").any()
+    assert index.attrs["ignored_csv_rows"] == [
+        *(f"train_image_paths.csv: {row}" for row in debris["train"]),
+        *(f"valid_image_paths.csv: {row}" for row in debris["valid"]),
+    ]
+    assert load_mura_index(tree, splits=("valid",)).attrs["ignored_csv_rows"] == [
+        f"valid_image_paths.csv: {row}" for row in debris["valid"]
+    ]
+
+
+def test_clean_csvs_ignore_nothing(tree):
+    assert load_mura_index(tree).attrs["ignored_csv_rows"] == []
+
+
 def test_windows_line_endings_and_blank_lines_are_fine(tree):
     for csv in tree.glob("*.csv"):
         csv.write_bytes(csv.read_bytes().replace(b"\n", b"\r\n") + b"\r\n")

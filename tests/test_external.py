@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import time
 from pathlib import Path
 
+import imagehash
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,15 +16,16 @@ from PIL import Image, ImageDraw, ImageFile, ImageFilter
 
 from mura_utils.external import (
     DuplicateReport,
-    _class_label,
-    _popcount64_lut,
-    _split_name,
     deduplicate,
     find_duplicates,
     group_hashes,
     hamming_pairs,
     load_external_index,
 )
+from mura_utils.external.hashing import _popcount64_lut, transformed_pairs
+from mura_utils.external.layout import class_label, split_name
+from mura_utils.imaging import read_grayscale
+from mura_utils.synthetic.external import external_radiograph
 
 
 def picture(seed: int, size: tuple[int, int] = (160, 192)) -> Image.Image:
@@ -185,13 +188,19 @@ def test_report_names_pairs_and_conflicts(tree):
         "exact_groups": 2,
         "exact_redundant_files": 2,
         "near_groups": 2,
+        "transformed_groups": 0,
         "duplicate_groups": 4,
         "files_in_duplicate_groups": 8,
+        "redundant_copies": 4,
+        "exact_copies": 2,
+        "near_copies": 2,
+        "transformed_copies": 0,
         "cross_split_groups": 2,
         "cross_label_groups": 1,
         "images_after_dedup": 7,
         "per_split": None,
     }
+    assert all(type(value) is int for key, value in summary.items() if key != "per_split")
     assert summary["per_split"]["train"] == {"fractured": 2, "not_fractured": 4}
     text = report.to_markdown()
     for pair in pairs.values():
@@ -234,14 +243,14 @@ def test_wrong_root_raises_with_its_name(tmp_path):
     "name, split", [("Train", "train"), ("valid", "val"), ("Validation", "val"), ("TEST", "test"), ("tests", None)]
 )
 def test_split_names(name, split):
-    assert _split_name(name) == split
+    assert split_name(name) == split
 
 
 @pytest.mark.parametrize(
     "name, label", [("Fractured", 1), ("not fractured", 0), ("other", None), ("Not_Fractured", 0), ("not-fractured", 0)]
 )
 def test_class_names(name, label):
-    assert _class_label(name) == label
+    assert class_label(name) == label
 
 
 def test_popcount_lookup_table_matches_numpy():
@@ -264,3 +273,139 @@ def test_grouping_10000_random_hashes_is_vectorized():
     assert len(np.unique(groups)) == len(hashes) - 2
     left, right = hamming_pairs(hashes[:4])
     assert list(zip(left.tolist(), right.tolist())) == [(0, 1), (1, 2)]
+
+
+# ---------------------------------------------------------------- augmented copies
+
+
+def _jpeg(image: np.ndarray, quality: int) -> Image.Image:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+def _rotated(image: np.ndarray, degrees: float, how: str) -> np.ndarray:
+    """A small rotation the ways augmentation tools do it: black corners on the same canvas, an
+    expanded canvas, or cropped to the largest black-free rectangle and zoomed back to size."""
+    picture_ = Image.fromarray(image)
+    if how == "black":
+        return np.asarray(picture_.rotate(degrees, Image.BILINEAR, fillcolor=0))
+    if how == "expanded":
+        return np.asarray(picture_.rotate(degrees, Image.BILINEAR, expand=True, fillcolor=0))
+    width, height = picture_.size
+    radians = np.radians(abs(degrees))
+    zoom = max(
+        (width * np.cos(radians) + height * np.sin(radians)) / width,
+        (width * np.sin(radians) + height * np.cos(radians)) / height,
+    )
+    box = (
+        width * (1 - 1 / zoom) / 2,
+        height * (1 - 1 / zoom) / 2,
+        width * (1 + 1 / zoom) / 2,
+        height * (1 + 1 / zoom) / 2,
+    )
+    return np.asarray(picture_.rotate(degrees, Image.BILINEAR).resize((width, height), Image.BILINEAR, box=box))
+
+
+# kind -> (expected duplicate_kind, how the copy is made from the source array, how it is saved)
+AUGMENTATIONS = {
+    "rotated_90": ("transformed", lambda a: np.rot90(a, 1), "jpg"),
+    "rotated_180": ("transformed", lambda a: np.rot90(a, 2), "png"),
+    "rotated_270": ("transformed", lambda a: np.rot90(a, 3), "jpg"),
+    "mirrored_left_right": ("transformed", lambda a: a[:, ::-1], "jpg"),
+    "mirrored_top_bottom": ("transformed", lambda a: a[::-1], "png"),
+    "rotated_7_black_corners": ("transformed", lambda a: _rotated(a, 7, "black"), "jpg"),
+    "rotated_minus_7_expanded": ("transformed", lambda a: _rotated(a, -7, "expanded"), "png"),
+    "rotated_7_cropped": ("transformed", lambda a: _rotated(a, 7, "cropped"), "jpg"),
+    "rotated_10_black_corners": ("transformed", lambda a: _rotated(a, -10, "black"), "jpg"),
+    "resized_half": (
+        "near",
+        lambda a: np.asarray(Image.fromarray(a).resize((a.shape[1] // 2, a.shape[0] // 2))),
+        "png",
+    ),
+    "jpeg_quality_40": ("near", lambda a: np.asarray(_jpeg(a, 40)), "png"),
+    "png_to_jpeg": ("near", lambda a: a, "jpg"),
+    "renamed": ("exact", None, "png"),
+}
+SPLIT_FOLDERS = {"train": "train", "val": "valid", "test": "test"}
+
+
+@pytest.fixture(scope="module")
+def augmented_tree(tmp_path_factory) -> dict:
+    """Kaggle layout; one WRIST source per augmentation kind, its copy named like the Kaggle set's
+    (``<stem>-rotated1``) in another split, plus distinct WRIST radiographs that must stay apart."""
+    root = tmp_path_factory.mktemp("augmented")
+    splits = list(SPLIT_FOLDERS)
+    copies, distinct = {}, []
+    for number, (kind, (_, make, suffix)) in enumerate(AUGMENTATIONS.items()):
+        source_split, copy_split = splits[number % 3], splits[(number + 1) % 3]
+        label = "fractured" if number % 2 else "not fractured"
+        image = external_radiograph(number, "WRIST")
+        source = root / SPLIT_FOLDERS[source_split] / label / f"{number}.png"
+        source.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(source)
+        copy = root / SPLIT_FOLDERS[copy_split] / label / f"{number}-rotated1.{suffix}"
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        if make is None:
+            shutil.copyfile(source, copy)
+        else:
+            Image.fromarray(np.ascontiguousarray(make(image))).save(
+                copy, **({"quality": 92} if suffix == "jpg" else {})
+            )
+        copies[kind] = (source, copy)
+    for number in range(100, 112):  # distinct radiographs of the same body part
+        path = root / SPLIT_FOLDERS[splits[number % 3]] / "fractured" / f"image{number}.jpg"
+        Image.fromarray(external_radiograph(number, "WRIST")).save(path, quality=92)
+        distinct.append(path)
+    index = load_external_index(root, num_workers=0, progress=False)
+    return {"root": root, "index": index, "copies": copies, "distinct": distinct}
+
+
+@pytest.mark.parametrize("kind", list(AUGMENTATIONS))
+def test_each_augmented_copy_joins_its_source(augmented_tree, kind):
+    source, copy = augmented_tree["copies"][kind]
+    rows = files_of(augmented_tree["index"], [source, copy])
+    assert len(rows) == 2 and rows["near_group"].nunique() == 1, kind
+    assert set(rows["duplicate_kind"]) == {AUGMENTATIONS[kind][0]}, rows["duplicate_detail"].tolist()
+    group = augmented_tree["index"]["near_group"] == rows["near_group"].iloc[0]
+    assert group.sum() == 2  # nothing else was pulled in
+
+
+def test_distinct_radiographs_of_one_body_part_stay_apart(augmented_tree):
+    index = augmented_tree["index"]
+    sources = [source for source, _ in augmented_tree["copies"].values()]
+    rows = files_of(index, [*augmented_tree["distinct"], *sources])
+    assert len(rows) == len(AUGMENTATIONS) + 12 and rows["near_group"].is_unique
+    assert (files_of(index, augmented_tree["distinct"])["duplicate_kind"] == "").all()
+
+
+def test_the_report_counts_groups_and_copies_by_kind(augmented_tree):
+    report = find_duplicates(augmented_tree["index"])
+    expected = pd.Series([kind for kind, _, _ in AUGMENTATIONS.values()]).value_counts()
+    summary = report.summary()
+    assert summary["duplicate_groups"] == len(AUGMENTATIONS)
+    assert summary["redundant_copies"] == len(AUGMENTATIONS)
+    for kind in ("exact", "near", "transformed"):
+        assert summary[f"{kind}_copies"] == expected[kind], kind
+    assert summary["transformed_groups"] == expected["transformed"]
+    assert summary["near_groups"] == expected["near"] and summary["exact_groups"] == expected["exact"]
+    assert summary["images_after_dedup"] == len(AUGMENTATIONS) + 12
+    assert len(deduplicate(augmented_tree["index"])) == len(AUGMENTATIONS) + 12
+    text = report.to_markdown()
+    assert "| transformed copies | 9 |" in text and "Transformed-copy groups" in text
+    for detail in ("quarter turn (", "half turn (180 degrees)", "mirror image (", "small rotation (", "re-encoded"):
+        assert detail in text, detail
+
+
+def test_phash_column_is_imagehash_phash(augmented_tree):
+    for row in augmented_tree["index"].head(6).itertuples():
+        assert row.phash == str(imagehash.phash(Image.fromarray(read_grayscale(row.path))))
+
+
+def test_one_rotated_pair_found_in_many_random_hashes():
+    """The pair search sees a plain hash within the cutoff of any variant of another image."""
+    rng = np.random.default_rng(1)
+    variants = rng.integers(0, np.iinfo(np.uint64).max, size=(500, 45), dtype=np.uint64, endpoint=True)
+    variants[400, 17] = variants[3, 0] ^ np.uint64(0b101)  # image 400 turned by variant 17 ~ image 3
+    left, right, which = transformed_pairs(variants, 6)
+    assert list(zip(left.tolist(), right.tolist(), which.tolist())) == [(3, 400, 17)]

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from mura_utils.constants import BODY_PARTS
+from mura_utils.external import find_duplicates, load_external_index
 from mura_utils.imaging import read_grayscale
 from mura_utils.synthetic import (
     EXTERNAL_DIRNAME,
@@ -303,3 +304,40 @@ def test_external_is_deterministic(tmp_path, external):
     assert manifest == (external.parent / EXTERNAL_MANIFEST).read_bytes()
     other = make_external_sample(tmp_path / "other", seed=1)
     assert tree_bytes(other) != tree_bytes(external)
+
+
+def test_external_augmented_copies_land_in_their_source_group(external):
+    """Each planted copy (quarter turn, mirror, 7 degree rotations, resize, PNG->JPEG, renamed) is
+    grouped with its source by the external audit, with the kind the manifest records, and the
+    report counts every planted group and copy."""
+    manifest = json.loads((external.parent / EXTERNAL_MANIFEST).read_text())
+    copies = manifest["augmented_copies"]
+    assert {copy["kind"] for copy in copies} == {
+        "quarter_turn",
+        "mirror",
+        "rotated_7_degrees",
+        "rotated_minus_7_degrees_expanded",
+        "resized_60_percent",
+        "png_to_jpeg",
+        "renamed",
+    }
+    for copy in copies:
+        assert "-rotated" in Path(copy["copy"]).stem and (external / copy["copy"]).is_file()
+        assert (external / copy["source"]).read_bytes() != (external / copy["copy"]).read_bytes() or (
+            copy["kind"] == "renamed"
+        )
+    index = load_external_index(external, num_workers=0, progress=False).set_index("relpath")
+    for copy in copies:
+        source, duplicate = index.loc[copy["source"]], index.loc[copy["copy"]]
+        assert source["near_group"] == duplicate["near_group"], copy
+        assert duplicate["duplicate_kind"] == copy["duplicate_kind"], (copy, duplicate["duplicate_detail"])
+        assert (index["near_group"] == source["near_group"]).sum() == 2, copy
+    summary = find_duplicates(index.reset_index()).summary()
+    planted = {"exact": len(manifest["exact_duplicate_groups"]), "near": len(manifest["near_duplicate_groups"])}
+    planted["transformed"] = 0
+    for copy in copies:
+        planted[copy["duplicate_kind"]] += 1
+    assert summary["duplicate_groups"] == sum(planted.values())  # planted groups, and no false merge
+    assert summary["exact_groups"] == planted["exact"] and summary["transformed_groups"] == planted["transformed"]
+    for kind, count in planted.items():
+        assert summary[f"{kind}_copies"] == count, kind

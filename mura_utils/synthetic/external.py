@@ -49,14 +49,34 @@ def _external_name(rng: np.random.Generator, used: set[str], suffix: str) -> str
             return name
 
 
-def _external_image(rng: np.random.Generator, fractured: bool) -> np.ndarray:
+def _external_image(rng: np.random.Generator, fractured: bool, region: str | None = None) -> np.ndarray:
     """One external-style radiograph: lower or upper limb, flat noisy contrast, maybe a break."""
-    names, weights = zip(*_EXTERNAL_REGIONS)
-    region = str(rng.choice(names, p=np.array(weights) / sum(weights)))
+    if region is None:
+        names, weights = zip(*_EXTERNAL_REGIONS)
+        region = str(rng.choice(names, p=np.array(weights) / sum(weights)))
     anatomy = _LAYOUTS[region](rng)
     if fractured:
         anatomy = _add_break(rng, anatomy)
     return render_radiograph(anatomy, _sample_view(rng, (200, 360), external=True), rng)
+
+
+def external_radiograph(seed: int, body_part: str = "WRIST", fractured: bool = False) -> np.ndarray:
+    """One external-style radiograph (HxW uint8) of ``body_part`` (a MURA part name), for tests that
+    need distinct images of one body part."""
+    if body_part not in _LAYOUTS:
+        raise ValueError(f"body_part {body_part!r} is not one of {sorted(_LAYOUTS)}")
+    return _external_image(np.random.default_rng([seed, 13]), fractured, body_part)
+
+
+def _resized(image: np.ndarray, factor: float) -> np.ndarray:
+    height, width = image.shape
+    size = (round(width * factor), round(height * factor))
+    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+
+
+def _rotate(image: np.ndarray, degrees: float, expand: bool = False) -> np.ndarray:
+    """A small rotation as augmentation tools do it: corners filled black."""
+    return np.asarray(Image.fromarray(image).rotate(degrees, Image.BILINEAR, expand=expand, fillcolor=0))
 
 
 def make_external_sample(out_dir: str | Path, seed: int = 0, *, overwrite: bool = False) -> Path:
@@ -66,8 +86,11 @@ def make_external_sample(out_dir: str | Path, seed: int = 0, *, overwrite: bool 
     fractured}/`` (nested one level, like the download). Planted quirks, listed in
     ``out_dir/external_sample_manifest.json`` by paths relative to the returned root: three
     exact duplicate groups across splits (one also across labels), three near duplicates
-    (JPEG re-encode, 90% resize, +5% brightness), one JPEG truncated to half its bytes, and
-    stray non-image files (README.txt, .DS_Store, an AppleDouble ``._image1.png``).
+    (JPEG re-encode, 90% resize, +5% brightness), seven augmented copies of other sources named
+    like the Kaggle set's (``<stem>-rotated1.jpg``; ``augmented_copies``: a quarter turn, a mirror
+    image, a 7 degree rotation with black corners, a -7 degree rotation on an expanded canvas, a
+    60% resize saved as PNG, a PNG re-encoded as JPEG, a renamed byte copy), one JPEG truncated to
+    half its bytes, and stray non-image files (README.txt, .DS_Store, an AppleDouble ``._image1.png``).
     """
     out_dir = Path(out_dir)
     root = out_dir / EXTERNAL_DIRNAME
@@ -186,6 +209,67 @@ def make_external_sample(out_dir: str | Path, seed: int = 0, *, overwrite: bool 
         "train", "fractured", _external_name(rng, used[("train", "fractured")], ".jpg"), whole[: len(whole) // 2]
     )
 
+    augmented = []
+
+    def plant(kind: str, source_at: tuple[str, str, str, int], target: tuple[str, str], data_of, suffix: str) -> None:
+        """A copy of the nth ``suffix`` file of a source folder, named like the Kaggle set's copies
+        (``<source stem>-rotatedN``) or freshly, in ``target``; recorded with its kind."""
+        split, label, source_suffix, nth = source_at
+        name, image, data = source(split, label, source_suffix, nth)
+        stem = Path(name).stem
+        tags = [f"{stem}-rotated{k}{suffix}" for k in (1, 2, 3)]
+        copy_name = next((tag for tag in tags if tag not in used[target]), None)
+        copy_name = copy_name or _external_name(rng, used[target], suffix)
+        copy = write(*target, copy_name, data_of(image, data))
+        linked_as = (
+            "exact" if kind == "renamed" else "near" if kind in ("resized_60_percent", "png_to_jpeg") else "transformed"
+        )
+        augmented.append({"kind": kind, "duplicate_kind": linked_as, "source": rel(split, label, name), "copy": copy})
+
+    plant(
+        "quarter_turn",
+        ("train", "fractured", ".jpg", 2),
+        ("val", "fractured"),
+        lambda image, _: _jpeg_bytes(np.rot90(image), 90, rgb=False),
+        ".jpg",
+    )
+    plant(
+        "mirror",
+        ("train", "not fractured", ".jpg", 1),
+        ("test", "not fractured"),
+        lambda image, _: _jpeg_bytes(np.fliplr(image), 90, rgb=True),
+        ".jpg",
+    )
+    plant(
+        "rotated_7_degrees",
+        ("test", "fractured", ".jpg", 0),
+        ("train", "fractured"),
+        lambda image, _: _jpeg_bytes(_rotate(image, 7), 90, rgb=False),
+        ".jpg",
+    )
+    plant(
+        "rotated_minus_7_degrees_expanded",
+        ("val", "not fractured", ".jpg", 1),
+        ("val", "not fractured"),
+        lambda image, _: _png_bytes(_rotate(image, -7, expand=True), "L"),
+        ".png",
+    )
+    plant(
+        "resized_60_percent",
+        ("test", "not fractured", ".jpg", 0),
+        ("train", "not fractured"),
+        lambda image, _: _png_bytes(_resized(image, 0.6), "L"),
+        ".png",
+    )
+    plant(
+        "png_to_jpeg",
+        ("val", "fractured", ".png", 0),
+        ("test", "fractured"),
+        lambda image, _: _jpeg_bytes(image, 85, rgb=False),
+        ".jpg",
+    )
+    plant("renamed", ("test", "fractured", ".jpg", 1), ("test", "fractured"), lambda _, data: data, ".jpg")
+
     (root / "README.txt").write_text(
         "Bone fracture binary classification (synthetic sample).\n"
         "Folders: train, val, test; classes: fractured, not fractured.\n",
@@ -217,6 +301,7 @@ def make_external_sample(out_dir: str | Path, seed: int = 0, *, overwrite: bool 
         "exact_duplicate_groups": exact,
         "cross_label_duplicate_group": cross,
         "near_duplicate_groups": near,
+        "augmented_copies": augmented,
         "truncated": [truncated],
         "stray_files": stray,
         "image_counts": counts,

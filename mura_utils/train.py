@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 from .augment import AugmentConfig, batch_augment, normalize
 from .cache import iterate_batches, prefetch
 from .checkpoint import read_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import ConfigMismatchError, TrainConfig, describe_mismatch
 from .data import MuraDataset, class_weights, load_mura_index, open_image_cache, patient_split
 from .evaluate import choose_threshold, compute_metrics, predict_batches, predictions_table
 from .io import atomic_write_text
@@ -139,21 +140,51 @@ def _loss(outputs: dict, labels, body_parts, abnormal_weights, normal_weights, c
     return loss
 
 
-def _rng_states(generators: dict[str, torch.Generator]) -> dict:
+def _rng_states(generators: dict[str, torch.Generator], device: torch.device) -> dict:
+    """This process's random state as tensors and plain types (loads with weights_only=True)."""
+    kind, keys, position, has_gauss, cached_gauss = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gauss],
         "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         **{name: generator.get_state() for name, generator in generators.items()},
     }
 
 
-def _restore_rng_states(states: dict, generators: dict[str, torch.Generator]) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+def _restore_rng_states(states: dict, generators: dict[str, torch.Generator], device: torch.device) -> None:
+    random.setstate(tuple(tuple(part) if isinstance(part, list) else part for part in states["python"]))
+    kind, keys, position, has_gauss, cached_gauss = states["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gauss))
     torch.set_rng_state(states["torch"])
+    if device.type == "cuda" and states.get("cuda") is not None:
+        torch.cuda.set_rng_state(states["cuda"], device)
     for name, generator in generators.items():
         generator.set_state(states[name])
+
+
+def _rank_rng_states(saved: dict, dist: Distributed) -> dict | None:
+    """This rank's states from last.pt's ``rng`` ({"ranks": [...]}, one entry per rank; older
+    checkpoints hold rank 0's only); None when the world size changed since."""
+    ranks = saved["ranks"] if "ranks" in saved else [saved]
+    if len(ranks) != dist.world_size:
+        return None
+    return ranks[dist.rank]
+
+
+def check_resumable(out_dir: str | Path, config: TrainConfig) -> None:
+    """Refuse to continue ``out_dir`` with settings other than the ones it was trained with
+    (ConfigMismatchError names every differing setting); nothing on disk changes."""
+    saved_path = Path(out_dir) / "config.json"
+    if not saved_path.is_file():
+        return
+    try:
+        saved = TrainConfig.load(saved_path)
+    except (ValueError, TypeError) as error:
+        raise ConfigMismatchError(f"{saved_path}: not a readable run config ({error})") from error
+    differences = saved.differences(config)
+    if differences:
+        raise ConfigMismatchError(describe_mismatch(Path(out_dir), differences))
 
 
 def fit(config: TrainConfig, resume: bool = False) -> FitResult:
@@ -164,6 +195,8 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
     spec = get_spec(config.model)
     img_size = config.img_size or spec.default_img_size
     out_dir = Path(config.out_dir)
+    if resume:
+        check_resumable(out_dir, config)  # before config.json is overwritten
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         config.save(out_dir / "config.json")
@@ -211,7 +244,15 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        _restore_rng_states(state["rng"], generators)
+        rank_states = _rank_rng_states(state["rng"], dist)
+        if rank_states is not None:
+            _restore_rng_states(rank_states, generators, device)
+        else:
+            warnings.warn(
+                f"{out_dir / 'last.pt'} was saved by another number of processes: random states start afresh, "
+                "so this resumed run is not bit-for-bit the uninterrupted one",
+                stacklevel=2,
+            )
         start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
         best_metrics, threshold, stale, history = (
             state["best_metrics"],
@@ -282,6 +323,7 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
             best_metrics = metrics
         else:
             stale += 1
+        rng_states = dist.all_gather(_rng_states(generators, device))  # every rank's augmentation stream
         if dist.is_main:
             if improved:
                 save_checkpoint(
@@ -306,7 +348,7 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
                 optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict(),
                 scaler=scaler.state_dict(),
-                rng=_rng_states(generators),
+                rng={"ranks": rng_states},
                 best_score=best_score,
                 best_epoch=best_epoch,
                 best_metrics=best_metrics,

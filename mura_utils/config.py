@@ -113,11 +113,14 @@ class TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
+def format_differences(differences: dict[str, tuple]) -> str:
+    """'name: saved X, requested Y; ...' for {name: (saved, requested)}."""
+    return "; ".join(f"{name}: saved {saved!r}, requested {wanted!r}" for name, (saved, wanted) in differences.items())
+
+
 def describe_mismatch(out_dir: Path, differences: dict[str, tuple], way_out: str = "") -> str:
-    """One line per differing setting: 'name: saved X, requested Y'."""
-    settings = "; ".join(
-        f"{name}: saved {saved!r}, requested {wanted!r}" for name, (saved, wanted) in differences.items()
-    )
+    """Why ``out_dir`` cannot be continued with the requested settings, and the way out."""
+    settings = format_differences(differences)
     return f"{out_dir} was trained with other settings ({settings}). Continuing it would mix two experiments; " + (
         way_out or "pass the saved settings, choose another output folder, or drop --resume to train it afresh"
     )

@@ -1,15 +1,24 @@
 """`mura reproduce`: run the notebooks in order through papermill with one profile's parameters,
 keep every executed notebook under ``reports/runs/``, and stop at the first failing cell with a
 message naming the notebook and the cell. The only module that knows about papermill.
+
+It never deletes a finished run: before anything executes, it plans every training run of every
+notebook and checks each existing run folder. A finished run with the same settings is reused, an
+interrupted one resumes from last.pt, and a folder trained with other settings stops the whole
+command (naming the folder and the settings) with nothing changed on disk, unless ``restart``.
+So an interrupted ``mura reproduce`` continues when the same command is run again.
 """
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import json
 import os
 import shutil
 import sys
+import time
+from dataclasses import fields
 from pathlib import Path
 
 from .io import atomic_write_text
@@ -36,6 +45,7 @@ PROFILES: dict[str, dict] = {
         "n_resamples": 200,
         "cam_per_group": 3,
         "seed": 0,
+        "seeds": [0],
         "progress": False,
     },
     # full: the settings for a real MURA run on one GPU (ImageNet weights need internet or --weights)
@@ -48,6 +58,7 @@ PROFILES: dict[str, dict] = {
         "n_resamples": 2000,
         "cam_per_group": 6,
         "seed": 0,
+        "seeds": [0, 1, 2],
         "num_workers": 4,
         "progress": False,
     },
@@ -55,7 +66,12 @@ PROFILES: dict[str, dict] = {
 
 
 class ReproduceError(RuntimeError):
-    """A notebook failed; the message names the notebook, the cell and the error."""
+    """A notebook failed or the request cannot run; the message names the notebook, the cell
+    or the setting, and the error."""
+
+
+# Parameters that describe a notebook itself, never set from outside.
+FIXED_PARAMETERS = ("models",)
 
 
 def _kernel_for_this_python(runs_dir: Path) -> str:
@@ -65,7 +81,16 @@ def _kernel_for_this_python(runs_dir: Path) -> str:
     spec_dir = runs_dir / ".jupyter" / "kernels" / name
     spec_dir.mkdir(parents=True, exist_ok=True)
     spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        # log level ERROR: the kernel's own start-up warnings (e.g. "running over TCP without encryption",
+        # about a kernel that only this process talks to, on this machine) say nothing to a person
+        "argv": [
+            sys.executable,
+            "-m",
+            "ipykernel_launcher",
+            "-f",
+            "{connection_file}",
+            "--IPKernelApp.log_level=ERROR",
+        ],
         "display_name": "mura (reproduce)",
         "language": "python",
     }
@@ -88,6 +113,145 @@ def notebook_parameters(data_root: Path, out: Path, profile: dict, external_root
     }
 
 
+def declared_defaults(source: Path) -> dict:
+    """{name: default value} of a notebook's parameters cell (plain literals)."""
+    import papermill
+
+    defaults = {}
+    for name, parameter in papermill.inspect_notebook(str(source)).items():
+        try:
+            defaults[name] = ast.literal_eval(parameter["default"])
+        except (ValueError, SyntaxError) as error:
+            raise ReproduceError(
+                f"{source.name}: parameter {name} = {parameter['default']} is not a plain literal"
+            ) from error
+    return defaults
+
+
+def _type_name(value) -> str:
+    return type(value).__name__
+
+
+def check_parameter_types(overrides: dict, defaults_by_notebook: dict[str, dict]) -> None:
+    """Refuse an override whose type differs from the notebook's declared default (an int is a
+    fine float; a default of None takes anything): ``-p pretrained False`` must not be a string."""
+    problems = []
+    for name, value in overrides.items():
+        for notebook, defaults in defaults_by_notebook.items():
+            if name not in defaults or defaults[name] is None:
+                continue
+            expected = type(defaults[name])
+            fits = (isinstance(value, expected) and not (isinstance(value, bool) and expected is not bool)) or (
+                expected is float and isinstance(value, int) and not isinstance(value, bool)
+            )
+            if not fits:
+                problems.append(
+                    f"{name}={value!r} is of type {_type_name(value)}, but {notebook} declares "
+                    f"{name} = {defaults[name]!r} (of type {expected.__name__})"
+                )
+                break
+    if problems:
+        raise ReproduceError("parameter type mismatch: " + "; ".join(problems))
+
+
+def plan_notebook_runs(defaults: dict, offered: dict) -> list:
+    """The TrainConfig of every run a training notebook will ask for (its parameters cell
+    declares ``models``), mirroring its one call to ``experiment.run_models``."""
+    from . import experiment
+    from .config import TrainConfig
+
+    if "models" not in defaults:
+        return []
+    values = {**defaults, **{name: value for name, value in offered.items() if name in defaults}}
+    settings = {field.name: values[field.name] for field in fields(TrainConfig) if field.name in values}
+    return experiment.plan_runs(values["models"], values["runs_dir"], values["variants"], values["seeds"], **settings)
+
+
+def plan_runs(
+    data_root: str | Path,
+    out: str | Path = "reports",
+    profile: str = "demo",
+    overrides: dict | None = None,
+    notebooks: tuple[str, ...] = NOTEBOOKS,
+    external_root: str | Path | None = None,
+    notebook_dir: str | Path = NOTEBOOK_DIR,
+) -> dict[str, list[tuple]]:
+    """{notebook: [(TrainConfig, status, differences), ...]} for every run the pipeline would
+    train, where status is train | resume | reuse | conflict (see experiment.run_status).
+    Checks the profile, the parameter names and their types; changes nothing on disk."""
+    from . import experiment
+
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+    data_root, out = Path(data_root).resolve(), Path(out).resolve()
+    sources = [Path(notebook_dir) / f"{name}.ipynb" for name in notebooks]
+    missing = [str(source) for source in sources if not source.is_file()]
+    if missing:
+        raise ReproduceError(f"notebook(s) not found: {', '.join(missing)}")
+    defaults = {source.stem: declared_defaults(source) for source in sources}
+    declared = set().union(*(set(values) for values in defaults.values())) - set(FIXED_PARAMETERS)
+    unknown = set(overrides or {}) - declared
+    if unknown:
+        raise ReproduceError(f"parameter(s) {sorted(unknown)} are declared by no notebook; known: {sorted(declared)}")
+    check_parameter_types(overrides or {}, defaults)
+    parameters = {**PROFILES[profile], **(overrides or {})}
+    offered = notebook_parameters(data_root, out, parameters, Path(external_root) if external_root else None)
+    plan = {}
+    for source in sources:
+        try:
+            configs = plan_notebook_runs(defaults[source.stem], offered)
+        except ValueError as error:
+            raise ReproduceError(f"{source.name}: {error}") from None
+        plan[source.stem] = [(config, *experiment.run_status(config)) for config in configs]
+    return plan
+
+
+def describe_plan(plan: dict[str, list[tuple]], runs_dir: Path) -> str:
+    """One line per run: what will happen to it, then run folders the plan does not produce."""
+    lines, planned = [], set()
+    for notebook, runs in plan.items():
+        for config, status, _ in runs:
+            planned.add(Path(config.out_dir).name)
+            lines.append(f"  {notebook}: {Path(config.out_dir).name}: {status}")
+    others = sorted(
+        folder.name for folder in runs_dir.glob("*") if (folder / "run.json").is_file() and folder.name not in planned
+    )
+    if others:
+        lines.append(f"  not planned, yet in {runs_dir} (the reports include them): {', '.join(others)}")
+    return "\n".join(lines)
+
+
+def _refuse_conflicts(plan: dict[str, list[tuple]], restart: bool) -> None:
+    """Stop before anything runs when a run folder holds another experiment (or, with
+    ``restart``, delete the planned folders that are ours and start them afresh)."""
+    conflicts = [
+        (config, differences) for runs in plan.values() for config, status, differences in runs if status == "conflict"
+    ]
+    foreign = [config for config, differences in conflicts if "config.json" in differences]
+    if restart:
+        if foreign:
+            raise ReproduceError(
+                "--restart deletes only run folders of mura_utils (with a config.json); these are not: "
+                + ", ".join(config.out_dir for config in foreign)
+            )
+        for runs in plan.values():
+            for config, status, _ in runs:
+                if status != "train" and (Path(config.out_dir) / "config.json").is_file():
+                    shutil.rmtree(config.out_dir)
+        return
+    if conflicts:
+        from .config import format_differences
+
+        details = "\n".join(
+            f"  - {config.out_dir}: {format_differences(differences)}" for config, differences in conflicts
+        )
+        raise ReproduceError(
+            f"{len(conflicts)} run folder(s) hold runs with other settings than this request:\n{details}\n"
+            "Nothing was changed. Run the same command as before to continue those runs, add --restart to "
+            "delete and retrain the planned runs, or choose another --out."
+        )
+
+
 def reproduce(
     data_root: str | Path,
     out: str | Path = "reports",
@@ -96,15 +260,22 @@ def reproduce(
     notebooks: tuple[str, ...] = NOTEBOOKS,
     external_root: str | Path | None = None,
     notebook_dir: str | Path = NOTEBOOK_DIR,
+    restart: bool = False,
+    dry_run: bool = False,
 ) -> Path:
-    """Execute ``notebooks`` in order with ``profile`` (+ ``overrides``); returns the reports folder."""
+    """Execute ``notebooks`` in order with ``profile`` (+ ``overrides``); returns the reports folder.
+    Finished runs are reused, interrupted ones resumed; ``restart`` retrains the planned runs;
+    ``dry_run`` only prints the plan."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+    plan = plan_runs(data_root, out, profile, overrides, notebooks, external_root, notebook_dir)
     data_root, out = Path(data_root).resolve(), Path(out).resolve()
     runs_dir = out / "runs"
+    print(f"[mura reproduce] plan ({profile} profile):\n{describe_plan(plan, runs_dir)}", flush=True)
+    if dry_run:
+        return out
+    _refuse_conflicts(plan, restart)
     runs_dir.mkdir(parents=True, exist_ok=True)
     parameters = {**PROFILES[profile], **(overrides or {})}
     kernel = _kernel_for_this_python(runs_dir)
@@ -121,27 +292,17 @@ def reproduce(
         "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
         "notebooks": list(notebooks),
+        "runs": {Path(config.out_dir).name: status for runs in plan.values() for config, status, _ in runs},
+        "notebook_seconds": {},
     }
-    sources = [Path(notebook_dir) / f"{name}.ipynb" for name in notebooks]
-    missing = [str(source) for source in sources if not source.is_file()]
-    if missing:
-        raise ReproduceError(f"notebook(s) not found: {', '.join(missing)}")
-    declared_by = {source.stem: set(papermill.inspect_notebook(str(source))) for source in sources}
-    unknown = set(overrides or {}) - set().union(*declared_by.values())
-    if unknown:
-        raise ReproduceError(
-            f"parameter(s) {sorted(unknown)} are declared by no notebook; "
-            f"known: {sorted(set().union(*declared_by.values()))}"
-        )
-    for stale in runs_dir.iterdir():  # run folders of an earlier reproduce must not leak into this report
-        if stale.is_dir() and (stale / "config.json").is_file():
-            shutil.rmtree(stale)
     atomic_write_text(runs_dir / "reproduce.json", json.dumps(provenance, indent=2))
-    for name, source in zip(notebooks, sources):
+    offered = notebook_parameters(data_root, out, parameters, Path(external_root) if external_root else None)
+    for name in notebooks:
+        source = Path(notebook_dir) / f"{name}.ipynb"
         executed = runs_dir / f"{name}.ipynb"
         print(f"[mura reproduce] running {source.name} ...", flush=True)
-        declared = declared_by[name]
-        offered = notebook_parameters(data_root, out, parameters, Path(external_root) if external_root else None)
+        declared = set(papermill.inspect_notebook(str(source))) - set(FIXED_PARAMETERS)
+        started = time.perf_counter()
         try:
             papermill.execute_notebook(
                 str(source),
@@ -159,6 +320,8 @@ def reproduce(
                 f"{error.ename}: {error.evalue}. "
                 f"The executed notebook with the error is at {executed}"
             ) from None
+        provenance["notebook_seconds"][name] = round(time.perf_counter() - started, 1)
+        atomic_write_text(runs_dir / "reproduce.json", json.dumps(provenance, indent=2))
     provenance["finished_utc"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     atomic_write_text(runs_dir / "reproduce.json", json.dumps(provenance, indent=2))
     return out

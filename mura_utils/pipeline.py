@@ -17,11 +17,14 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 
 from .io import atomic_write_text
+from .progress import PROGRESS_FILE_VARIABLE
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = (
@@ -252,6 +255,48 @@ def _refuse_conflicts(plan: dict[str, list[tuple]], restart: bool) -> None:
         )
 
 
+def _with_live_progress(execute, progress_file: Path, notebook: str, to_train: list[str]) -> None:
+    """Run ``execute`` (one notebook) in a thread while showing its training progress: a bar per
+    run with epoch, elapsed time and an estimate of what remains (tqdm), from ``progress_file``."""
+    from tqdm.auto import tqdm
+
+    from .progress import ProgressFollower
+
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            execute()
+        except BaseException as error:  # handed to the caller's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, name=f"papermill {notebook}", daemon=True)
+    thread.start()
+    follower, bar, run = ProgressFollower(progress_file), None, None
+    follower.new_lines()  # skip earlier notebooks' lines
+    try:
+        while thread.is_alive():
+            thread.join(timeout=0.5)
+            for line in follower.new_lines():
+                if line["run"] != run:
+                    if bar is not None:
+                        bar.close()
+                    run = line["run"]
+                    position = f" ({to_train.index(run) + 1}/{len(to_train)})" if run in to_train else ""
+                    done = (line["epoch"] - 1) * line["steps"] + line["step"]
+                    total = line["epochs"] * line["steps"]
+                    # a resumed run starts at its epoch: the rate (and what remains) counts from there
+                    bar = tqdm(total=total, initial=done, desc=f"{notebook}: {run}{position}", unit="step")
+                bar.n = (line["epoch"] - 1) * line["steps"] + line["step"]
+                bar.set_postfix_str(f"epoch {line['epoch']}/{line['epochs']}", refresh=False)
+                bar.refresh()
+    finally:
+        if bar is not None:
+            bar.close()
+    if "error" in outcome:
+        raise outcome["error"]
+
+
 def reproduce(
     data_root: str | Path,
     out: str | Path = "reports",
@@ -266,8 +311,6 @@ def reproduce(
     """Execute ``notebooks`` in order with ``profile`` (+ ``overrides``); returns the reports folder.
     Finished runs are reused, interrupted ones resumed; ``restart`` retrains the planned runs;
     ``dry_run`` only prints the plan."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
 
     plan = plan_runs(data_root, out, profile, overrides, notebooks, external_root, notebook_dir)
     data_root, out = Path(data_root).resolve(), Path(out).resolve()
@@ -297,6 +340,27 @@ def reproduce(
     }
     atomic_write_text(runs_dir / "reproduce.json", json.dumps(provenance, indent=2))
     offered = notebook_parameters(data_root, out, parameters, Path(external_root) if external_root else None)
+    progress_file = runs_dir / "progress.jsonl"
+    progress_file.unlink(missing_ok=True)
+    earlier_variable = os.environ.get(PROGRESS_FILE_VARIABLE)
+    os.environ[PROGRESS_FILE_VARIABLE] = str(progress_file)  # the kernels inherit it
+    try:
+        _execute_notebooks(notebooks, notebook_dir, runs_dir, kernel, offered, plan, progress_file, provenance)
+    finally:
+        if earlier_variable is None:
+            os.environ.pop(PROGRESS_FILE_VARIABLE, None)
+        else:
+            os.environ[PROGRESS_FILE_VARIABLE] = earlier_variable
+    provenance["finished_utc"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    atomic_write_text(runs_dir / "reproduce.json", json.dumps(provenance, indent=2))
+    return out
+
+
+def _execute_notebooks(notebooks, notebook_dir, runs_dir, kernel, offered, plan, progress_file, provenance) -> None:
+    """Each notebook in turn through papermill; its wall time goes into reproduce.json."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
     for name in notebooks:
         source = Path(notebook_dir) / f"{name}.ipynb"
         executed = runs_dir / f"{name}.ipynb"
@@ -304,13 +368,19 @@ def reproduce(
         declared = set(papermill.inspect_notebook(str(source))) - set(FIXED_PARAMETERS)
         started = time.perf_counter()
         try:
-            papermill.execute_notebook(
-                str(source),
-                str(executed),
-                kernel_name=kernel,
-                cwd=str(source.parent),
-                parameters={k: v for k, v in offered.items() if k in declared},
-                progress_bar=False,
+            _with_live_progress(
+                partial(
+                    papermill.execute_notebook,
+                    str(source),
+                    str(executed),
+                    kernel_name=kernel,
+                    cwd=str(source.parent),
+                    parameters={k: v for k, v in offered.items() if k in declared},
+                    progress_bar=False,
+                ),
+                progress_file,
+                name,
+                [Path(config.out_dir).name for config, status, _ in plan.get(name, []) if status != "reuse"],
             )
         except PapermillExecutionError as error:
             first_line = next((line for line in str(error.source).splitlines() if line.strip()), "")
@@ -322,6 +392,3 @@ def reproduce(
             ) from None
         provenance["notebook_seconds"][name] = round(time.perf_counter() - started, 1)
         atomic_write_text(runs_dir / "reproduce.json", json.dumps(provenance, indent=2))
-    provenance["finished_utc"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    atomic_write_text(runs_dir / "reproduce.json", json.dumps(provenance, indent=2))
-    return out

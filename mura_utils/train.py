@@ -30,6 +30,7 @@ from .data import MuraDataset, class_weights, load_mura_index, open_image_cache,
 from .evaluate import choose_threshold, compute_metrics, predict_batches, predictions_table
 from .io import atomic_write_text
 from .models import build_model, get_spec
+from .progress import ProgressLog
 from .runtime import Distributed, amp_dtype_for, init_distributed, resolve_device, seed_everything
 
 
@@ -237,6 +238,7 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
     augment_config = AugmentConfig(max_rotation_degrees=config.rotation_degrees) if config.augment else None
     generators = {"shuffle": shuffle_generator, "augment": augment_generator}
 
+    progress_log = ProgressLog(out_dir.name, config.epochs, steps_per_epoch, enabled=dist.is_main)
     start_epoch, best_score, best_epoch, best_metrics, threshold, stale, history = 1, -math.inf, 0, {}, 0.5, 0, []
     if resume and (out_dir / "last.pt").is_file():
         state = read_checkpoint(out_dir / "last.pt")
@@ -278,7 +280,7 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
             leave=False,
             disable=not (config.progress and dist.is_main),
         )
-        for batch in bar:
+        for step, batch in enumerate(bar, start=1):
             images = batch["image"].to(device, non_blocking=True)
             if augment_config is not None:  # augmentation and normalization in one pass
                 images = batch_augment(images, augment_config, augment_generator, spec.mean, spec.std)
@@ -298,9 +300,11 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
             seen += len(labels)
             loss_sum += loss.item() * len(labels)
             bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{seen / (time.perf_counter() - started):.0f}")
+            progress_log.update(epoch, step)
         train_seconds = time.perf_counter() - started
 
         predictions = validation_predictions(model, val_set, config, device, amp_dtype, dist)
+        progress_log.update(epoch, steps_per_epoch, force=True)
         metrics = compute_metrics(predictions)
         score_key = config.selection_metric.removeprefix("study_")
         score = metrics["study"][score_key]

@@ -186,6 +186,47 @@ def run_variants(
     return run_models([model], runs_dir, variants, seeds, **overrides)
 
 
+def seconds_per_step(config: TrainConfig, steps: int = 2) -> float:
+    """Wall time of one training step (forward, backward, optimizer) of ``config``'s model at its
+    size and batch on its device, on random images after one warm-up step; a dry run multiplies it
+    into an estimate (data reads and validation are not included)."""
+    import time
+
+    import torch
+    import torch.nn.functional as F
+
+    from .models import get_spec
+    from .runtime import amp_dtype_for, resolve_device
+
+    device = resolve_device(config.device)
+    model = build_model(config.model, pretrained=False, multitask=config.multitask)
+    model = model.to(device).to(memory_format=torch.channels_last).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
+    amp_dtype = amp_dtype_for(device, config.amp)
+    size = config.img_size or get_spec(config.model).default_img_size
+    images = torch.randn(config.batch_size, 1, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 2, (config.batch_size,), device=device).float()
+    timings = []
+    for _ in range(steps + 1):
+        started = time.perf_counter()
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            outputs = model(images)
+        loss = F.binary_cross_entropy_with_logits(outputs["abnormality"].float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        timings.append(time.perf_counter() - started)
+    return min(timings[1:])
+
+
+def remaining_epochs(config: TrainConfig) -> int:
+    """Epochs an interrupted (or new) run still has to train, from its last.pt."""
+    last = Path(config.out_dir) / "last.pt"
+    return config.epochs - (int(read_checkpoint(last)["epoch"]) if last.is_file() else 0)
+
+
 def run_summary(run_dirs: list[str | Path]) -> pd.DataFrame:
     """A quick table of finished runs (the full comparison with CIs lives in mura_utils.report)."""
     rows = []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import json
+import math
 import os
 import shutil
 import sys
@@ -209,19 +210,53 @@ def plan_runs(
     return plan
 
 
-def describe_plan(plan: dict[str, list[tuple]], runs_dir: Path) -> str:
-    """One line per run: what will happen to it, then run folders the plan does not produce."""
+def describe_plan(plan: dict[str, list[tuple]], runs_dir: Path, estimates: dict[str, float] | None = None) -> str:
+    """One line per run: what will happen to it (with a time estimate when given), then run
+    folders the plan does not produce."""
     lines, planned = [], set()
     for notebook, runs in plan.items():
         for config, status, _ in runs:
-            planned.add(Path(config.out_dir).name)
-            lines.append(f"  {notebook}: {Path(config.out_dir).name}: {status}")
+            name = Path(config.out_dir).name
+            planned.add(name)
+            estimate = f" (~{_duration(estimates[name])})" if estimates and name in estimates else ""
+            lines.append(f"  {notebook}: {name}: {status}{estimate}")
+    if estimates:
+        lines.append(f"  training left, roughly: {_duration(sum(estimates.values()))} (timed steps on this machine)")
     others = sorted(
         folder.name for folder in runs_dir.glob("*") if (folder / "run.json").is_file() and folder.name not in planned
     )
     if others:
         lines.append(f"  not planned, yet in {runs_dir} (the reports include them): {', '.join(others)}")
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{max(minutes, 1)} min"
+
+
+def estimate_training_seconds(plan: dict[str, list[tuple]], data_root: str | Path) -> dict[str, float]:
+    """{run folder: rough training seconds left} for the runs to train or resume: epochs left x
+    steps per epoch x one step timed on this machine's device (+10% for validation)."""
+    from . import experiment
+    from .data import load_mura_index
+
+    train_images = len(load_mura_index(data_root, splits=("train",)))
+    step_seconds: dict[tuple, float] = {}
+    estimates = {}
+    for runs in plan.values():
+        for config, status, _ in runs:
+            if status not in ("train", "resume"):
+                continue
+            key = (config.model, config.img_size, config.batch_size, config.device, config.amp)
+            if key not in step_seconds:
+                print(f"[mura reproduce] timing {config.model} steps at {config.img_size} px ...", flush=True)
+                step_seconds[key] = experiment.seconds_per_step(config)
+            steps = math.ceil(train_images * (1 - config.val_fraction) / config.batch_size)
+            estimates[Path(config.out_dir).name] = experiment.remaining_epochs(config) * steps * step_seconds[key] * 1.1
+    return estimates
 
 
 def _refuse_conflicts(plan: dict[str, list[tuple]], restart: bool) -> None:
@@ -315,7 +350,8 @@ def reproduce(
     plan = plan_runs(data_root, out, profile, overrides, notebooks, external_root, notebook_dir)
     data_root, out = Path(data_root).resolve(), Path(out).resolve()
     runs_dir = out / "runs"
-    print(f"[mura reproduce] plan ({profile} profile):\n{describe_plan(plan, runs_dir)}", flush=True)
+    estimates = estimate_training_seconds(plan, data_root) if dry_run else None
+    print(f"[mura reproduce] plan ({profile} profile):\n{describe_plan(plan, runs_dir, estimates)}", flush=True)
     if dry_run:
         return out
     _refuse_conflicts(plan, restart)

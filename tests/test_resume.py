@@ -21,7 +21,7 @@ import pytest
 from mura_utils.cli import _parse_value
 from mura_utils.cli import main as cli_main
 from mura_utils.config import TrainConfig
-from mura_utils.pipeline import NOTEBOOK_DIR, ReproduceError, _refuse_conflicts, plan_runs
+from mura_utils.pipeline import NOTEBOOK_DIR, ReproduceError, _refuse_conflicts, plan_runs, reproduce
 
 # 2 epochs, so the kill lands after notebook 02's first last.pt and the rerun resumes mid-run
 SETTINGS = {"epochs": 2, "img_size": 32, "batch_size": 16, "variants": ["multitask"], "cam_per_group": 1}
@@ -169,3 +169,12 @@ def test_training_notebook_passes_every_declared_train_setting(name):
     assert [argument.id for argument in calls[0].args] == ["models", "runs_dir", "variants", "seeds"]
     train_fields = {field.name for field in fields(TrainConfig)}
     assert {keyword.arg for keyword in calls[0].keywords} == declared & train_fields
+
+
+def test_dry_run_lists_runs_with_an_estimate_and_writes_nothing(tiny_mura, tmp_path, capsys):
+    settings = {"epochs": 1, "img_size": 32, "batch_size": 8, "variants": ["multitask"], "seeds": [0, 1]}
+    reproduce(tiny_mura, tmp_path / "reports", "demo", settings, notebooks=("02_resnet50",), dry_run=True)
+    printed = capsys.readouterr().out
+    assert "02_resnet50: resnet50_multitask_seed0: train (~" in printed and "resnet50_multitask_seed1: train" in printed
+    assert "training left, roughly" in printed
+    assert not (tmp_path / "reports").exists()

@@ -123,6 +123,18 @@ def test_fit_on_cuda(tiny_mura, tmp_path):
     assert (tmp_path / "run" / "best.pt").is_file() and result.history["train_loss"].notna().all()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (benchmarks/gpu_check.sh runs it on a GPU)")
+def test_resume_on_cuda_restores_the_cuda_generator(tiny_mura, tmp_path):
+    fit(tiny_config(tiny_mura, tmp_path / "run", epochs=1, device="cuda"))
+    states = read_checkpoint(tmp_path / "run" / "last.pt")["rng"]["ranks"][0]
+    assert states["cuda"] is not None
+    torch.cuda.manual_seed(12345)  # anything else
+    generators = {"shuffle": torch.Generator(), "augment": torch.Generator()}
+    train_module._restore_rng_states(states, generators, torch.device("cuda"))
+    assert torch.equal(torch.cuda.get_rng_state(), states["cuda"])
+    assert torch.equal(generators["augment"].get_state(), states["augment"])
+
+
 def test_resume_continues_from_last_checkpoint(tiny_mura, tmp_path, monkeypatch):
     straight = fit(tiny_config(tiny_mura, tmp_path / "straight", epochs=3))
     calls = {"count": 0}

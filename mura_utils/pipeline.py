@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import fields
@@ -376,8 +377,9 @@ def reproduce(
     }
     atomic_write_text(runs_dir / "reproduce.json", json.dumps(provenance, indent=2))
     offered = notebook_parameters(data_root, out, parameters, Path(external_root) if external_root else None)
-    progress_file = runs_dir / "progress.jsonl"
-    progress_file.unlink(missing_ok=True)
+    # on local disk, not beside the runs: --out may be a network drive (Colab's Google Drive)
+    progress_folder = Path(tempfile.mkdtemp(prefix="mura_progress_"))
+    progress_file = progress_folder / "progress.jsonl"
     earlier_variable = os.environ.get(PROGRESS_FILE_VARIABLE)
     os.environ[PROGRESS_FILE_VARIABLE] = str(progress_file)  # the kernels inherit it
     try:
@@ -387,6 +389,7 @@ def reproduce(
             os.environ.pop(PROGRESS_FILE_VARIABLE, None)
         else:
             os.environ[PROGRESS_FILE_VARIABLE] = earlier_variable
+        shutil.rmtree(progress_folder, ignore_errors=True)
     provenance["finished_utc"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     atomic_write_text(runs_dir / "reproduce.json", json.dumps(provenance, indent=2))
     return out

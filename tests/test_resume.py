@@ -178,3 +178,16 @@ def test_dry_run_lists_runs_with_an_estimate_and_writes_nothing(tiny_mura, tmp_p
     assert "02_resnet50: resnet50_multitask_seed0: train (~" in printed and "resnet50_multitask_seed1: train" in printed
     assert "training left, roughly" in printed
     assert not (tmp_path / "reports").exists()
+
+
+def test_fit_reports_progress_to_the_file_named_by_the_environment(tiny_mura, tmp_path, monkeypatch):
+    from mura_utils.progress import PROGRESS_FILE_VARIABLE, ProgressFollower
+    from mura_utils.train import fit
+
+    monkeypatch.setenv(PROGRESS_FILE_VARIABLE, str(tmp_path / "progress.jsonl"))
+    follower = ProgressFollower(tmp_path / "progress.jsonl")
+    settings = {"epochs": 2, "img_size": 32, "batch_size": 16, "device": "cpu", "progress": False, "verbose": False}
+    fit(TrainConfig(data_root=str(tiny_mura), out_dir=str(tmp_path / "run"), cache_dir=str(tmp_path), **settings))
+    lines = follower.new_lines()
+    assert {line["run"] for line in lines} == {"run"} and lines[-1]["epoch"] == lines[-1]["epochs"] == 2
+    assert lines[-1]["step"] == lines[-1]["steps"] and follower.new_lines() == []

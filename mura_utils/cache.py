@@ -53,6 +53,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .imaging import ImageReadError, load_letterboxed
+from .io import fsync_directory, replace_durably
 
 if TYPE_CHECKING:  # torch is only needed by iterate_batches; keep `import cache` light
     import pandas as pd
@@ -195,6 +196,7 @@ def _write_manifest(manifest_path: Path, manifest: dict) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, manifest_path)
+    fsync_directory(manifest_path.parent)  # the manifest marks the cache complete: it must survive a power cut
 
 
 def _build(
@@ -219,7 +221,7 @@ def _build(
                 bar.update()
         images.flush()
         del images  # unmap before the rename
-        os.replace(temporary, array_path)
+        replace_durably(temporary, array_path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

@@ -205,12 +205,28 @@ def _cmd_reproduce(args) -> None:
     from .pipeline import reproduce
 
     overrides = {name: _parse_value(value) for name, value in args.parameter}
-    out = reproduce(args.data_root, args.out, args.profile, overrides, external_root=args.external_root)
-    print(f"reports written to {out} (start with {out / 'index.md'})")
+    out = reproduce(
+        args.data_root,
+        args.out,
+        args.profile,
+        overrides,
+        external_root=args.external_root,
+        restart=args.restart,
+        dry_run=args.dry_run,
+    )
+    if not args.dry_run:
+        print(f"reports written to {out} (start with {out / 'index.md'})")
 
 
 def _parse_value(text: str):
-    """-p values: JSON when it parses (numbers, true/false, null, lists), else the plain string."""
+    """-p values as papermill's CLI and a Python user read them: a Python literal (True, None,
+    3, 1e-3, [0, 1], 'x'), else JSON (true, null), else the plain string."""
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        pass
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -325,8 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar=("NAME", "VALUE"),
-        help="override one notebook parameter, e.g. -p epochs 5",
+        help="override one notebook parameter, e.g. -p epochs 5, -p pretrained False, -p seeds [0,1]",
     )
+    reproduce.add_argument(
+        "--restart",
+        action="store_true",
+        help="delete and retrain the runs this command plans (default: reuse finished runs, resume interrupted ones)",
+    )
+    reproduce.add_argument("--dry-run", action="store_true", help="list the runs it would train, resume or reuse")
     reproduce.set_defaults(handler=_cmd_reproduce)
     return parser
 

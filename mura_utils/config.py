@@ -11,6 +11,17 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+# What may choose the best epoch (on the patient-level validation split); extend here, nowhere else.
+SELECTION_METRICS = ("study_auroc", "study_kappa")
+# Fields that change how a run looks or where its scratch files go, never its numbers: a resumed or
+# reused run may differ in these. Every other field must match the run folder's config.json.
+RESULT_NEUTRAL_FIELDS = frozenset({"progress", "verbose", "num_workers", "cache_dir", "use_cache", "out_dir"})
+_PATH_FIELDS = ("data_root", "weights_path")
+
+
+class ConfigMismatchError(ValueError):
+    """A run folder was trained with other settings than the ones requested now."""
+
 
 def _option(default, help: str):  # noqa: A002 - argparse's word
     """A dataclass field whose help text the CLI shows."""
@@ -43,7 +54,7 @@ class TrainConfig:
     augment: bool = _option(True, "batched random flip + rotation + brightness/contrast on the training device")
     rotation_degrees: float = _option(30.0, "max random rotation (the MURA paper's 30 degrees)")
     selection_metric: str = _option(
-        "study_auroc", "study_auroc | study_kappa: best epoch on the patient-level validation split"
+        "study_auroc", "one of SELECTION_METRICS: picks the best epoch on the patient-level validation split"
     )
     # epochs without improvement before stopping early; 0 (default) runs the one-cycle schedule to its end,
     # where the best epochs usually are (early epochs can score high by chance on a small validation split)
@@ -57,6 +68,49 @@ class TrainConfig:
     out_dir: str = _option("runs/custom_cnn", "run folder: best.pt, last.pt, history.csv, config.json")
     progress: bool = _option(True, "tqdm bars")
     verbose: bool = _option(True, "one summary line per epoch")
+
+    def __post_init__(self) -> None:
+        """Refuse impossible settings now, not after a whole epoch."""
+        from .constants import MODEL_NAMES
+
+        problems = []
+        if self.model not in MODEL_NAMES:  # any timm name is fine too; an unknown one lists close matches
+            from .models import get_spec
+
+            try:
+                get_spec(self.model)
+            except ValueError as error:
+                problems.append(str(error))
+        if self.selection_metric not in SELECTION_METRICS:
+            problems.append(f"selection_metric {self.selection_metric!r} is not one of {list(SELECTION_METRICS)}")
+        if not 0 < self.val_fraction < 1:
+            problems.append(f"val_fraction {self.val_fraction!r} must be between 0 and 1 (exclusive)")
+        for name in ("epochs", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                problems.append(f"{name} {getattr(self, name)!r} must be a whole number >= 1")
+        if self.img_size is not None and (not isinstance(self.img_size, int) or self.img_size < 16):
+            problems.append(f"img_size {self.img_size!r} must be None or a whole number >= 16")
+        for name in ("num_workers", "patience"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                problems.append(f"{name} {getattr(self, name)!r} must be a whole number >= 0")
+        if not self.lr > 0:
+            problems.append(f"lr {self.lr!r} must be > 0")
+        if problems:
+            raise ValueError("TrainConfig: " + "; ".join(problems))
+
+    def differences(self, other: TrainConfig) -> dict[str, tuple]:
+        """{field: (self's value, other's value)} for the fields that change results (paths
+        compared resolved); empty when a run trained with ``self`` is a run of ``other``."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        for name in _PATH_FIELDS:
+            for values in (mine, theirs):
+                if values[name]:
+                    values[name] = str(Path(values[name]).expanduser().resolve())
+        return {
+            name: (mine[name], theirs[name])
+            for name in mine
+            if name not in RESULT_NEUTRAL_FIELDS and mine[name] != theirs[name]
+        }
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,3 +144,16 @@ class TrainConfig:
             return cls.from_dict(values)
         except (TypeError, ValueError) as error:
             raise ValueError(f"{path}: {error}") from error
+
+
+def format_differences(differences: dict[str, tuple]) -> str:
+    """'name: saved X, requested Y; ...' for {name: (saved, requested)}."""
+    return "; ".join(f"{name}: saved {saved!r}, requested {wanted!r}" for name, (saved, wanted) in differences.items())
+
+
+def describe_mismatch(out_dir: Path, differences: dict[str, tuple], way_out: str = "") -> str:
+    """Why ``out_dir`` cannot be continued with the requested settings, and the way out."""
+    settings = format_differences(differences)
+    return f"{out_dir} was trained with other settings ({settings}). Continuing it would mix two experiments; " + (
+        way_out or "pass the saved settings, choose another output folder, or drop --resume to train it afresh"
+    )

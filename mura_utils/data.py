@@ -222,8 +222,10 @@ class MuraDataset(Dataset):
     """Thin Dataset over an index table: one letterboxed grayscale image per row.
 
     ``raw=True`` yields uint8 pixels for the training loop to augment a whole batch on its
-    device (fast path); ``raw=False`` yields normalized float tensors, augmented per item when
-    ``train`` is set (convenient in a notebook). ``images`` may be a decode-once cache
+    device (fast path); ``raw=False`` yields float tensors normalized with the mean/std of the
+    model they feed (``model="resnet50"``, or explicit ``mean=``/``std=``; there is no default,
+    since a wrong one silently degrades a pretrained backbone), augmented per item when ``train``
+    is set (convenient in a notebook). ``cache`` may be a decode-once cache
     (anything with ``row_of(path)`` and ``images``) so epochs after the first never decode PNGs.
     """
 
@@ -233,11 +235,26 @@ class MuraDataset(Dataset):
         img_size: int,
         train: bool = False,
         raw: bool = False,
-        mean: float = 0.5,
-        std: float = 0.25,
+        mean: float | None = None,
+        std: float | None = None,
         cache=None,
         augment: AugmentConfig = AugmentConfig(),
+        model: str | None = None,
     ):
+        if model is not None:
+            from .models import get_spec
+
+            spec = get_spec(model)
+            if (mean, std) not in ((None, None), (spec.mean, spec.std)):
+                raise ValueError(
+                    f"MuraDataset: mean/std {mean}/{std} contradict model {model!r} ({spec.mean}/{spec.std})"
+                )
+            mean, std = spec.mean, spec.std
+        if not raw and (mean is None or std is None):
+            raise ValueError(
+                "MuraDataset(raw=False) normalizes images: pass the model they feed (model='resnet50') "
+                "or its mean= and std="
+            )
         self.index = index.reset_index(drop=True)
         self.img_size, self.train, self.raw = img_size, train, raw
         self.mean, self.std, self.cache, self.augment = mean, std, cache, augment

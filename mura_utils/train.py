@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +25,12 @@ from tqdm.auto import tqdm
 from .augment import AugmentConfig, batch_augment, normalize
 from .cache import iterate_batches, prefetch
 from .checkpoint import read_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import ConfigMismatchError, TrainConfig, describe_mismatch
 from .data import MuraDataset, class_weights, load_mura_index, open_image_cache, patient_split
 from .evaluate import choose_threshold, compute_metrics, predict_batches, predictions_table
 from .io import atomic_write_text
 from .models import build_model, get_spec
+from .progress import ProgressLog
 from .runtime import Distributed, amp_dtype_for, init_distributed, resolve_device, seed_everything
 
 
@@ -139,19 +141,25 @@ def _loss(outputs: dict, labels, body_parts, abnormal_weights, normal_weights, c
     return loss
 
 
-def _rng_states(generators: dict[str, torch.Generator]) -> dict:
+def _rng_states(generators: dict[str, torch.Generator], device: torch.device) -> dict:
+    """This process's random state as tensors and plain types (loads with weights_only=True)."""
+    kind, keys, position, has_gauss, cached_gauss = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gauss],
         "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         **{name: generator.get_state() for name, generator in generators.items()},
     }
 
 
-def _restore_rng_states(states: dict, generators: dict[str, torch.Generator]) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+def _restore_rng_states(states: dict, generators: dict[str, torch.Generator], device: torch.device) -> None:
+    random.setstate(tuple(tuple(part) if isinstance(part, list) else part for part in states["python"]))
+    kind, keys, position, has_gauss, cached_gauss = states["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gauss))
     torch.set_rng_state(states["torch"])
+    if device.type == "cuda" and states.get("cuda") is not None:
+        torch.cuda.set_rng_state(states["cuda"], device)
     for name, generator in generators.items():
         generator.set_state(states[name])
 
@@ -168,6 +176,30 @@ def exponential_moving_average(model: torch.nn.Module, decay: float):
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
+def _rank_rng_states(saved: dict, dist: Distributed) -> dict | None:
+    """This rank's states from last.pt's ``rng`` ({"ranks": [...]}, one entry per rank; older
+    checkpoints hold rank 0's only); None when the world size changed since."""
+    ranks = saved["ranks"] if "ranks" in saved else [saved]
+    if len(ranks) != dist.world_size:
+        return None
+    return ranks[dist.rank]
+
+
+def check_resumable(out_dir: str | Path, config: TrainConfig) -> None:
+    """Refuse to continue ``out_dir`` with settings other than the ones it was trained with
+    (ConfigMismatchError names every differing setting); nothing on disk changes."""
+    saved_path = Path(out_dir) / "config.json"
+    if not saved_path.is_file():
+        return
+    try:
+        saved = TrainConfig.load(saved_path)
+    except (ValueError, TypeError) as error:
+        raise ConfigMismatchError(f"{saved_path}: not a readable run config ({error})") from error
+    differences = saved.differences(config)
+    if differences:
+        raise ConfigMismatchError(describe_mismatch(Path(out_dir), differences))
+
+
 def fit(config: TrainConfig, resume: bool = False) -> FitResult:
     """Train ``config.model``; returns the best epoch's validation metrics and the history."""
     dist = init_distributed()
@@ -176,6 +208,8 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
     spec = get_spec(config.model)
     img_size = config.img_size or spec.default_img_size
     out_dir = Path(config.out_dir)
+    if resume:
+        check_resumable(out_dir, config)  # before config.json is overwritten
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         config.save(out_dir / "config.json")
@@ -218,6 +252,7 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
     ema = exponential_moving_average(getattr(model, "module", model), config.ema_decay)
     evaluated = ema.module if ema is not None else model  # with EMA, the average is validated and saved
 
+    progress_log = ProgressLog(out_dir.name, config.epochs, steps_per_epoch, enabled=dist.is_main)
     start_epoch, best_score, best_epoch, best_metrics, threshold, stale, history = 1, -math.inf, 0, {}, 0.5, 0, []
     if resume and (out_dir / "last.pt").is_file():
         state = read_checkpoint(out_dir / "last.pt")
@@ -225,7 +260,15 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        _restore_rng_states(state["rng"], generators)
+        rank_states = _rank_rng_states(state["rng"], dist)
+        if rank_states is not None:
+            _restore_rng_states(rank_states, generators, device)
+        else:
+            warnings.warn(
+                f"{out_dir / 'last.pt'} was saved by another number of processes: random states start afresh, "
+                "so this resumed run is not bit-for-bit the uninterrupted one",
+                stacklevel=2,
+            )
         if ema is not None:
             if "ema_state_dict" not in state:
                 raise ValueError(f"{out_dir / 'last.pt'}: no EMA state to resume (that run had ema_decay=0)")
@@ -255,7 +298,7 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
             leave=False,
             disable=not (config.progress and dist.is_main),
         )
-        for batch in bar:
+        for step, batch in enumerate(bar, start=1):
             images = batch["image"].to(device, non_blocking=True)
             if augment_config is not None:  # augmentation and normalization in one pass
                 images = batch_augment(images, augment_config, augment_generator, spec.mean, spec.std)
@@ -277,9 +320,11 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
             seen += len(labels)
             loss_sum += loss.item() * len(labels)
             bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{seen / (time.perf_counter() - started):.0f}")
+            progress_log.update(epoch, step)
         train_seconds = time.perf_counter() - started
 
         predictions = validation_predictions(evaluated, val_set, config, device, amp_dtype, dist)
+        progress_log.update(epoch, steps_per_epoch, force=True)
         metrics = compute_metrics(predictions)
         score_key = config.selection_metric.removeprefix("study_")
         score = metrics["study"][score_key]
@@ -302,6 +347,7 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
             best_metrics = metrics
         else:
             stale += 1
+        rng_states = dist.all_gather(_rng_states(generators, device))  # every rank's augmentation stream
         if dist.is_main:
             if improved:
                 save_checkpoint(
@@ -326,7 +372,7 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
                 optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict(),
                 scaler=scaler.state_dict(),
-                rng=_rng_states(generators),
+                rng={"ranks": rng_states},
                 best_score=best_score,
                 best_epoch=best_epoch,
                 best_metrics=best_metrics,

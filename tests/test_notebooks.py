@@ -67,7 +67,7 @@ def test_pipeline_writes_every_report(demo_reports):
         assert (out / "figures" / f"{name}.png").stat().st_size > 5000, name
     galleries = sorted(p.stem for p in (out / "figures" / "gradcam").glob("*.png"))
     assert galleries == sorted(
-        f"{m}_{v}"
+        f"{m}_{v}_seed0"
         for m in ("custom_cnn", "resnet50", "densenet169", "efficientnet_b0")
         for v in ("multitask", "single_task")
     )
@@ -75,6 +75,7 @@ def test_pipeline_writes_every_report(demo_reports):
     assert "SYNTHETIC" in index and "abnormal" in index
     provenance = json.loads((out / "runs" / "reproduce.json").read_text())
     assert provenance["parameters"]["epochs"] == 1 and provenance["finished_utc"]
+    assert set(provenance["notebook_seconds"]) == set(NOTEBOOKS) and set(provenance["runs"].values()) == {"train"}
 
 
 def test_comparison_table_has_all_models_variants_and_ensemble(demo_reports):
@@ -103,16 +104,18 @@ def test_comparison_table_has_all_models_variants_and_ensemble(demo_reports):
 def test_report_matches_mura_evaluate_on_the_same_checkpoint(demo_reports):
     from mura_utils.evaluate import evaluate_checkpoint
 
-    run = Path(demo_reports) / "runs" / "custom_cnn_multitask"
+    run = Path(demo_reports) / "runs" / "custom_cnn_multitask_seed0"
     info = json.loads((run / "run.json").read_text())
     _, metrics = evaluate_checkpoint(
         run / "best.pt", info["data_root"], "valid", device="cpu", progress=False, use_cache=False
     )
     table = pd.read_csv(Path(demo_reports) / "comparison.csv").set_index("run")
-    assert table.loc["custom_cnn_multitask", "study_kappa"] == pytest.approx(metrics["study"]["kappa"], abs=1e-6)
+    assert table.loc["custom_cnn_multitask_seed0", "study_kappa"] == pytest.approx(metrics["study"]["kappa"], abs=1e-6)
     if metrics["study"]["auroc"] is not None:
-        assert table.loc["custom_cnn_multitask", "study_auroc"] == pytest.approx(metrics["study"]["auroc"], abs=1e-6)
-    assert table.loc["custom_cnn_multitask", "image_accuracy"] == pytest.approx(metrics["image"]["accuracy"])
+        assert table.loc["custom_cnn_multitask_seed0", "study_auroc"] == pytest.approx(
+            metrics["study"]["auroc"], abs=1e-6
+        )
+    assert table.loc["custom_cnn_multitask_seed0", "image_accuracy"] == pytest.approx(metrics["image"]["accuracy"])
 
 
 def test_failing_notebook_stops_with_its_name_and_cell(tmp_path, tiny_mura):

@@ -123,6 +123,18 @@ def test_fit_on_cuda(tiny_mura, tmp_path):
     assert (tmp_path / "run" / "best.pt").is_file() and result.history["train_loss"].notna().all()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (benchmarks/gpu_check.sh runs it on a GPU)")
+def test_resume_on_cuda_restores_the_cuda_generator(tiny_mura, tmp_path):
+    fit(tiny_config(tiny_mura, tmp_path / "run", epochs=1, device="cuda"))
+    states = read_checkpoint(tmp_path / "run" / "last.pt")["rng"]["ranks"][0]
+    assert states["cuda"] is not None
+    torch.cuda.manual_seed(12345)  # anything else
+    generators = {"shuffle": torch.Generator(), "augment": torch.Generator()}
+    train_module._restore_rng_states(states, generators, torch.device("cuda"))
+    assert torch.equal(torch.cuda.get_rng_state(), states["cuda"])
+    assert torch.equal(generators["augment"].get_state(), states["augment"])
+
+
 def test_resume_continues_from_last_checkpoint(tiny_mura, tmp_path, monkeypatch):
     straight = fit(tiny_config(tiny_mura, tmp_path / "straight", epochs=3))
     calls = {"count": 0}
@@ -143,6 +155,29 @@ def test_resume_continues_from_last_checkpoint(tiny_mura, tmp_path, monkeypatch)
     assert list(resumed.history["epoch"]) == [1, 2, 3]
     columns = ["train_loss", "val_study_auroc", "val_image_kappa"]
     pd.testing.assert_frame_equal(straight.history[columns], resumed.history[columns])
+
+
+def test_resume_with_another_seed_is_refused_before_anything_changes(tiny_mura, tmp_path, capsys):
+    """The patient split depends on the seed: resuming with another one would leak validation patients."""
+    out = tmp_path / "run"
+    fit(tiny_config(tiny_mura, out, epochs=1))
+    before = {name: (out / name).read_bytes() for name in ("config.json", "last.pt", "best.pt")}
+    arguments = ["train", "--data-root", str(tiny_mura), "--epochs", "1", "--img-size", "32", "--batch-size", "16"]
+    arguments += ["--out", str(out), "--device", "cpu", "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    assert cli_main([*arguments, "--resume", "--seed", "1"]) == 2
+    error = capsys.readouterr().err
+    assert "seed: saved 0, requested 1" in error and str(out) in error
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert cli_main([*arguments, "--resume", "--seed", "0"]) == 0  # same settings (bar cosmetics): fine
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [({"selection_metric": "study_kapa"}, "selection_metric"), ({"val_fraction": 1.5}, "val_fraction")],
+)
+def test_config_is_validated_at_construction(change, named):
+    with pytest.raises(ValueError, match=named):
+        TrainConfig(**change)
 
 
 def test_crash_while_saving_never_leaves_a_half_written_best(tiny_mura, tmp_path, monkeypatch):
@@ -266,3 +301,6 @@ def test_torchrun_two_gloo_processes(tiny_mura, tmp_path):
     assert len(validation) == len(expected_val)
     assert validation["path"].is_unique and set(validation["path"]) == set(expected_val["path"])
     assert len(pd.read_csv(out / "history.csv")) == 2
+    ranks = read_checkpoint(out / "last.pt")["rng"]["ranks"]  # every rank's augmentation stream is saved
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["augment"], ranks[1]["augment"])
+    torch.load(out / "last.pt", weights_only=True)  # tensors and plain types only

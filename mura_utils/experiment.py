@@ -21,7 +21,7 @@ import pandas as pd
 from .checkpoint import read_checkpoint
 from .config import ConfigMismatchError, TrainConfig, describe_mismatch
 from .data import resolve_mura_root
-from .evaluate import evaluate_checkpoint
+from .evaluate import add_confidence_intervals, evaluate_checkpoint
 from .io import atomic_write_text
 from .models import build_model, count_parameters
 from .train import fit
@@ -45,17 +45,19 @@ def run_experiment(config: TrainConfig, resume: bool = False, test_split: str = 
     result = fit(config, resume=resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return out_dir  # under torchrun only rank 0 evaluates and writes
-    predictions, metrics = evaluate_checkpoint(
-        out_dir / "best.pt",
-        config.data_root,
-        test_split,
-        threshold=0.5,
-        device=config.device,
-        cache_dir=config.cache_dir,
-        use_cache=config.use_cache,
-        progress=config.progress,
-    )
+    evaluation = {
+        "threshold": 0.5,
+        "device": config.device,
+        "cache_dir": config.cache_dir,
+        "use_cache": config.use_cache,
+        "progress": config.progress,
+    }
+    predictions, metrics = evaluate_checkpoint(out_dir / "best.pt", config.data_root, test_split, **evaluation)
+    metrics = add_confidence_intervals(metrics, predictions, seed=config.seed)  # patient bootstrap
+    # test-time augmentation (each image averaged with its mirror): the report compares it, paired, with plain
+    tta_predictions, _ = evaluate_checkpoint(out_dir / "best.pt", config.data_root, test_split, tta=True, **evaluation)
     atomic_write_text(out_dir / "test_predictions.csv", predictions.to_csv(index=False))
+    atomic_write_text(out_dir / "test_predictions_tta.csv", tta_predictions.to_csv(index=False))
     atomic_write_text(out_dir / "test_metrics.json", json.dumps(metrics, indent=2))
     checkpoint = read_checkpoint(out_dir / "best.pt")
     history = result.history

@@ -32,6 +32,7 @@ from mura_utils.report import (
     gallery_cases,
     load_runs,
     report_bootstrap,
+    seed_groups,
     tta_table,
     write_comparison,
     write_report,
@@ -457,3 +458,11 @@ def test_one_seed_ablation_is_the_difference_of_the_table_rows(runs, table):
         expected = rows.loc[f"{model}_multitask", "study_kappa"] - rows.loc[f"{model}_single_task", "study_kappa"]
         assert delta["pairs"] == 1 and delta["delta"] == pytest.approx(expected)
     assert "one seed per variant" in ablation_markdown(ablation, N_RESAMPLES)
+
+
+def test_seed_groups_order_seeds_as_numbers(tmp_path):
+    index = write_test_images(tmp_path / "images", n_studies=6)
+    for seed in (10, 2, 1):
+        fabricate_run(tmp_path / "runs", index, "custom_cnn", "multitask", seed, False, f"run{seed}", False)
+    groups = seed_groups(load_runs(tmp_path / "runs"))
+    assert [run.seed for run in groups["custom_cnn", "multitask"]] == [1, 2, 10]

@@ -163,13 +163,21 @@ def _total(members: Sequence[Run], key: str) -> float:
     return float(sum(values)) if all(isinstance(v, (int, float)) for v in values) else float("nan")
 
 
+def _seed_order(seed) -> tuple:
+    """Sort key of a run.json seed: numeric order (2 before 10); unrecorded or non-numeric seeds last."""
+    try:
+        return (0, float(seed), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(seed))
+
+
 def seed_groups(runs: Sequence[Run]) -> dict[tuple[str, str], list[Run]]:
-    """Trained runs grouped by (model, variant) from run.json (never from folder names), seeds in order."""
+    """Trained runs grouped by (model, variant) from run.json (never from folder names), seeds in numeric order."""
     groups: dict[tuple[str, str], list[Run]] = {}
     for run in runs:
         if run.kind == "run" and run.model != "ensemble":
             groups.setdefault((run.model, run.variant), []).append(run)
-    return {key: sorted(members, key=lambda r: (str(r.seed), r.name)) for key, members in groups.items()}
+    return {key: sorted(members, key=lambda r: (_seed_order(r.seed), r.name)) for key, members in groups.items()}
 
 
 def seed_ensemble_run(members: Sequence[Run]) -> Run:

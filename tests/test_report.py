@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -27,6 +28,7 @@ from mura_utils.report import (
     cam_gallery,
     comparison_markdown,
     comparison_table,
+    drop_repeated_seeds,
     ensemble_predictions,
     ensemble_run,
     gallery_cases,
@@ -466,3 +468,55 @@ def test_seed_groups_order_seeds_as_numbers(tmp_path):
         fabricate_run(tmp_path / "runs", index, "custom_cnn", "multitask", seed, False, f"run{seed}", False)
     groups = seed_groups(load_runs(tmp_path / "runs"))
     assert [run.seed for run in groups["custom_cnn", "multitask"]] == [1, 2, 10]
+
+
+@pytest.fixture(scope="module")
+def old_and_new_folders(tmp_path_factory) -> Path:
+    """custom_cnn in both variants: old `<model>_<variant>` folders (seed 0) next to the
+    `<model>_<variant>_seed<k>` folders mura reproduce writes for seeds 0 and 1."""
+    root = tmp_path_factory.mktemp("repeats")
+    index = write_test_images(root / "images", n_studies=30)
+    for offset, variant in enumerate(VARIANTS):
+        old = fabricate_run(root / "runs", index, "custom_cnn", variant, 50 + offset, False, checkpoint=False)
+        info = json.loads((old / "run.json").read_text())
+        (old / "run.json").write_text(json.dumps({**info, "seed": 0}))
+        for seed in (0, 1):
+            folder = f"custom_cnn_{variant}_seed{seed}"
+            fabricate_run(root / "runs", index, "custom_cnn", variant, seed, False, folder, checkpoint=False)
+    return root / "runs"
+
+
+def test_a_seed_in_two_folders_counts_once_and_the_report_says_which_was_left_out(old_and_new_folders, tmp_path):
+    every_folder = load_runs(old_and_new_folders)
+    assert len(every_folder) == 6
+    with pytest.warns(UserWarning, match="custom_cnn_multitask: repeats seed 0"):
+        groups = seed_groups(every_folder)
+    for variant in VARIANTS:
+        assert [run.path.name for run in groups["custom_cnn", variant]] == [
+            f"custom_cnn_{variant}_seed0",
+            f"custom_cnn_{variant}_seed1",
+        ]
+    with pytest.warns(UserWarning):
+        ablation = ablation_table(every_folder, report_bootstrap(every_folder, 20))
+    assert set(ablation["pairs"]) == {2} and set(ablation["seeds"]) == {"0, 1"}
+    assert ensemble_run(every_folder).info["members"] == ["custom_cnn_multitask_seed0", "custom_cnn_multitask_seed1"]
+
+    with pytest.warns(UserWarning, match="repeat a seed"):
+        written = write_report(old_and_new_folders, tmp_path / "out", "fabricated", synthetic=True, n_resamples=5)
+    table = pd.read_csv(written["comparison_csv"])
+    assert "custom_cnn_multitask" not in set(table["run"]) and "custom_cnn_single_task" not in set(table["run"])
+    assert set(table.loc[table["kind"] == "seed_mean", "seeds"]) == {2}
+    index = written["index"].read_text()
+    left_out = next(line for line in index.splitlines() if line.startswith("Left out"))
+    assert "`custom_cnn_multitask`" in left_out and "`custom_cnn_single_task`" in left_out
+    assert "kept custom_cnn_multitask_seed0" in left_out
+
+
+def test_of_repeated_seeds_without_the_reproduce_name_the_newest_run_json_is_kept(tmp_path):
+    index = write_test_images(tmp_path / "images", n_studies=6)
+    for name, written_at in (("first_try", 1_000_000), ("second_try", 2_000_000), ("a_copy", 1_500_000)):
+        folder = fabricate_run(tmp_path / "runs", index, "resnet50", "multitask", 3, False, name, False)
+        os.utime(folder / "run.json", (written_at, written_at))
+    kept, left_out = drop_repeated_seeds(load_runs(tmp_path / "runs"))
+    assert [run.path.name for run in kept] == ["second_try"]
+    assert sorted(left_out) == ["a_copy", "first_try"] and "newest run.json" in left_out["first_try"]

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..statistics import ClusterBootstrap, paired_differences, verdict
-from .runs import MODEL_LABELS, VARIANT_LABELS, Run, seed_groups
+from .runs import MODEL_LABELS, VARIANT_LABELS, Run, _seed_order, seed_groups
 from .tables import markdown_table
 
 PAIRED = ("study_kappa", "study_auroc")
@@ -91,8 +91,8 @@ def ablation_table(runs: Sequence[Run], bootstrap: ClusterBootstrap) -> pd.DataF
         single = groups.get((model, "single_task"))
         if variant != "multitask" or not single:
             continue
-        by_seed = {str(run.seed): run for run in single}
-        pairs = [(a, by_seed[str(a.seed)]) for a in multitask if str(a.seed) in by_seed]
+        by_seed = {_seed_order(run.seed): run for run in single}
+        pairs = [(a, by_seed[_seed_order(a.seed)]) for a in multitask if _seed_order(a.seed) in by_seed]
         if not pairs and len(multitask) == len(single) == 1:
             pairs = [(multitask[0], single[0])]  # one run per variant (seeds differ or unrecorded)
         for a, b in pairs:

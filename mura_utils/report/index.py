@@ -22,7 +22,16 @@ from .figures import (
     plot_training_curves,
 )
 from .galleries import cam_gallery
-from .runs import MODEL_LABELS, VARIANT_LABELS, Run, ensemble_run, load_runs, representatives
+from .runs import (
+    MODEL_LABELS,
+    VARIANT_LABELS,
+    Run,
+    drop_repeated_seeds,
+    ensemble_run,
+    load_runs,
+    representatives,
+    warn_left_out,
+)
 from .tables import (
     _number,
     _plain,
@@ -104,6 +113,7 @@ def _index_markdown(
     synthetic: bool,
     skipped: dict[str, str],
     paired: dict[str, str] | None = None,
+    left_out: dict[str, str] | None = None,
 ) -> str:
     from .. import __version__
 
@@ -135,6 +145,17 @@ def _index_markdown(
         "## Runs",
         "",
         _runs_markdown(runs),
+        *(
+            [
+                "Left out (run folders that repeat another folder's model, variant and seed; counting them "
+                "would make one seed look like two): "
+                + "; ".join(f"`{folder}` ({why})" for folder, why in left_out.items())
+                + ".",
+                "",
+            ]
+            if left_out
+            else []
+        ),
         "## Results",
         "",
         f"Full table: [comparison.md]({link('comparison_md')}), "
@@ -211,7 +232,9 @@ def write_report(
     there are several seeds.
 
     ``synthetic`` is also switched on when any run.json says its data was the synthetic sample,
-    so a report of synthetic numbers can never go out without the warning. Returns the paths.
+    so a report of synthetic numbers can never go out without the warning. Run folders that repeat
+    another's (model, variant, seed) are left out, with a warning and a line in index.md (see
+    ``drop_repeated_seeds``). Returns the paths.
     """
     from ..checkpoint import CheckpointError
     from ..imaging import ImageReadError
@@ -220,6 +243,8 @@ def write_report(
     runs = load_runs(runs_dir)
     if not runs:
         raise ValueError(f"{runs_dir}: no run folders (with run.json) to report on")
+    runs, left_out = drop_repeated_seeds(runs)
+    warn_left_out(left_out)
     synthetic = bool(synthetic or any(run.info.get("synthetic") for run in runs))
     ensemble = ensemble_run(runs)
     everyone = runs + ([ensemble] if ensemble is not None else [])
@@ -259,6 +284,6 @@ def write_report(
     written["index"] = out_dir / "index.md"
     atomic_write_text(
         written["index"],
-        _index_markdown(runs, table, written, out_dir, data_description, synthetic, skipped, paired),
+        _index_markdown(runs, table, written, out_dir, data_description, synthetic, skipped, paired, left_out),
     )
     return written

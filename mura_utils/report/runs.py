@@ -5,6 +5,7 @@ ensembles built from them (over seeds of one model; over the multi-task models).
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,8 +152,10 @@ def mean_predictions(members: Sequence[Run], name: str) -> pd.DataFrame:
 
 
 def ensemble_predictions(runs: Sequence[Run]) -> pd.DataFrame:
-    """Mean image probability over the multi-task runs (every model and seed), matched by path."""
-    members = [run for run in runs if run.multitask and run.model != "ensemble" and run.kind == "run"]
+    """Mean image probability over the multi-task runs (every model and seed, each seed once), matched by path."""
+    members = [
+        run for run in drop_repeated_seeds(runs)[0] if run.multitask and run.model != "ensemble" and run.kind == "run"
+    ]
     if not members:
         raise ValueError("no multi-task runs to ensemble")
     return mean_predictions(members, ENSEMBLE_NAME)
@@ -171,8 +174,57 @@ def _seed_order(seed) -> tuple:
         return (1, 0.0, str(seed))
 
 
+def _folder_name(run: Run) -> str:
+    return run.path.name if run.path is not None else run.name
+
+
+def _newest_first(run: Run) -> tuple:
+    """run.json's modification time (newest first), then the folder name for a stable order."""
+    run_json = run.path / "run.json" if run.path is not None else None
+    written = run_json.stat().st_mtime if run_json is not None and run_json.is_file() else float("-inf")
+    return (-written, _folder_name(run))
+
+
+def drop_repeated_seeds(runs: Sequence[Run]) -> tuple[list[Run], dict[str, str]]:
+    """Runs with one folder per (model, variant, seed), and {left-out folder: why}: ``mura reproduce``
+    writes ``<model>_<variant>_seed<k>`` next to older ``<model>_<variant>`` folders of the same seed,
+    which would otherwise count as extra seeds. Of repeats, the folder named by
+    ``experiment.run_folder_name`` is kept, else the one whose run.json is newest. Runs without a
+    recorded seed are all kept (they cannot be told apart)."""
+    from ..experiment import run_folder_name
+
+    repeats: dict[tuple, list[Run]] = {}
+    for run in runs:
+        if run.kind == "run" and run.model != "ensemble" and run.seed is not None:
+            repeats.setdefault((run.model, run.variant, _seed_order(run.seed)), []).append(run)
+    left_out: dict[str, str] = {}
+    dropped: set[int] = set()
+    for (model, variant, (numeric, value, _)), members in repeats.items():
+        if len(members) < 2:
+            continue
+        seed = int(value) if numeric == 0 and value.is_integer() else members[0].seed
+        named = [run for run in members if _folder_name(run) == run_folder_name(model, variant, seed)]
+        kept = named[0] if named else min(members, key=_newest_first)
+        why = "the folder mura reproduce names" if named else "the newest run.json"
+        for run in members:
+            if run is not kept:
+                dropped.add(id(run))
+                left_out[_folder_name(run)] = f"repeats seed {seed} of {run.label}; kept {_folder_name(kept)}, {why}"
+    return [run for run in runs if id(run) not in dropped], left_out
+
+
+def warn_left_out(left_out: dict[str, str]) -> None:
+    """One warning naming the run folders left out of a report because they repeat a seed."""
+    if left_out:
+        folders = "; ".join(f"{folder}: {why}" for folder, why in left_out.items())
+        warnings.warn(f"run folder(s) left out of the report, they repeat a seed: {folders}", stacklevel=3)
+
+
 def seed_groups(runs: Sequence[Run]) -> dict[tuple[str, str], list[Run]]:
-    """Trained runs grouped by (model, variant) from run.json (never from folder names), seeds in numeric order."""
+    """Trained runs grouped by (model, variant) from run.json (never from folder names), seeds in
+    numeric order; a seed with several folders counts once (see ``drop_repeated_seeds``, warns)."""
+    runs, left_out = drop_repeated_seeds(runs)
+    warn_left_out(left_out)
     groups: dict[tuple[str, str], list[Run]] = {}
     for run in runs:
         if run.kind == "run" and run.model != "ensemble":
@@ -216,8 +268,10 @@ def representatives(runs: Sequence[Run]) -> list[Run]:
 
 def ensemble_run(runs: Sequence[Run]) -> Run | None:
     """The ensemble as a Run (so figures treat it like a model); None with fewer than two
-    multi-task runs, where an 'ensemble' would just repeat one run."""
-    members = [run for run in runs if run.multitask and run.model != "ensemble" and run.kind == "run"]
+    multi-task runs, where an 'ensemble' would just repeat one run; a repeated seed counts once."""
+    members = [
+        run for run in drop_repeated_seeds(runs)[0] if run.multitask and run.model != "ensemble" and run.kind == "run"
+    ]
     if len(members) < 2:
         return None
 

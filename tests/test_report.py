@@ -33,6 +33,7 @@ from mura_utils.report import (
     ensemble_run,
     gallery_cases,
     load_runs,
+    paired_markdown,
     report_bootstrap,
     seed_groups,
     tta_table,
@@ -520,3 +521,19 @@ def test_of_repeated_seeds_without_the_reproduce_name_the_newest_run_json_is_kep
     kept, left_out = drop_repeated_seeds(load_runs(tmp_path / "runs"))
     assert [run.path.name for run in kept] == ["second_try"]
     assert sorted(left_out) == ["a_copy", "first_try"] and "newest run.json" in left_out["first_try"]
+
+
+def test_tta_sentences_name_the_variant_like_the_table_rows(runs):
+    def sharper(predictions: pd.DataFrame) -> pd.DataFrame:
+        return predictions.assign(probability=predictions["probability"] ** 2)
+
+    with_tta = [
+        Run(run.name, run.model, run.variant, run.info, run.predictions, tta_predictions=sharper(run.predictions))
+        for run in runs
+        if run.model == "custom_cnn"
+    ]
+    text = paired_markdown(tta_table(with_tta, report_bootstrap(with_tta, 20)))
+    sentences = [line for line in text.splitlines() if line.startswith("- ")]
+    assert len(sentences) == 4 and len(set(line.split(":")[0] for line in sentences)) == 4
+    for variant in ("multi-task", "single-task"):
+        assert sum(line.startswith(f"- Custom CNN · {variant}, Study κ:") for line in sentences) == 1

@@ -115,6 +115,13 @@ def tta_table(runs: Sequence[Run], bootstrap: ClusterBootstrap) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
 
+def _model_label(row: pd.Series) -> str:
+    """'Custom CNN · multi-task' where the row is about one variant (TTA), 'Custom CNN' where it
+    compares the variants (ablation)."""
+    model = MODEL_LABELS.get(row["model"], row["model"])
+    return f"{model} · {VARIANT_LABELS.get(row['variant'], row['variant'])}" if row["variant"] else model
+
+
 def paired_markdown(table: pd.DataFrame, level: float = 0.95) -> str:
     """A paired-difference table as markdown, then each difference in words."""
     if table.empty:
@@ -122,12 +129,9 @@ def paired_markdown(table: pd.DataFrame, level: float = 0.95) -> str:
     header = ["Model", "Metric", "Seeds paired", "A", "B", "A − B", f"{level:.0%} CI", "p"]
     rows = []
     for _, row in table.iterrows():
-        model = MODEL_LABELS.get(row["model"], row["model"])
-        if row["variant"]:
-            model += f" · {VARIANT_LABELS.get(row['variant'], row['variant'])}"
         rows.append(
             [
-                model,
+                _model_label(row),
                 METRIC_LABELS.get(row["metric"], row["metric"]),
                 f"{row['pairs']} ({row['seeds']})",
                 f"{row['a']:.3f}",
@@ -138,8 +142,7 @@ def paired_markdown(table: pd.DataFrame, level: float = 0.95) -> str:
             ]
         )
     words = [
-        f"- {MODEL_LABELS.get(row['model'], row['model'])}, {METRIC_LABELS.get(row['metric'], row['metric'])}: "
-        f"{row['verdict']}."
+        f"- {_model_label(row)}, {METRIC_LABELS.get(row['metric'], row['metric'])}: {row['verdict']}."
         for _, row in table.iterrows()
     ]
     return markdown_table(header, rows, [False, False, False] + [True] * 5) + "\n" + "\n".join(words) + "\n"

@@ -537,3 +537,21 @@ def test_tta_sentences_name_the_variant_like_the_table_rows(runs):
     assert len(sentences) == 4 and len(set(line.split(":")[0] for line in sentences)) == 4
     for variant in ("multi-task", "single-task"):
         assert sum(line.startswith(f"- Custom CNN · {variant}, Study κ:") for line in sentences) == 1
+
+
+def test_a_run_without_a_grad_cam_layer_is_listed_and_the_report_still_written(runs_dir, tmp_path, monkeypatch):
+    import mura_utils.report.index as index_module
+
+    draw = index_module.cam_gallery
+
+    def vit_like(run, path, per_group=3):
+        if run.model == "resnet50":  # as models.cam_target_layer raises for a backbone without conv layers
+            raise ValueError(f"{run.model}: no convolutional layer to take Grad-CAM from")
+        return draw(run, path, per_group)
+
+    monkeypatch.setattr(index_module, "cam_gallery", vit_like)
+    with pytest.warns(UserWarning, match="no Grad-CAM"):
+        written = write_report(runs_dir, tmp_path, "fabricated", synthetic=True, n_resamples=5, cam_per_group=1)
+    index = written["index"].read_text()
+    assert "- ResNet50 · multi-task: no Grad-CAM: resnet50: no convolutional layer" in index
+    assert "gradcam/resnet50_multitask" not in written and "gradcam/custom_cnn_multitask" in written

@@ -213,7 +213,7 @@ def _index_markdown(
         if key in written:
             lines += [f"- [{run.label}]({link(key)})"]
         else:
-            lines += [f"- {run.label}: not drawn ({skipped.get(run.name, 'unknown reason')})"]
+            lines += [f"- {run.label}: {skipped.get(run.name, 'not drawn (unknown reason)')}"]
     return "\n".join(lines) + "\n"
 
 
@@ -279,8 +279,11 @@ def write_report(
             cam_gallery(run, gallery, per_group=cam_per_group)
             written[f"gradcam/{run.name}"] = gallery
         except (CheckpointError, ImageReadError) as error:
-            skipped[run.name] = str(error)
+            skipped[run.name] = f"not drawn ({error})"
             warnings.warn(f"Grad-CAM gallery for run {run.name} not drawn: {error}", stacklevel=2)
+        except ValueError as error:  # e.g. no convolutional layer for Grad-CAM (a ViT)
+            skipped[run.name] = f"no Grad-CAM: {error}"
+            warnings.warn(f"run {run.name}: no Grad-CAM gallery: {error}", stacklevel=2)
     written["index"] = out_dir / "index.md"
     atomic_write_text(
         written["index"],

@@ -33,7 +33,9 @@ from mura_utils.report import (
     ensemble_run,
     gallery_cases,
     load_runs,
+    model_colors,
     paired_markdown,
+    plot_roc,
     report_bootstrap,
     seed_groups,
     tta_table,
@@ -555,3 +557,19 @@ def test_a_run_without_a_grad_cam_layer_is_listed_and_the_report_still_written(r
     index = written["index"].read_text()
     assert "- ResNet50 · multi-task: no Grad-CAM: resnet50: no convolutional layer" in index
     assert "gradcam/resnet50_multitask" not in written and "gradcam/custom_cnn_multitask" in written
+
+
+def test_models_outside_the_seed_four_get_distinct_colours_in_the_figures(runs, tmp_path):
+    """Two timm models and ResNet50: three line colours in the ROC figure, not one grey for both timm models."""
+    models = ("vit_tiny_patch16_224", "convnext_atto", "resnet50")
+    shown = [Run(model, model, "multitask", {}, runs[0].predictions) for model in models]
+    colors = model_colors(run.model for run in shown)
+    assert len({colors[model] for model in models}) == 3
+    assert colors["resnet50"] == model_colors(["resnet50"])["resnet50"]  # the seed models keep their colour
+    assert len(set(model_colors(f"timm_model_{i}" for i in range(12)).values())) == 4 + 12 + 1
+    path = plot_roc(shown, "study", tmp_path / "roc.png")
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=float)
+    for model in models:
+        target = np.array(colors[model]) * 255
+        assert (np.abs(pixels - target).max(axis=-1) < 8).sum() > 50, model  # drawn in its own colour

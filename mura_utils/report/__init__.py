@@ -15,6 +15,7 @@ from __future__ import annotations
 from .ablation import PAIRED_COLUMNS, ablation_markdown, ablation_table, paired_markdown, tta_table
 from .figures import (
     STYLE,
+    model_colors,
     plot_ablation,
     plot_confusion_matrices,
     plot_per_body_part_kappa,
@@ -91,6 +92,7 @@ __all__ = [
     "load_run",
     "load_runs",
     "markdown_table",
+    "model_colors",
     "plot_ablation",
     "plot_confusion_matrices",
     "plot_per_body_part_kappa",

@@ -3,7 +3,7 @@ reliability and the multi-task ablation. Figures live outside pyplot (no global 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
 from pathlib import Path
 
@@ -64,18 +64,28 @@ def _save(figure: Figure, path: str | Path) -> Path:
     return path
 
 
-def _color(model: str):
-    """One colour per model in every figure (colour-blind safe); the ensemble is black."""
-    if model == "ensemble":
-        return "black"
-    palette = sns.color_palette("colorblind", 10)  # blue, orange, green, purple: easy to tell apart
-    return palette[(0, 1, 2, 4)[MODEL_ORDER.index(model)] if model in MODEL_ORDER else 7]
+SEED_MODEL_COLORS = (0, 1, 2, 4)  # colour-blind palette slots of MODEL_ORDER: blue, orange, green, purple
+SPARE_COLORS = (3, 5, 6, 8, 9, 7)  # the other slots (red, brown, pink, olive, sky, grey), for other models
 
 
-def _line_style(run: Run) -> dict:
+def model_colors(models: Iterable[str]) -> dict[str, tuple | str]:
+    """One distinct colour per model (colour-blind safe): the four seed models keep theirs, other
+    models take the spare colours in the order given (then evenly spaced hues), the ensemble black."""
+    palette = sns.color_palette("colorblind", 10)
+    colors: dict[str, tuple | str] = {"ensemble": "black"}
+    colors.update((model, palette[slot]) for model, slot in zip(MODEL_ORDER, SEED_MODEL_COLORS))
+    others = [model for model in dict.fromkeys(models) if model not in colors]
+    spare = [palette[slot] for slot in SPARE_COLORS]
+    if len(others) > len(spare):
+        spare += sns.color_palette("husl", len(others) - len(spare))
+    colors.update(zip(others, spare))
+    return colors
+
+
+def _line_style(run: Run, colors: dict) -> dict:
     """Same colour for one model's two variants; single-task dashed, the ensemble thick black."""
     return {
-        "color": _color(run.model),
+        "color": colors[run.model],
         "linestyle": "-" if run.multitask else "--",
         "linewidth": 2.2 if run.model == "ensemble" else 1.5,
     }
@@ -95,8 +105,9 @@ def _scores(run: Run, level: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 @_styled
-def plot_roc(runs: Sequence[Run], level: str, path: str | Path) -> Path:
+def plot_roc(runs: Sequence[Run], level: str, path: str | Path, colors: dict | None = None) -> Path:
     """All models' ROC curves overlaid at one level, AUROC in the legend, chance diagonal."""
+    colors = colors or model_colors(run.model for run in runs)
     figure = _figure(6.2, 5.4)
     axes = figure.subplots()
     axes.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1, label="chance (AUROC 0.5)")
@@ -111,7 +122,7 @@ def plot_roc(runs: Sequence[Run], level: str, path: str | Path) -> Path:
             false_positive,
             true_positive,
             label=f"{label} (AUROC {point_metrics(labels, probabilities)['auroc']:.3f})",
-            **_line_style(run),
+            **_line_style(run, colors),
         )
     axes.set(
         xlim=(0, 1),
@@ -126,8 +137,9 @@ def plot_roc(runs: Sequence[Run], level: str, path: str | Path) -> Path:
 
 
 @_styled
-def plot_per_body_part_kappa(runs: Sequence[Run], path: str | Path) -> Path:
+def plot_per_body_part_kappa(runs: Sequence[Run], path: str | Path, colors: dict | None = None) -> Path:
     """Grouped bars of study-level Cohen's kappa (threshold 0.5): body part x model."""
+    colors = colors or model_colors(run.model for run in runs)
     per_run = [compute_metrics(run.predictions, 0.5)["per_body_part"] for run in runs]
     parts = [part for part in BODY_PARTS if any(part in metrics for metrics in per_run)]
     figure = _figure(max(7.5, 1.3 * len(parts) + 3), 4.4)
@@ -141,7 +153,7 @@ def plot_per_body_part_kappa(runs: Sequence[Run], path: str | Path) -> Path:
             kappas,
             width,
             label=label,
-            color=_color(run.model),
+            color=colors[run.model],
             hatch=None if run.multitask else "///",
             edgecolor="white",
             linewidth=0.5,
@@ -194,15 +206,16 @@ def plot_confusion_matrices(runs: Sequence[Run], path: str | Path, threshold: fl
 
 
 @_styled
-def plot_training_curves(runs: Sequence[Run], path: str | Path) -> Path:
+def plot_training_curves(runs: Sequence[Run], path: str | Path, colors: dict | None = None) -> Path:
     """Training loss and validation study AUROC per epoch; a star marks each run's best epoch."""
+    colors = colors or model_colors(run.model for run in runs)
     figure = _figure(10, 4.2)
     loss_axes, auroc_axes = figure.subplots(1, 2)
     for run, label in zip(runs, _labels(runs)):
         history = run.history
         if history.empty or "epoch" not in history:
             continue
-        style = _line_style(run)
+        style = _line_style(run, colors)
         if "train_loss" in history:
             loss_axes.plot(history["epoch"], history["train_loss"], marker="o", markersize=3, label=label, **style)
         if "val_study_auroc" in history:
@@ -230,8 +243,9 @@ def plot_training_curves(runs: Sequence[Run], path: str | Path) -> Path:
 
 
 @_styled
-def plot_reliability(runs: Sequence[Run], path: str | Path, n_bins: int = 10) -> Path:
+def plot_reliability(runs: Sequence[Run], path: str | Path, n_bins: int = 10, colors: dict | None = None) -> Path:
     """Study-level calibration: observed abnormal fraction per probability bin vs the diagonal."""
+    colors = colors or model_colors(run.model for run in runs)
     figure = _figure(6.2, 5.4)
     axes = figure.subplots()
     axes.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1, label="perfectly calibrated")
@@ -240,7 +254,12 @@ def plot_reliability(runs: Sequence[Run], path: str | Path, n_bins: int = 10) ->
         observed, predicted = calibration_curve(labels, probabilities, n_bins=n_bins, strategy="uniform")
         brier = brier_score_loss(labels, probabilities)
         axes.plot(
-            predicted, observed, marker="o", markersize=4, label=f"{label} (Brier {brier:.3f})", **_line_style(run)
+            predicted,
+            observed,
+            marker="o",
+            markersize=4,
+            label=f"{label} (Brier {brier:.3f})",
+            **_line_style(run, colors),
         )
     axes.set(
         xlim=(0, 1),
@@ -255,10 +274,11 @@ def plot_reliability(runs: Sequence[Run], path: str | Path, n_bins: int = 10) ->
 
 
 @_styled
-def plot_ablation(ablation: pd.DataFrame, path: str | Path) -> Path:
+def plot_ablation(ablation: pd.DataFrame, path: str | Path, colors: dict | None = None) -> Path:
     """Multi-task minus single-task per model (study AUROC and kappa): the paired difference with
     its patient-bootstrap 95% CI; a bar crossing 0 means no evidence either way."""
     models = sorted(ablation["model"].unique(), key=lambda m: (MODEL_ORDER.index(m) if m in MODEL_ORDER else 99, m))
+    colors = colors or model_colors(models)
     figure = _figure(max(8, 1.6 * len(models) + 4), 4.2)
     panels = figure.subplots(1, 2)
     for axes, metric, title in zip(panels, ("study_auroc", "study_kappa"), ("Study AUROC", "Study Cohen's κ")):
@@ -269,7 +289,7 @@ def plot_ablation(ablation: pd.DataFrame, path: str | Path) -> Path:
             row = match.iloc[0]
             error = [[row["delta"] - row["ci_low"]], [row["ci_high"] - row["delta"]]]
             axes.errorbar(
-                x, row["delta"], yerr=np.nan_to_num(error), fmt="o", color=_color(model), capsize=4, markersize=7
+                x, row["delta"], yerr=np.nan_to_num(error), fmt="o", color=colors[model], capsize=4, markersize=7
             )
             axes.annotate(
                 f"{row['delta']:+.3f}\n({int(row['pairs'])} seed{'s' if row['pairs'] > 1 else ''})",

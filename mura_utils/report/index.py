@@ -14,6 +14,7 @@ import pandas as pd
 from ..io import atomic_write_text
 from .ablation import ablation_markdown, ablation_table, paired_markdown, tta_table
 from .figures import (
+    model_colors,
     plot_ablation,
     plot_confusion_matrices,
     plot_per_body_part_kappa,
@@ -265,13 +266,14 @@ def write_report(
     )
     atomic_write_text(written["ablation_md"], "\n".join(paired.values()))
     shown = representatives(everyone)
-    written["roc_study"] = plot_roc(shown, "study", figures / "roc_study.png")
-    written["roc_image"] = plot_roc(shown, "image", figures / "roc_image.png")
-    written["per_body_part_kappa"] = plot_per_body_part_kappa(shown, figures / "per_body_part_kappa.png")
+    colors = model_colors(run.model for run in shown)  # one colour per model in every figure
+    written["roc_study"] = plot_roc(shown, "study", figures / "roc_study.png", colors)
+    written["roc_image"] = plot_roc(shown, "image", figures / "roc_image.png", colors)
+    written["per_body_part_kappa"] = plot_per_body_part_kappa(shown, figures / "per_body_part_kappa.png", colors)
     written["confusion_matrices"] = plot_confusion_matrices(shown, figures / "confusion_matrices.png")
-    written["training_curves"] = plot_training_curves(runs, figures / "training_curves.png")
-    written["reliability"] = plot_reliability(shown, figures / "reliability.png")
-    written["ablation"] = plot_ablation(ablation, figures / "ablation.png")
+    written["training_curves"] = plot_training_curves(runs, figures / "training_curves.png", colors)
+    written["reliability"] = plot_reliability(shown, figures / "reliability.png", colors=colors)
+    written["ablation"] = plot_ablation(ablation, figures / "ablation.png", colors)
     skipped = {}
     for run in runs:
         gallery = figures / "gradcam" / f"{run.name}.png"

@@ -167,7 +167,9 @@ def _cmd_compare(args) -> None:
 
     if args.bootstrap < 1:
         raise ValueError(f"--bootstrap must be at least 1 for a comparison, not {args.bootstrap}")
-    result = write_comparison(args.a, args.b, args.out, args.bootstrap, args.seed)
+    result = write_comparison(args.a, args.b, args.out, args.bootstrap, args.seed, args.threshold)
+    if result["threshold_warning"]:
+        print(f"warning: {result['threshold_warning']}")
     for name, value in result["metrics"].items():
         low, high = value["ci"]
         print(f"{name}: A - B = {value['delta']:+.3f} [{low:+.3f}, {high:+.3f}], p = {value['p']:.3f}")
@@ -296,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", required=True, help="writes compare.json and compare.md here")
     compare.add_argument("--bootstrap", type=int, default=2000, help="patient resamples (default 2000)")
     compare.add_argument("--seed", type=int, default=0)
+    compare.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="study and image threshold for both A and B (default: each side's recorded threshold)",
+    )
     compare.set_defaults(handler=_cmd_compare)
 
     predict = commands.add_parser("predict", help="abnormality probabilities for images, study folders or DICOM")

@@ -3,14 +3,16 @@ differences of study kappa, study AUROC and image AUROC on identical patient res
 
 A and B are folders written by ``mura evaluate`` (predictions.csv + metrics.json) or run folders
 (test_predictions.csv + test_metrics.json / run.json). Each side keeps its own threshold, as
-recorded in its metrics (default 0.5). Images are matched by study and file name, so two
-evaluations of the same tree under different mount points still pair.
+recorded in its metrics (default 0.5), unless one threshold is given for both; when the two differ,
+the output says that the κ delta includes the threshold change (AUROC does not depend on it).
+Images are matched by study and file name, so two evaluations of the same tree under different
+mount points still pair.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -92,8 +94,32 @@ def align(a: Evaluation, b: Evaluation) -> tuple[pd.DataFrame, pd.DataFrame]:
     return tables[0].reset_index(drop=True), table_b.reset_index(drop=True)
 
 
-def compare_evaluations(a: Evaluation, b: Evaluation, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict:
-    """compare.json: A - B for study kappa, study AUROC and image AUROC, paired on patient resamples."""
+def threshold_warning(result: dict) -> str | None:
+    """The line that says a kappa difference is partly a threshold difference; None when A and B
+    share the study threshold (the image threshold moves none of the compared metrics)."""
+    a, b = result["a"]["threshold"], result["b"]["threshold"]
+    if a == b:
+        return None
+    return (
+        f"thresholds differ (A {a:g}, B {b:g}): kappa/sensitivity/specificity deltas include the threshold "
+        "change; AUROC does not. Compare at one threshold with --threshold X."
+    )
+
+
+def compare_evaluations(
+    a: Evaluation,
+    b: Evaluation,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    threshold: float | None = None,
+) -> dict:
+    """compare.json: A - B for study kappa, study AUROC and image AUROC, paired on patient resamples;
+    ``threshold`` (study and image) replaces both sides' recorded thresholds."""
+    if threshold is not None:
+        if not 0 <= threshold <= 1:
+            raise ValueError(f"threshold must be a probability in [0, 1], not {threshold}")
+        a = replace(a, threshold=float(threshold), image_threshold=float(threshold))
+        b = replace(b, threshold=float(threshold), image_threshold=float(threshold))
     table_a, table_b = align(a, b)
     bootstrap = ClusterBootstrap(table_a["patient"], n_resamples, seed, unit="patient")
     metrics = paired_differences(
@@ -102,7 +128,7 @@ def compare_evaluations(a: Evaluation, b: Evaluation, n_resamples: int = DEFAULT
         thresholds=[(a.threshold, b.threshold)],
         image_thresholds=[(a.image_threshold, b.image_threshold)],
     )
-    return {
+    result = {
         "unit": "patient",
         "level": bootstrap.level,
         "resamples": bootstrap.n_resamples,
@@ -112,10 +138,13 @@ def compare_evaluations(a: Evaluation, b: Evaluation, n_resamples: int = DEFAULT
         "n_images": int(len(table_a)),
         "a": {"folder": str(a.folder), "threshold": a.threshold, "image_threshold": a.image_threshold},
         "b": {"folder": str(b.folder), "threshold": b.threshold, "image_threshold": b.image_threshold},
+        "threshold_given": threshold,
         "p_value": "two-sided bootstrap: 2 x min(share of resampled deltas <= 0, share >= 0), "
         "each (k + 1) / (n + 1), capped at 1",
         "metrics": metrics,
     }
+    result["threshold_warning"] = threshold_warning(result)
+    return result
 
 
 def compare_markdown(result: dict) -> str:
@@ -128,6 +157,7 @@ def compare_markdown(result: dict) -> str:
         f"- **B:** `{result['b']['folder']}` (study threshold {result['b']['threshold']:g})",
         f"- {result['n_images']} images, {result['n_studies']} studies, {result['n_patients']} patients; "
         f"{result['resamples']} bootstrap resamples of whole **patients**, the same resamples for A and B.",
+        *([f"- **Warning:** {threshold_warning(result)}"] if threshold_warning(result) else []),
         "",
         "| Metric | A | B | A − B | 95% CI | p |",
         "|:---|---:|---:|---:|---:|---:|",
@@ -148,14 +178,28 @@ def compare_markdown(result: dict) -> str:
 
 
 def write_comparison(
-    folder_a: str | Path, folder_b: str | Path, out_dir: str | Path, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+    folder_a: str | Path,
+    folder_b: str | Path,
+    out_dir: str | Path,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    threshold: float | None = None,
 ) -> dict:
-    """Compare two evaluation (or run) folders; writes ``compare.json`` and ``compare.md`` into ``out_dir``."""
-    result = compare_evaluations(load_evaluation(folder_a), load_evaluation(folder_b), n_resamples, seed)
+    """Compare two evaluation (or run) folders (at ``threshold`` for both when given); writes
+    ``compare.json`` and ``compare.md`` into ``out_dir``."""
+    result = compare_evaluations(load_evaluation(folder_a), load_evaluation(folder_b), n_resamples, seed, threshold)
     out_dir = Path(out_dir)
     atomic_write_text(out_dir / "compare.json", json.dumps(result, indent=2))
     atomic_write_text(out_dir / "compare.md", compare_markdown(result))
     return result
 
 
-__all__ = ["Evaluation", "PAIRED_METRICS", "align", "compare_evaluations", "load_evaluation", "write_comparison"]
+__all__ = [
+    "Evaluation",
+    "PAIRED_METRICS",
+    "align",
+    "compare_evaluations",
+    "load_evaluation",
+    "threshold_warning",
+    "write_comparison",
+]

@@ -12,6 +12,7 @@ mount points still pair.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from .io import atomic_write_text
 from .statistics import DEFAULT_RESAMPLES, PAIRED_METRICS, ClusterBootstrap, paired_differences, verdict
 
 TEXT_COLUMNS = ("path", "split", "body_part", "patient", "study", "predicted_body_part")
+COMPARE_COLUMNS = ("path", "study", "patient", "label", "probability")
 
 
 @dataclass
@@ -40,6 +42,20 @@ def _read_json(path: Path) -> dict:
         raise ValueError(f"{path}: not valid JSON ({error})") from error
 
 
+def read_predictions(path: str | Path, required: Sequence[str] = COMPARE_COLUMNS) -> pd.DataFrame:
+    """A predictions CSV (evaluation, run folder or TTA) with ids kept as text (patient 00012 stays
+    00012), integer labels, and a clear error naming the file when columns or rows are missing."""
+    path = Path(path)
+    header = pd.read_csv(path, nrows=0).columns
+    table = pd.read_csv(path, dtype={column: str for column in TEXT_COLUMNS if column in header})
+    missing = [column for column in required if column not in table]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}")
+    if table.empty:
+        raise ValueError(f"{path}: no predictions")
+    return table.assign(label=table["label"].astype(int))
+
+
 def load_evaluation(folder: str | Path) -> Evaluation:
     """Read an evaluation folder or a run folder; raises naming the folder when neither layout fits."""
     folder = Path(folder)
@@ -50,15 +66,11 @@ def load_evaluation(folder: str | Path) -> Evaluation:
             f"{folder}: neither predictions.csv (from mura evaluate) nor test_predictions.csv (a run folder)"
         )
     predictions_path, metrics_names = folder / found[0], layouts[found[0]]
-    header = pd.read_csv(predictions_path, nrows=0).columns
-    predictions = pd.read_csv(predictions_path, dtype={c: str for c in TEXT_COLUMNS if c in header})
-    missing = [c for c in ("path", "study", "patient", "label", "probability") if c not in predictions]
-    if missing:
-        raise ValueError(f"{predictions_path}: missing column(s) {missing}")
+    predictions = read_predictions(predictions_path)
     metrics = next((_read_json(folder / name) for name in metrics_names if (folder / name).is_file()), {})
     return Evaluation(
         folder,
-        predictions.assign(label=predictions["label"].astype(int)),
+        predictions,
         float(metrics.get("threshold", 0.5)),
         float(metrics.get("image_threshold", 0.5)),
     )
@@ -200,6 +212,7 @@ __all__ = [
     "align",
     "compare_evaluations",
     "load_evaluation",
+    "read_predictions",
     "threshold_warning",
     "write_comparison",
 ]

@@ -86,3 +86,17 @@ def test_evaluation_keeps_text_columns_as_text(same_model):
     """Patient ids such as 00012 stay strings (the one prediction-CSV reader of report and compare)."""
     evaluation = load_evaluation(same_model[0])
     assert evaluation.predictions["patient"].iloc[0] == "00000" and evaluation.threshold == 0.5
+
+
+def test_one_reader_for_report_and_compare_names_the_file_it_refuses(tmp_path):
+    from mura_utils.report.runs import REQUIRED_COLUMNS, load_run
+
+    folder = run_folder(tmp_path / "run", predictions().iloc[:0], 0.5)
+    (folder / "run.json").write_text(json.dumps({"model": "resnet50", "variant": "multitask", "seed": 0}))
+    for load in (load_run, load_evaluation):
+        with pytest.raises(ValueError, match=r"test_predictions\.csv: no predictions"):
+            load(folder)
+    predictions().drop(columns="body_part").to_csv(folder / "test_predictions.csv", index=False)
+    with pytest.raises(ValueError, match=r"test_predictions\.csv: missing column\(s\) \['body_part'\]"):
+        load_run(folder)
+    assert load_evaluation(folder).predictions["patient"].iloc[0] == "00000" and "body_part" in REQUIRED_COLUMNS

@@ -12,6 +12,7 @@ patients resampled, the same resamples for every row and difference.
 
 from __future__ import annotations
 
+from ..compare import TEXT_COLUMNS
 from .ablation import PAIRED_COLUMNS, ablation_markdown, ablation_table, paired_markdown, tta_table
 from .figures import (
     STYLE,
@@ -30,7 +31,6 @@ from .runs import (
     MODEL_LABELS,
     MODEL_ORDER,
     REQUIRED_COLUMNS,
-    TEXT_COLUMNS,
     VARIANT_LABELS,
     Run,
     drop_repeated_seeds,

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..compare import read_predictions  # one reader of prediction CSVs for report and compare
+
 ENSEMBLE_NAME = "ensemble (multi-task mean)"
 MODEL_ORDER = ("custom_cnn", "resnet50", "densenet169", "efficientnet_b0")
 MODEL_LABELS = {
@@ -23,7 +25,6 @@ MODEL_LABELS = {
     "ensemble": "Ensemble (multi-task mean)",
 }
 VARIANT_LABELS = {"multitask": "multi-task", "single_task": "single-task"}
-TEXT_COLUMNS = ("path", "split", "body_part", "patient", "study", "predicted_body_part")
 REQUIRED_COLUMNS = ("path", "body_part", "study", "label", "probability")
 
 
@@ -61,19 +62,6 @@ class Run:
         return f"{base} + TTA" if self.kind == "tta" else base
 
 
-def _read_predictions(path: Path) -> pd.DataFrame:
-    """test_predictions.csv with text columns kept as text and the required columns checked."""
-    header = pd.read_csv(path, nrows=0).columns
-    table = pd.read_csv(path, dtype={column: str for column in TEXT_COLUMNS if column in header})
-    missing = [column for column in REQUIRED_COLUMNS if column not in table]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}")
-    if table.empty:
-        raise ValueError(f"{path}: no predictions")
-    table["label"] = table["label"].astype(int)
-    return table
-
-
 def _sort_key(run: Run) -> tuple:
     model_rank = MODEL_ORDER.index(run.model) if run.model in MODEL_ORDER else len(MODEL_ORDER)
     return (model_rank, run.model, not run.multitask, run.name)
@@ -91,9 +79,9 @@ def load_run(folder: str | Path) -> Run:
         raise FileNotFoundError(
             f"{folder}: has run.json but no test_predictions.csv (the run did not finish its test-set evaluation)"
         )
-    predictions = _read_predictions(predictions_path)
+    predictions = read_predictions(predictions_path, REQUIRED_COLUMNS)
     tta_path = folder / "test_predictions_tta.csv"
-    tta_predictions = _read_predictions(tta_path) if tta_path.is_file() else None
+    tta_predictions = read_predictions(tta_path, REQUIRED_COLUMNS) if tta_path.is_file() else None
     history_path = folder / "history.csv"
     history = pd.read_csv(history_path) if history_path.is_file() else pd.DataFrame()
     has_parts = "predicted_body_part" in predictions and predictions["predicted_body_part"].notna().any()

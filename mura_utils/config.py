@@ -7,6 +7,11 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+# Checkpoint selection on the patient-level validation split: metric name -> True when higher is better.
+# val_loss is the weighted BCE of the abnormality head on the validation images (the MURA paper's choice);
+# it moves smoothly from epoch to epoch, where AUROC/kappa on a few dozen studies jump by chance.
+SELECTION_METRICS: dict[str, bool] = {"val_loss": False, "study_auroc": True, "study_kappa": True}
+
 
 @dataclass
 class TrainConfig:
@@ -31,7 +36,7 @@ class TrainConfig:
     class_weighting: bool = True  # the MURA paper's per-body-part weights on the BCE
     augment: bool = True  # batched random flip + rotation + brightness/contrast on the training device
     rotation_degrees: float = 30.0  # max random rotation (the MURA paper's 30 degrees)
-    selection_metric: str = "study_auroc"  # study_auroc | study_kappa (on the patient-level val split)
+    selection_metric: str = "val_loss"  # a SELECTION_METRICS key (on the patient-level val split)
     # epochs without improvement before stopping early; 0 (default) runs the one-cycle schedule to its end,
     # where the best epochs usually are (early epochs can score high by chance on a small validation split)
     patience: int = 0
@@ -42,6 +47,12 @@ class TrainConfig:
     out_dir: str = "runs/custom_cnn"
     progress: bool = True  # tqdm bars
     verbose: bool = True  # one summary line per epoch
+
+    def __post_init__(self) -> None:
+        if self.selection_metric not in SELECTION_METRICS:
+            raise ValueError(
+                f"TrainConfig.selection_metric={self.selection_metric!r} is not one of {sorted(SELECTION_METRICS)}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)

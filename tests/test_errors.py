@@ -63,3 +63,40 @@ def test_study_error_table_counts_mistakes_per_body_part_and_overall():
 
 def test_browser_is_none_when_not_interactive():
     assert error_browser(run=None, cases=error_cases(_predictions()), interactive=False) is None
+
+
+def test_browser_and_figure_on_a_real_run(tiny_mura, tmp_path):
+    """In Jupyter the browser is a widget showing a Grad-CAM PNG per mistake; the figure is a PNG."""
+    import ipywidgets
+
+    from mura_utils.config import TrainConfig
+    from mura_utils.errors import error_figure, pick_run
+    from mura_utils.experiment import run_experiment
+
+    config = TrainConfig(
+        data_root=str(tiny_mura),
+        img_size=32,
+        epochs=1,
+        batch_size=16,
+        device="cpu",
+        cache_dir=str(tmp_path / "cache"),
+        out_dir=str(tmp_path / "runs" / "custom_cnn_multitask"),
+        progress=False,
+        verbose=False,
+    )
+    run_experiment(config)
+    run = pick_run(tmp_path / "runs", "custom_cnn", "multitask")
+    cases = error_cases(run.predictions, threshold=0.5, per_part=1)
+    assert len(cases), "an untrained 1-epoch model makes study-level mistakes"
+    browser = error_browser(run, cases, interactive=True)
+    assert isinstance(browser, ipywidgets.VBox)
+    chooser, picture, _ = browser.children
+    first = bytes(picture.value)
+    assert first.startswith(b"\x89PNG")
+    if len(cases) > 1:
+        chooser.value = 1
+        assert bytes(picture.value) != first
+    figure = error_figure(run, cases, tmp_path / "errors.png")
+    assert figure.read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(FileNotFoundError, match="resnet50 multitask"):
+        pick_run(tmp_path / "runs", "resnet50", "multitask")

@@ -62,9 +62,9 @@ PROFILES: dict[str, dict] = {
 # scratch offline, get fewer px and epochs and a from-scratch learning rate.
 PROFILE_NOTEBOOK_OVERRIDES: dict[str, dict[str, dict]] = {
     "demo": {
-        "01_custom_cnn": {"img_size": 160, "epochs": 15, "lr": 1e-3},
-        "02_resnet50": {"img_size": 64, "epochs": 6, "lr": 1e-3},
-        "03_efficientnet_densenet": {"img_size": 96, "epochs": 10, "lr": 1e-3},
+        "01_custom_cnn": {"img_size": 160, "epochs": 16, "batch_size": 16, "lr": 1e-3},
+        "02_resnet50": {"img_size": 64, "epochs": 6, "batch_size": 16, "lr": 1e-3},
+        "03_efficientnet_densenet": {"img_size": 80, "epochs": 8, "batch_size": 16, "lr": 1e-3},
     },
 }
 

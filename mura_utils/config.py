@@ -11,8 +11,10 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-# What may choose the best epoch (on the patient-level validation split); extend here, nowhere else.
-SELECTION_METRICS = ("study_auroc", "study_kappa")
+# Checkpoint selection on the patient-level validation split: metric name -> True when higher is better.
+# val_loss is the weighted BCE of the abnormality head on the validation images (the MURA paper's choice);
+# it moves smoothly from epoch to epoch, where AUROC/kappa on a few dozen studies jump by chance.
+SELECTION_METRICS: dict[str, bool] = {"val_loss": False, "study_auroc": True, "study_kappa": True}
 # Fields that change how a run looks or where its scratch files go, never its numbers: a resumed or
 # reused run may differ in these. Every other field must match the run folder's config.json.
 RESULT_NEUTRAL_FIELDS = frozenset({"progress", "verbose", "num_workers", "cache_dir", "use_cache", "out_dir"})
@@ -54,7 +56,8 @@ class TrainConfig:
     augment: bool = _option(True, "batched random flip + rotation + brightness/contrast on the training device")
     rotation_degrees: float = _option(30.0, "max random rotation (the MURA paper's 30 degrees)")
     selection_metric: str = _option(
-        "study_auroc", "one of SELECTION_METRICS: picks the best epoch on the patient-level validation split"
+        "val_loss",
+        "one of SELECTION_METRICS (val_loss, study_auroc, study_kappa): picks the best epoch on the patient-level validation split",
     )
     # epochs without improvement before stopping early; 0 (default) runs the one-cycle schedule to its end,
     # where the best epochs usually are (early epochs can score high by chance on a small validation split)

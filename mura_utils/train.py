@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .augment import AugmentConfig, batch_augment, normalize
 from .cache import iterate_batches, prefetch
 from .checkpoint import read_checkpoint, save_checkpoint
-from .config import ConfigMismatchError, TrainConfig, describe_mismatch
+from .config import SELECTION_METRICS, ConfigMismatchError, TrainConfig, describe_mismatch
 from .data import MuraDataset, class_weights, load_mura_index, open_image_cache, patient_split
 from .evaluate import choose_threshold, compute_metrics, predict_batches, predictions_table
 from .io import atomic_write_text
@@ -139,6 +139,28 @@ def _loss(outputs: dict, labels, body_parts, abnormal_weights, normal_weights, c
     if "body_part" in outputs and config.body_part_loss_weight > 0:
         loss = loss + config.body_part_loss_weight * F.cross_entropy(outputs["body_part"].float(), body_parts)
     return loss
+
+
+def validation_loss(predictions: pd.DataFrame, weights: pd.DataFrame, config: TrainConfig) -> float:
+    """The training loss's abnormality term (MURA's per-body-part weighted BCE) on the validation
+    *images*; the body-part term is left out so multi-task and single-task runs select alike."""
+    labels = predictions["label"].to_numpy(dtype=np.float64)
+    probabilities = np.clip(predictions["probability"].to_numpy(dtype=np.float64), 1e-7, 1 - 1e-7)
+    if config.class_weighting:
+        part_weights = weights.loc[predictions["body_part"]]
+        image_weights = np.where(labels > 0.5, part_weights["w_abnormal"], part_weights["w_normal"])
+    else:
+        image_weights = np.ones_like(labels)
+    losses = -(labels * np.log(probabilities) + (1 - labels) * np.log(1 - probabilities))
+    return float(np.mean(image_weights * losses))
+
+
+def selection_score(metrics: dict, val_loss: float, selection_metric: str) -> float:
+    """The number best.pt is chosen by, higher is better (val_loss is negated); -inf when undefined."""
+    value = val_loss if selection_metric == "val_loss" else metrics["study"][selection_metric.removeprefix("study_")]
+    if value is None or not math.isfinite(value):
+        return -math.inf
+    return value if SELECTION_METRICS[selection_metric] else -value
 
 
 def _rng_states(generators: dict[str, torch.Generator], device: torch.device) -> dict:
@@ -326,15 +348,15 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
         predictions = validation_predictions(evaluated, val_set, config, device, amp_dtype, dist)
         progress_log.update(epoch, steps_per_epoch, force=True)
         metrics = compute_metrics(predictions)
-        score_key = config.selection_metric.removeprefix("study_")
-        score = metrics["study"][score_key]
-        score = -math.inf if score is None else score
+        val_loss = validation_loss(predictions, weights, config)
+        score = selection_score(metrics, val_loss, config.selection_metric)
         row = {
             "epoch": epoch,
             "train_loss": loss_sum / max(seen, 1),
             "lr": scheduler.get_last_lr()[0],
             "train_seconds": train_seconds,
             "images_per_second": seen * dist.world_size / train_seconds,
+            "val_loss": val_loss,
             **{f"val_image_{k}": v for k, v in metrics["image"].items()},
             **{f"val_study_{k}": v for k, v in metrics["study"].items()},
             "val_body_part_accuracy": metrics["body_part_accuracy"],
@@ -384,7 +406,7 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
             atomic_write_text(out_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
             if config.verbose:
                 tqdm.write(
-                    f"{config.model} epoch {epoch}: loss {row['train_loss']:.4f}, val study AUROC "
+                    f"{config.model} epoch {epoch}: loss {row['train_loss']:.4f}, val loss {val_loss:.4f}, val study AUROC "
                     f"{metrics['study']['auroc']}, kappa {metrics['study']['kappa']:.3f}"
                     f"{' (best)' if improved else ''}, {row['images_per_second']:.0f} img/s"
                 )

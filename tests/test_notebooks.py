@@ -141,3 +141,19 @@ def test_failing_notebook_stops_with_its_name_and_cell(tmp_path, tiny_mura):
 def test_unknown_parameter_is_refused(tmp_path, tiny_mura):
     with pytest.raises(ReproduceError, match="epoch"):
         reproduce(tiny_mura, tmp_path / "reports", "demo", {"epoch": 3})
+
+
+def test_error_analysis_notebook_writes_static_figures_under_papermill(demo_reports):
+    out = Path(demo_reports)
+    executed = nbformat.read(out / "runs" / "06_error_analysis.ipynb", as_version=4)
+    parameters = next(cell for cell in executed.cells if "injected-parameters" in cell.metadata.get("tags", []))
+    assert "interactive = False" in parameters.source
+    outputs = [output for cell in executed.cells if cell.cell_type == "code" for output in cell.get("outputs", [])]
+    assert not any("application/vnd.jupyter.widget-view+json" in output.get("data", {}) for output in outputs)
+    assert any("static figure above is the record" in output.get("text", "") for output in outputs)
+    (figure,) = (out / "figures").glob("errors_custom_cnn_multitask*.png")  # run folder names may carry a seed
+    assert figure.stat().st_size > 5000
+    (table,) = out.glob("errors_custom_cnn_multitask*.csv")
+    cases = pd.read_csv(table)
+    assert set(cases["error"]) <= {"FN", "FP"}
+    assert cases.empty or cases.groupby(["body_part", "error"]).size().max() <= 2

@@ -79,10 +79,10 @@ def test_early_stopping_only_when_asked(tiny_mura, tmp_path, monkeypatch):
 
     calls = []
     monkeypatch.setattr(train_module, "compute_metrics", flat_after_first_epoch)
-    stopped = fit(tiny_config(tiny_mura, tmp_path / "stopped", epochs=6, patience=2))
+    stopped = fit(tiny_config(tiny_mura, tmp_path / "stopped", epochs=6, patience=2, selection_metric="study_auroc"))
     assert list(stopped.history["epoch"]) == [1, 2, 3] and stopped.best_epoch == 1
     calls.clear()
-    full = fit(tiny_config(tiny_mura, tmp_path / "full", epochs=4))
+    full = fit(tiny_config(tiny_mura, tmp_path / "full", epochs=4, selection_metric="study_auroc"))
     assert list(full.history["epoch"]) == [1, 2, 3, 4] and full.best_epoch == 1
 
 

@@ -37,6 +37,9 @@ class ModelSpec:
     mean: float
     std: float
     cam_layer: str | None  # Grad-CAM target inside ``MuraNet.backbone``; None: found by ``find_cam_layer``
+    fixed_input_size: bool = (
+        False  # True: the model only takes default_img_size (ViT, Swin, ...; timm's pretrained_cfg)
+    )
 
 
 MODEL_REGISTRY: dict[str, ModelSpec] = {
@@ -138,7 +141,8 @@ def _timm_spec(name: str) -> ModelSpec:
     input_size = getattr(config, "input_size", None) or (3, 224, 224)
     mean = getattr(config, "mean", None) or (0.485, 0.456, 0.406)
     std = getattr(config, "std", None) or (0.229, 0.224, 0.225)
-    return ModelSpec(name, int(input_size[-1]), sum(mean) / len(mean), sum(std) / len(std), None)
+    fixed = bool(getattr(config, "fixed_input_size", False))
+    return ModelSpec(name, int(input_size[-1]), sum(mean) / len(mean), sum(std) / len(std), None, fixed)
 
 
 def is_known_model(name: str) -> bool:

@@ -140,3 +140,18 @@ def test_three_channel_weights_file_of_a_timm_model_loads_with_summed_stem(tmp_p
     torch.testing.assert_close(
         model.backbone.stages[3].blocks[0].mlp.fc1.weight, rgb.stages[3].blocks[0].mlp.fc1.weight
     )
+
+
+# --- fixed-input-size models (ViT, Swin, ...) -----------------------------------------------------
+
+
+def test_fixed_input_size_model_with_another_img_size_is_refused_at_construction():
+    from mura_utils.config import TrainConfig
+
+    assert get_spec("vit_tiny_patch16_224").fixed_input_size
+    assert not get_spec("convnext_atto").fixed_input_size and not get_spec("custom_cnn").fixed_input_size
+    with pytest.raises(ValueError, match=r"vit_tiny_patch16_224.*only takes 224 px.*img_size 48"):
+        TrainConfig(model="vit_tiny_patch16_224", img_size=48)
+    TrainConfig(model="vit_tiny_patch16_224", img_size=224)  # its own size is fine
+    TrainConfig(model="vit_tiny_patch16_224")  # default: the model's own size
+    TrainConfig(model="convnext_atto", img_size=48)  # convolutional models take any size

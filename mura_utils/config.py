@@ -90,6 +90,9 @@ class TrainConfig:
                 f"model), not img_size {self.img_size}; use img_size {spec.default_img_size} (or leave it unset) "
                 "or a convolutional model"
             )
+        decay = self.ema_decay
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not (decay == 0 or 0 < decay < 1):
+            problems.append(f"ema_decay {self.ema_decay!r} must be 0 (off) or between 0 and 1 (exclusive), e.g. 0.999")
         if self.selection_metric not in SELECTION_METRICS:
             problems.append(f"selection_metric {self.selection_metric!r} is not one of {list(SELECTION_METRICS)}")
         if not 0 < self.val_fraction < 1:

@@ -193,3 +193,15 @@ def test_fit_reports_progress_to_the_file_named_by_the_environment(tiny_mura, tm
     lines = follower.new_lines()
     assert {line["run"] for line in lines} == {"run"} and lines[-1]["epoch"] == lines[-1]["epochs"] == 2
     assert lines[-1]["step"] == lines[-1]["steps"] and follower.new_lines() == []
+
+
+@pytest.mark.parametrize("decay", [1.0, 1.5, -0.1, "0.9"])
+def test_bad_ema_decay_is_refused_before_anything_is_written(tmp_path, decay):
+    with pytest.raises(ValueError, match=r"ema_decay .* must be 0 \(off\) or between 0 and 1"):
+        TrainConfig(ema_decay=decay, out_dir=str(tmp_path / "run"))
+    TrainConfig(ema_decay=0.0)
+    TrainConfig(ema_decay=0.999)
+    if isinstance(decay, float):
+        command = ["train", "--out", str(tmp_path / "run"), "--ema-decay", str(decay), "--epochs", "1"]
+        assert cli_main(command) == 2
+        assert not (tmp_path / "run").exists()

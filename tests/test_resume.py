@@ -205,3 +205,22 @@ def test_bad_ema_decay_is_refused_before_anything_is_written(tmp_path, decay):
         command = ["train", "--out", str(tmp_path / "run"), "--ema-decay", str(decay), "--epochs", "1"]
         assert cli_main(command) == 2
         assert not (tmp_path / "run").exists()
+
+
+def test_folder_of_a_start_that_failed_before_any_checkpoint_is_trained_afresh(tiny_mura, tmp_path):
+    from mura_utils.config import ConfigMismatchError
+    from mura_utils.experiment import run_status
+    from mura_utils.train import check_resumable, fit
+
+    settings = {"model": "resnet18", "img_size": 32, "epochs": 1, "device": "cpu", "progress": False}
+    settings |= {"data_root": str(tiny_mura), "out_dir": str(tmp_path / "run"), "cache_dir": str(tmp_path / "cache")}
+    with pytest.raises(FileNotFoundError, match="weights file not found"):  # a failed start: bad weights file
+        fit(TrainConfig(weights_path=str(tmp_path / "missing.safetensors"), **settings))
+    assert (tmp_path / "run" / "config.json").is_file()  # left behind by the failed start
+    retry = TrainConfig(pretrained=False, **settings)
+    assert run_status(retry) == ("train", {})  # not "trained with other settings"
+    check_resumable(tmp_path / "run", retry)  # --resume does not refuse either
+    (tmp_path / "run" / "last.pt").write_bytes(b"")  # once a checkpoint exists, other settings are a conflict
+    assert run_status(retry)[0] == "conflict"
+    with pytest.raises(ConfigMismatchError, match="pretrained"):
+        check_resumable(tmp_path / "run", retry)

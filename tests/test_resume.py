@@ -117,6 +117,7 @@ def test_restart_deletes_only_planned_run_folders(tmp_path, tiny_mura):
     planned, own = runs_dir / "custom_cnn_multitask_seed0", runs_dir / "effb0"
     for folder in (planned, own):
         TrainConfig(epochs=7, out_dir=str(folder)).save(folder / "config.json")
+        (folder / "last.pt").write_bytes(b"")  # trained: a folder holding only config.json would be trained afresh
     plan = plan_runs(tiny_mura, tmp_path / "reports", "demo", {"variants": ["multitask"]}, notebooks=NOTEBOOKS[:1])
     [(config, status, differences)] = plan["01_custom_cnn"]
     assert status == "conflict" and differences["epochs"] == (7, 2)

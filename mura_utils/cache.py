@@ -22,11 +22,14 @@ epochs never touch the disk; with less, reads hit the disk, which is still far c
 decoding PNGs).
 
 The manifest is the "complete" marker: it is written last, atomically, after the array is
-flushed and renamed into place. A killed build leaves no manifest (only ``*.tmp`` files, which
-the next build removes), so it is never mistaken for a valid cache. A cache is used only if
+flushed and renamed into place. A killed build leaves no manifest (only ``*.<pid>.*.tmp`` files,
+which the next build removes once that PID no longer runs or the file is an hour old), so it is
+never mistaken for a valid cache. A cache is used only if
 its manifest matches the format version, img_size, the exact set of paths, and every source
 file's size and mtime_ns; otherwise a :class:`StaleCacheWarning` says why it is rebuilt.
-One build per cache at a time: start concurrent jobs (e.g. DDP ranks) after ``mura prepare``.
+Two processes building the same cache at once both finish: each writes its own temp file, and
+the one that finds the cache complete at the end uses it (building once with ``mura prepare``
+before starting concurrent jobs still saves the duplicate decoding).
 
 API: ``prepare_index_cache(index_df, S, dir)`` / ``prepare_cache(paths, S, dir)`` (open or
 build), ``open_cache`` (open or None), ``ImageCache`` (``images``, ``paths``, ``row_of``),
@@ -119,14 +122,59 @@ def _leftovers(array_path: Path, manifest_path: Path) -> list[Path]:
     return sorted(folder.glob(f"{array_path.name}.*.tmp")) + sorted(folder.glob(f"{manifest_path.name}.*.tmp"))
 
 
+ABANDONED_AFTER_S = 3600  # a temp file untouched this long is a leftover whatever its PID says
+
+
+def _temporary_name(final: Path) -> Path:
+    """``<final>.<pid>.<random>.tmp``: the PID says whether its writer still runs, the random part
+    keeps two threads of one process apart."""
+    return final.with_name(f"{final.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+
+
+def _writer_gone(leftover: Path, final: Path) -> bool:
+    """Whether ``leftover`` (a temp file of ``final``) is abandoned: its writer's PID no longer runs
+    here, or it has not been touched for an hour (e.g. written from another machine)."""
+    try:
+        if time.time() - leftover.stat().st_mtime > ABANDONED_AFTER_S:
+            return True
+    except FileNotFoundError:
+        return False  # its writer just renamed or removed it
+    pid_text = leftover.name[len(final.name) + 1 :].split(".", 1)[0]
+    if not pid_text.isdigit():
+        return False  # not named by us: only the age rule applies
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OSError):
+        return False  # alive (another user's), or unknowable: leave it
+    return False
+
+
+def _remove_abandoned_leftovers(array_path: Path, manifest_path: Path) -> None:
+    """Remove temp files of killed builds, never one that a live build is still writing."""
+    for leftover in _leftovers(array_path, manifest_path):
+        final = array_path if leftover.name.startswith(f"{array_path.name}.") else manifest_path
+        if _writer_gone(leftover, final):
+            leftover.unlink(missing_ok=True)
+
+
+def _complete(paths: list[str], img_size: int, array_path: Path, manifest_path: Path) -> bool:
+    """Whether a valid cache is in place (e.g. another process finished building it meanwhile)."""
+    return manifest_path.is_file() and _stale_reason(paths, img_size, array_path, manifest_path)[0] is not None
+
+
 def _stale_reason(
     paths: list[str], img_size: int, array_path: Path, manifest_path: Path
 ) -> tuple[dict | None, str | None]:
     """(manifest, None) when the cache is valid, else (None, why); why is None when no trace of
     a cache exists at all (nothing to warn about)."""
     if not manifest_path.is_file():
-        if array_path.exists() or _leftovers(array_path, manifest_path):
+        leftovers = _leftovers(array_path, manifest_path)
+        if array_path.exists() or any(_writer_gone(leftover, array_path) for leftover in leftovers):
             return None, "incomplete (no manifest: an earlier build was interrupted)"
+        if leftovers:
+            return None, "being built by another process right now (built here too; the first to finish is used)"
         return None, None
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -190,7 +238,7 @@ def _decoded(paths: list[str], img_size: int, num_workers: int) -> Iterator[np.n
 
 
 def _write_manifest(manifest_path: Path, manifest: dict) -> None:
-    temporary = manifest_path.with_name(f"{manifest_path.name}.{os.getpid()}.tmp")
+    temporary = _temporary_name(manifest_path)
     with open(temporary, "w") as handle:
         json.dump(manifest, handle)
         handle.flush()
@@ -203,16 +251,17 @@ def _build(
     paths: list[str], img_size: int, array_path: Path, manifest_path: Path, num_workers: int, progress: bool
 ) -> None:
     array_path.parent.mkdir(parents=True, exist_ok=True)
-    manifest_path.unlink(missing_ok=True)  # from here on the cache is not "complete"
-    for leftover in _leftovers(array_path, manifest_path):
-        leftover.unlink(missing_ok=True)
+    if _complete(paths, img_size, array_path, manifest_path):
+        return  # another process built it meanwhile
+    manifest_path.unlink(missing_ok=True)  # a stale manifest: from here on the cache is not "complete"
+    _remove_abandoned_leftovers(array_path, manifest_path)  # a concurrent build's temp file stays
     stats = []  # taken before decoding: a file edited meanwhile fails the next check
     for path in paths:
         try:
             stats.append(os.stat(path))
         except FileNotFoundError:
             raise ImageReadError(f"{path}: image file not found") from None
-    temporary = array_path.with_name(f"{array_path.name}.{os.getpid()}.tmp")
+    temporary = _temporary_name(array_path)
     try:
         images = np.memmap(temporary, dtype=np.uint8, mode="w+", shape=(len(paths), img_size, img_size))
         with tqdm(total=len(paths), desc=f"caching images at {img_size}px", unit="img", disable=not progress) as bar:
@@ -221,6 +270,9 @@ def _build(
                 bar.update()
         images.flush()
         del images  # unmap before the rename
+        if _complete(paths, img_size, array_path, manifest_path):
+            temporary.unlink()  # another process finished the same cache first: use that one
+            return
         replace_durably(temporary, array_path)
     except BaseException:
         temporary.unlink(missing_ok=True)

@@ -33,8 +33,9 @@ def gradcam_heatmaps(
     For the abnormality head the target is its single logit: regions that raise the
     "abnormal" score light up. For the body-part head pass the class index of the part.
     ``mean``/``std`` default to the model's own; the target layer is the registry's or, for other
-    timm models, found automatically (``models.find_cam_layer``). An ensemble's heatmap is the
-    mean of its members' (see ``predict.predict_paths``).
+    timm models, found automatically (``models.find_cam_layer``), at the images' size: the last
+    layer that is larger than 1x1 there (a ValueError says when the input is too small for any).
+    An ensemble's heatmap is the mean of its members' (see ``predict.predict_paths``).
     """
     from .ensemble import EnsembleNet
 
@@ -44,7 +45,9 @@ def gradcam_heatmaps(
     device = next(model.parameters()).device
     inputs = normalize(images.to(device), spec.mean if mean is None else mean, spec.std if std is None else std)
     model.eval()
-    with GradCAM(model=HeadOutput(model, head), target_layers=[cam_target_layer(model, model_name)]) as cam:
+    with GradCAM(
+        model=HeadOutput(model, head), target_layers=[cam_target_layer(model, model_name, images.shape[-1])]
+    ) as cam:
         heatmaps = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(class_index)] * len(inputs))
     return np.asarray(heatmaps, dtype=np.float32)
 

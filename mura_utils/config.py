@@ -74,16 +74,28 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Refuse impossible settings now, not after a whole epoch."""
-        from .constants import MODEL_NAMES
+        from .models import get_spec
 
         problems = []
-        if self.model not in MODEL_NAMES:  # any timm name is fine too; an unknown one lists close matches
-            from .models import get_spec
-
-            try:
-                get_spec(self.model)
-            except ValueError as error:
-                problems.append(str(error))
+        spec = None
+        try:  # any timm name is fine too; an unknown one lists close matches
+            spec = get_spec(self.model)
+        except ValueError as error:
+            problems.append(str(error))
+        if (
+            spec is not None
+            and spec.fixed_input_size
+            and isinstance(self.img_size, int)
+            and self.img_size != spec.default_img_size
+        ):
+            problems.append(
+                f"model {self.model!r} only takes {spec.default_img_size} px inputs (a fixed-input-size timm "
+                f"model), not img_size {self.img_size}; use img_size {spec.default_img_size} (or leave it unset) "
+                "or a convolutional model"
+            )
+        decay = self.ema_decay
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not (decay == 0 or 0 < decay < 1):
+            problems.append(f"ema_decay {self.ema_decay!r} must be 0 (off) or between 0 and 1 (exclusive), e.g. 0.999")
         if self.selection_metric not in SELECTION_METRICS:
             problems.append(f"selection_metric {self.selection_metric!r} is not one of {list(SELECTION_METRICS)}")
         if not 0 < self.val_fraction < 1:

@@ -117,11 +117,31 @@ def member_entry(checkpoint: dict, source: str | Path) -> dict:
     }
 
 
+# Where an ensemble's threshold came from (its "threshold_source"): the members' thresholds were each
+# chosen on that member's own validation split, so their mean was not chosen on any one split.
+THRESHOLD_MEMBERS_MEAN = "mean of members' validation thresholds"
+THRESHOLD_GIVEN = "given"
+
+
+def threshold_origin(checkpoint: dict) -> str:
+    """A sentence on where an ensemble's stored threshold came from (for warnings and reports)."""
+    source = checkpoint.get("threshold_source")
+    if source == THRESHOLD_GIVEN:
+        return "it was given when the ensemble was made (mura ensemble --threshold), not chosen on validation data"
+    if source == THRESHOLD_MEMBERS_MEAN:
+        return (
+            "it is the mean of the members' validation thresholds, each chosen on that member's own validation "
+            "split, so it was not chosen for the ensemble on any one split"
+        )
+    return "this ensemble file does not record where it came from (made before threshold_source was stored)"
+
+
 def make_ensemble(checkpoints: list[str | Path], out: str | Path, threshold: float | None = None) -> dict:
     """Write one ensemble checkpoint of ``checkpoints`` (single models or ensembles, flattened).
 
     Its decision threshold is ``threshold`` or, by default, the mean of the members' own
-    validation-chosen thresholds (no data is looked at here). Returns the written dict."""
+    validation-chosen thresholds (no data is looked at here); ``threshold_source`` records which.
+    Returns the written dict."""
     from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, package_version, read_checkpoint
     from .io import atomic_torch_save
 
@@ -137,7 +157,10 @@ def make_ensemble(checkpoints: list[str | Path], out: str | Path, threshold: flo
             members.append(member_entry(checkpoint, path))
         except ValueError as error:  # a model_name this version cannot build
             raise CheckpointError(f"{path}: {error}") from error
-    chosen = float(threshold) if threshold is not None else sum(m["threshold"] for m in members) / len(members)
+    if threshold is not None:  # an explicit threshold wins, for nested ensembles too
+        chosen, source = float(threshold), THRESHOLD_GIVEN
+    else:
+        chosen, source = sum(m["threshold"] for m in members) / len(members), THRESHOLD_MEMBERS_MEAN
     ensemble = {
         "format": CHECKPOINT_FORMAT,
         "package_version": package_version(),
@@ -147,6 +170,7 @@ def make_ensemble(checkpoints: list[str | Path], out: str | Path, threshold: flo
         "state_dict": {},  # the weights live in the members
         "config": {},
         "threshold": chosen,
+        "threshold_source": source,
         "img_size": max(member["img_size"] for member in members),
         "members": members,
     }
@@ -186,4 +210,13 @@ def mean_outputs(outputs: list[dict]) -> dict:
     return merged if len(outputs) > 1 else outputs[0]
 
 
-__all__ = ["EnsembleNet", "Member", "is_ensemble", "load_ensemble", "make_ensemble", "mean_outputs", "members_of"]
+__all__ = [
+    "EnsembleNet",
+    "Member",
+    "is_ensemble",
+    "load_ensemble",
+    "make_ensemble",
+    "mean_outputs",
+    "members_of",
+    "threshold_origin",
+]

@@ -6,6 +6,7 @@ and Cohen's kappa of the thresholded study predictions is the headline number.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -223,7 +224,7 @@ def evaluate_checkpoint(
     """
     from .checkpoint import load_model
     from .data import MuraDataset, load_mura_index, open_image_cache
-    from .ensemble import mean_outputs, members_of
+    from .ensemble import is_ensemble, mean_outputs, members_of, threshold_origin
     from .runtime import resolve_device
     from .tta import MirroredViews
 
@@ -238,6 +239,13 @@ def evaluate_checkpoint(
         member_outputs.append(predict_batches(member.model, loader, torch_device, member.mean, member.std, tta=tta))
     predictions = predictions_table(index, mean_outputs(member_outputs))
     chosen = float(checkpoint.get("threshold", 0.5)) if threshold == "val" else float(threshold)
+    if threshold == "val" and is_ensemble(checkpoint):
+        warnings.warn(
+            f"{checkpoint_path}: the 'val' threshold {chosen:.4f} of this ensemble is not one chosen on a validation "
+            f"split: {threshold_origin(checkpoint)}. Pass a number with --threshold to set it yourself.",
+            UserWarning,
+            stacklevel=2,
+        )
     metrics = compute_metrics(predictions, chosen)
     metrics["checkpoint"] = str(checkpoint_path)
     metrics["model"] = checkpoint["model_name"]
@@ -246,4 +254,6 @@ def evaluate_checkpoint(
     metrics["tta"] = bool(tta)
     if len(members) > 1:
         metrics["members"] = [member.model_name for member in members]
+    if is_ensemble(checkpoint) and threshold == "val":
+        metrics["threshold_source"] = checkpoint.get("threshold_source", "unknown")
     return predictions, metrics

@@ -117,7 +117,8 @@ def plan_runs(
 
 
 def run_status(config: TrainConfig) -> tuple[str, dict[str, tuple]]:
-    """What to do with ``config``'s run folder: ("train", {}) when it is new, ("reuse", {}) when
+    """What to do with ``config``'s run folder: ("train", {}) when it is new (or holds only the
+    config.json of a start that failed before saving a checkpoint), ("reuse", {}) when
     it finished with these settings, ("resume", {}) when it was interrupted, ("conflict",
     {setting: (saved, requested)}) when it holds another experiment."""
     folder = Path(config.out_dir)
@@ -126,6 +127,8 @@ def run_status(config: TrainConfig) -> tuple[str, dict[str, tuple]]:
     saved_path = folder / "config.json"
     if not saved_path.is_file():
         return "conflict", {"config.json": ("missing: not a run folder of mura_utils", "a run folder")}
+    if not any((folder / name).is_file() for name in ("last.pt", "best.pt")):
+        return "train", {}  # a start that failed before its first epoch: nothing to keep, config.json is replaced
     try:
         saved = TrainConfig.load(saved_path)
     except (ValueError, TypeError) as error:

@@ -37,6 +37,9 @@ class ModelSpec:
     mean: float
     std: float
     cam_layer: str | None  # Grad-CAM target inside ``MuraNet.backbone``; None: found by ``find_cam_layer``
+    fixed_input_size: bool = (
+        False  # True: the model only takes default_img_size (ViT, Swin, ...; timm's pretrained_cfg)
+    )
 
 
 MODEL_REGISTRY: dict[str, ModelSpec] = {
@@ -138,7 +141,8 @@ def _timm_spec(name: str) -> ModelSpec:
     input_size = getattr(config, "input_size", None) or (3, 224, 224)
     mean = getattr(config, "mean", None) or (0.485, 0.456, 0.406)
     std = getattr(config, "std", None) or (0.229, 0.224, 0.225)
-    return ModelSpec(name, int(input_size[-1]), sum(mean) / len(mean), sum(std) / len(std), None)
+    fixed = bool(getattr(config, "fixed_input_size", False))
+    return ModelSpec(name, int(input_size[-1]), sum(mean) / len(mean), sum(std) / len(std), None, fixed)
 
 
 def is_known_model(name: str) -> bool:
@@ -153,17 +157,15 @@ _NOT_CAM_LAYERS = (nn.Identity, nn.Dropout, nn.ReLU, nn.GELU, nn.SiLU)
 
 
 @torch.no_grad()
-def find_cam_layer(backbone: nn.Module, probe_size: int = 128) -> str:
-    """Name of the layer Grad-CAM should use: the last module (in execution order) whose output is
-    a spatial (N,C,H,W) feature map with H,W > 1, found by running one blank image. For BatchNorm
-    CNNs this is the last block or norm (``bn2``, ``layer4``); for ConvNeXt-style LayerNorm models
-    the last stage (their head norm works on pooled features)."""
-    found: list[str] = []
+def _feature_map_sizes(backbone: nn.Module, probe_size: int) -> list[tuple[str, tuple[int, int]]]:
+    """(name, (H, W)) of every module with a (N,C,H,W) output, in execution order, from one blank
+    image of ``probe_size`` px."""
+    found: list[tuple[str, tuple[int, int]]] = []
     hooks = [
         module.register_forward_hook(
             lambda _module, _inputs, output, name=name: (
-                found.append(name)
-                if isinstance(output, torch.Tensor) and output.ndim == 4 and min(output.shape[-2:]) > 1
+                found.append((name, tuple(output.shape[-2:])))
+                if isinstance(output, torch.Tensor) and output.ndim == 4
                 else None
             )
         )
@@ -176,26 +178,70 @@ def find_cam_layer(backbone: nn.Module, probe_size: int = 128) -> str:
         device = parameter.device if parameter is not None else "cpu"
         backbone.eval()(torch.zeros(1, 1, probe_size, probe_size, device=device))
     except Exception as error:  # e.g. a transformer with a fixed input size
-        raise ValueError(f"cannot probe {type(backbone).__name__} for a Grad-CAM layer: {error}") from error
+        raise ValueError(
+            f"cannot probe {type(backbone).__name__} for a Grad-CAM layer at {probe_size} px ({error}); "
+            "a convolutional model needs a larger input, a transformer its own fixed size"
+        ) from error
     finally:
         backbone.train(was_training)
         for hook in hooks:
             hook.remove()
-    if not found:
+    return found
+
+
+def find_cam_layer(backbone: nn.Module, probe_size: int = 128) -> str:
+    """Name of the layer Grad-CAM should use at ``probe_size`` px inputs (pass the model's img_size):
+    the last module (in execution order) whose output is a spatial (N,C,H,W) feature map with H,W > 1,
+    found by running one blank image. For BatchNorm CNNs this is the last block or norm (``bn2``,
+    ``layer4``); for ConvNeXt-style LayerNorm models the last stage (their head norm works on pooled
+    features), or an earlier one where the input is so small that the last is 1x1."""
+    maps = _feature_map_sizes(backbone, probe_size)
+    spatial = [name for name, size in maps if min(size) > 1]
+    if not spatial and maps:
+        raise ValueError(
+            f"every feature map of {type(backbone).__name__} is 1x1 at {probe_size} px, so Grad-CAM would be "
+            "blank: Grad-CAM needs a larger input (train or evaluate at a larger img_size)"
+        )
+    if not spatial:
         raise ValueError(
             f"no spatial feature map in {type(backbone).__name__} for Grad-CAM (transformer token "
             "outputs need a reshape); use a CNN-style model for --cam-dir"
         )
-    return found[-1]
+    return spatial[-1]
 
 
-def cam_target_layer(model: MuraNet, name: str) -> nn.Module:
-    """The Grad-CAM layer of a built model: the registry's, or found automatically."""
+def cam_target_layer(model: MuraNet, name: str, img_size: int | None = None) -> nn.Module:
+    """The Grad-CAM layer of a built model: the registry's, or found automatically. With ``img_size``
+    (the size the model sees) a layer that is 1x1 at that size is replaced by the last larger one."""
     layer = get_spec(name).cam_layer
-    if layer is None:
-        layer = getattr(model, "_cam_layer", None) or find_cam_layer(model.backbone)
-        model._cam_layer = layer  # a plain attribute: not in the state dict
-    return model.backbone.get_submodule(layer)
+    if img_size is None:
+        if layer is None:
+            layer = getattr(model, "_cam_layer", None) or find_cam_layer(model.backbone)
+            model._cam_layer = layer  # a plain attribute: not in the state dict
+        return model.backbone.get_submodule(layer)
+    chosen = getattr(model, "_cam_layers", {})  # {img_size: layer name}; a plain attribute, not in the state dict
+    if img_size not in chosen:
+        if layer is None or not _is_spatial_at(model.backbone, layer, img_size):
+            layer = find_cam_layer(model.backbone, img_size)
+        chosen[img_size] = layer
+        model._cam_layers = chosen
+    return model.backbone.get_submodule(chosen[img_size])
+
+
+@torch.no_grad()
+def _is_spatial_at(backbone: nn.Module, layer: str, img_size: int) -> bool:
+    """Whether ``layer``'s output is a feature map larger than 1x1 at ``img_size`` px."""
+    shapes: list[torch.Size] = []
+    hook = backbone.get_submodule(layer).register_forward_hook(lambda _m, _i, output: shapes.append(output.shape))
+    was_training = backbone.training
+    try:
+        parameter = next(backbone.parameters(), None)
+        device = parameter.device if parameter is not None else "cpu"
+        backbone.eval()(torch.zeros(1, 1, img_size, img_size, device=device))
+    finally:
+        backbone.train(was_training)
+        hook.remove()
+    return bool(shapes) and len(shapes[-1]) == 4 and min(shapes[-1][-2:]) > 1
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

@@ -209,9 +209,10 @@ def _rank_rng_states(saved: dict, dist: Distributed) -> dict | None:
 
 def check_resumable(out_dir: str | Path, config: TrainConfig) -> None:
     """Refuse to continue ``out_dir`` with settings other than the ones it was trained with
-    (ConfigMismatchError names every differing setting); nothing on disk changes."""
+    (ConfigMismatchError names every differing setting); nothing on disk changes. Without last.pt
+    there is nothing to continue (a start that failed early), so any config.json there is stale."""
     saved_path = Path(out_dir) / "config.json"
-    if not saved_path.is_file():
+    if not saved_path.is_file() or not (Path(out_dir) / "last.pt").is_file():
         return
     try:
         saved = TrainConfig.load(saved_path)

@@ -255,3 +255,58 @@ def test_iterate_batches_follows_a_given_order(images, tmp_path):
     assert len(list(iterate_batches(cache.images, rows, 2, order=order, drop_last=True))) == 2
     with pytest.raises(IndexError, match="order"):
         next(iterate_batches(cache.images, rows, 2, order=[len(images)]))
+
+
+def test_a_live_builds_temp_file_survives_and_abandoned_ones_go(images, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    array_path, _ = cache_files(images, 64, tmp_path / "cache")
+    array_path.parent.mkdir(parents=True)
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()  # its PID no longer runs
+    live = array_path.with_name(f"{array_path.name}.{os.getpid()}.tmp")  # another build in a live process
+    dead = array_path.with_name(f"{array_path.name}.{finished.pid}.tmp")
+    old = array_path.with_name(f"{array_path.name}.{os.getpid()}.feedbeef.tmp")
+    for leftover in (live, dead, old):
+        leftover.write_bytes(b"partial")
+    an_hour_ago = time.time() - 2 * 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))  # untouched for two hours: abandoned whatever its PID
+    with pytest.warns(StaleCacheWarning, match="interrupted"):
+        cache = prepare_cache(images, 64, tmp_path / "cache", num_workers=1, progress=False)
+    assert live.read_bytes() == b"partial" and not dead.exists() and not old.exists()
+    np.testing.assert_array_equal(cache.images[cache.row_of(images[3])], load_letterboxed(images[3], 64))
+
+
+@pytest.mark.filterwarnings("ignore:.*being built by another process:mura_utils.cache.StaleCacheWarning")
+def test_two_concurrent_builds_of_one_cache_both_succeed(images, tmp_path, monkeypatch):
+    import threading
+
+    both_decoding = threading.Barrier(2, timeout=60)
+    started = threading.local()
+
+    def decode_together(path, size):
+        if not getattr(started, "done", False):  # each build waits until the other has begun writing
+            started.done = True
+            both_decoding.wait()
+        return load_letterboxed(path, size)
+
+    monkeypatch.setattr(cache_module, "load_letterboxed", decode_together)
+    results, errors = [], []
+
+    def build():
+        try:
+            results.append(prepare_cache(images, 64, tmp_path / "cache", num_workers=1, progress=False))
+        except BaseException as error:  # noqa: BLE001 - reported by the assert below
+            errors.append(error)
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(results) == 2
+    assert _no_tmp(tmp_path / "cache")
+    for cache in results:
+        np.testing.assert_array_equal(cache.images[cache.row_of(images[5])], load_letterboxed(images[5], 64))

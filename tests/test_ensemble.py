@@ -112,3 +112,30 @@ def test_gradcam_of_a_loaded_ensemble_is_the_mean_of_its_members(members, tmp_pa
     second = model.members[1]  # custom_cnn runs at 48 px: its heatmap enters unchanged
     alone = gradcam_heatmaps(second.model, second.model_name, images)
     assert not np.allclose(heatmaps, alone)  # the other member counts too
+
+
+def test_ensemble_records_where_its_threshold_came_from(members, tmp_path):
+    assert make_ensemble(members, tmp_path / "mean.pt")["threshold_source"] == "mean of members' validation thresholds"
+    assert make_ensemble(members, tmp_path / "given.pt", threshold=0.3)["threshold_source"] == "given"
+    nested = make_ensemble([tmp_path / "mean.pt", members[0]], tmp_path / "nested.pt", threshold=0.35)
+    assert nested["threshold"] == 0.35 and nested["threshold_source"] == "given"  # an explicit threshold is kept
+    assert torch.load(tmp_path / "given.pt", weights_only=True)["threshold_source"] == "given"
+
+
+def test_evaluate_with_the_val_threshold_of_an_ensemble_warns_where_it_came_from(members, tiny_mura, tmp_path):
+    make_ensemble(members, tmp_path / "e.pt")
+    command = ["evaluate", "--checkpoint", str(tmp_path / "e.pt"), "--data-root", str(tiny_mura), "--device", "cpu"]
+    command += ["--cache-dir", str(tmp_path / "cache"), "--no-progress", "--bootstrap", "0", "--threshold", "val"]
+    with pytest.warns(UserWarning, match=r"threshold 0.5000 of this ensemble.*mean of the members' validation"):
+        assert cli_main([*command, "--out", str(tmp_path / "out")]) == 0
+    assert '"threshold_source": "mean of members' in (tmp_path / "out" / "metrics.json").read_text()
+    make_ensemble(members, tmp_path / "given.pt", threshold=0.3)
+    with pytest.warns(UserWarning, match=r"threshold 0.3000 .*given when the ensemble was made"):
+        evaluate_checkpoint(
+            tmp_path / "given.pt",
+            tiny_mura,
+            threshold="val",
+            device="cpu",
+            progress=False,
+            cache_dir=tmp_path / "cache",
+        )

@@ -140,3 +140,51 @@ def test_three_channel_weights_file_of_a_timm_model_loads_with_summed_stem(tmp_p
     torch.testing.assert_close(
         model.backbone.stages[3].blocks[0].mlp.fc1.weight, rgb.stages[3].blocks[0].mlp.fc1.weight
     )
+
+
+# --- fixed-input-size models (ViT, Swin, ...) -----------------------------------------------------
+
+
+def test_fixed_input_size_model_with_another_img_size_is_refused_at_construction():
+    from mura_utils.config import TrainConfig
+
+    assert get_spec("vit_tiny_patch16_224").fixed_input_size
+    assert not get_spec("convnext_atto").fixed_input_size and not get_spec("custom_cnn").fixed_input_size
+    with pytest.raises(ValueError, match=r"vit_tiny_patch16_224.*only takes 224 px.*img_size 48"):
+        TrainConfig(model="vit_tiny_patch16_224", img_size=48)
+    TrainConfig(model="vit_tiny_patch16_224", img_size=224)  # its own size is fine
+    TrainConfig(model="vit_tiny_patch16_224")  # default: the model's own size
+    TrainConfig(model="convnext_atto", img_size=48)  # convolutional models take any size
+
+
+def test_convnext_grad_cam_at_a_small_input_uses_a_layer_larger_than_1x1():
+    from mura_utils.cam import gradcam_heatmaps
+
+    torch.manual_seed(0)
+    model = build_model("convnext_atto", pretrained=False).eval()
+    assert find_cam_layer(model.backbone, 32) != "stages"  # the last stage is 1x1 at 32 px
+    layer = cam_target_layer(model, "convnext_atto", 32)
+    maps = []
+    handle = layer.register_forward_hook(lambda _module, _inputs, output: maps.append(output))
+    with torch.no_grad():
+        model(torch.zeros(1, 1, 32, 32))
+    handle.remove()
+    assert min(maps[0].shape[-2:]) > 1
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 1, 32, 32), dtype=np.uint8))
+    heatmaps = gradcam_heatmaps(model, "convnext_atto", images)
+    assert heatmaps.shape == (2, 32, 32) and all(heatmap.max() > heatmap.min() for heatmap in heatmaps)
+    assert cam_target_layer(model, "convnext_atto") is model.backbone.get_submodule("stages")  # old call: 128 px
+
+
+def test_grad_cam_on_an_input_too_small_for_any_feature_map_says_so():
+    backbone = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=16), torch.nn.AdaptiveAvgPool2d(1))
+    assert find_cam_layer(backbone, 64) == "0"
+    with pytest.raises(ValueError, match="1x1 at 16 px.*Grad-CAM needs a larger input"):
+        find_cam_layer(backbone, 16)  # the stride-16 conv is 1x1 at 16 px
+    with pytest.raises(ValueError, match="at 16 px"):  # a ConvNeXt cannot even run at 16 px: said clearly too
+        cam_target_layer(build_model("convnext_atto", pretrained=False), "convnext_atto", 16)
+
+
+def test_registry_cam_layer_is_kept_while_it_is_spatial():
+    model = build_model("custom_cnn", pretrained=False)
+    assert cam_target_layer(model, "custom_cnn", 48) is model.backbone.get_submodule("blocks.4.2")

@@ -117,6 +117,7 @@ def test_restart_deletes_only_planned_run_folders(tmp_path, tiny_mura):
     planned, own = runs_dir / "custom_cnn_multitask_seed0", runs_dir / "effb0"
     for folder in (planned, own):
         TrainConfig(epochs=7, out_dir=str(folder)).save(folder / "config.json")
+        (folder / "last.pt").write_bytes(b"")  # trained: a folder holding only config.json would be trained afresh
     plan = plan_runs(tiny_mura, tmp_path / "reports", "demo", {"variants": ["multitask"]}, notebooks=NOTEBOOKS[:1])
     [(config, status, differences)] = plan["01_custom_cnn"]
     assert status == "conflict" and differences["epochs"] == (7, 2)
@@ -193,3 +194,34 @@ def test_fit_reports_progress_to_the_file_named_by_the_environment(tiny_mura, tm
     lines = follower.new_lines()
     assert {line["run"] for line in lines} == {"run"} and lines[-1]["epoch"] == lines[-1]["epochs"] == 2
     assert lines[-1]["step"] == lines[-1]["steps"] and follower.new_lines() == []
+
+
+@pytest.mark.parametrize("decay", [1.0, 1.5, -0.1, "0.9"])
+def test_bad_ema_decay_is_refused_before_anything_is_written(tmp_path, decay):
+    with pytest.raises(ValueError, match=r"ema_decay .* must be 0 \(off\) or between 0 and 1"):
+        TrainConfig(ema_decay=decay, out_dir=str(tmp_path / "run"))
+    TrainConfig(ema_decay=0.0)
+    TrainConfig(ema_decay=0.999)
+    if isinstance(decay, float):
+        command = ["train", "--out", str(tmp_path / "run"), "--ema-decay", str(decay), "--epochs", "1"]
+        assert cli_main(command) == 2
+        assert not (tmp_path / "run").exists()
+
+
+def test_folder_of_a_start_that_failed_before_any_checkpoint_is_trained_afresh(tiny_mura, tmp_path):
+    from mura_utils.config import ConfigMismatchError
+    from mura_utils.experiment import run_status
+    from mura_utils.train import check_resumable, fit
+
+    settings = {"model": "resnet18", "img_size": 32, "epochs": 1, "device": "cpu", "progress": False}
+    settings |= {"data_root": str(tiny_mura), "out_dir": str(tmp_path / "run"), "cache_dir": str(tmp_path / "cache")}
+    with pytest.raises(FileNotFoundError, match="weights file not found"):  # a failed start: bad weights file
+        fit(TrainConfig(weights_path=str(tmp_path / "missing.safetensors"), **settings))
+    assert (tmp_path / "run" / "config.json").is_file()  # left behind by the failed start
+    retry = TrainConfig(pretrained=False, **settings)
+    assert run_status(retry) == ("train", {})  # not "trained with other settings"
+    check_resumable(tmp_path / "run", retry)  # --resume does not refuse either
+    (tmp_path / "run" / "last.pt").write_bytes(b"")  # once a checkpoint exists, other settings are a conflict
+    assert run_status(retry)[0] == "conflict"
+    with pytest.raises(ConfigMismatchError, match="pretrained"):
+        check_resumable(tmp_path / "run", retry)

@@ -80,7 +80,9 @@ def test_pipeline_writes_every_report(demo_reports):
 
 def test_comparison_table_has_all_models_variants_and_ensemble(demo_reports):
     table = pd.read_csv(Path(demo_reports) / "comparison.csv")
-    assert len(table) == 9  # 4 models x 2 variants + ensemble
+    # one row per run (4 models x 2 variants), its test-time-augmentation row, and the multi-task ensemble
+    assert (table["kind"] == "run").sum() == 8 and (table["kind"] == "tta").sum() == 8
+    assert (table["kind"] == "ensemble").sum() == 1 and len(table) == 17
     assert set(table["variant"].dropna()) >= {"multitask", "single_task"}
     for column in (
         "image_accuracy",

@@ -21,7 +21,7 @@ import pytest
 from mura_utils.cli import _parse_value
 from mura_utils.cli import main as cli_main
 from mura_utils.config import TrainConfig
-from mura_utils.pipeline import NOTEBOOK_DIR, ReproduceError, _refuse_conflicts, plan_runs, reproduce
+from mura_utils.pipeline import NOTEBOOK_DIR, ReproduceError, _refuse_conflicts, notebook_settings, plan_runs, reproduce
 
 # 2 epochs, so the kill lands after notebook 02's first last.pt and the rerun resumes mid-run
 SETTINGS = {"epochs": 2, "img_size": 32, "batch_size": 16, "variants": ["multitask"], "cam_per_group": 1}
@@ -120,8 +120,9 @@ def test_restart_deletes_only_planned_run_folders(tmp_path, tiny_mura):
         (folder / "last.pt").write_bytes(b"")  # trained: a folder holding only config.json would be trained afresh
     plan = plan_runs(tiny_mura, tmp_path / "reports", "demo", {"variants": ["multitask"]}, notebooks=NOTEBOOKS[:1])
     [(config, status, differences)] = plan["01_custom_cnn"]
-    assert status == "conflict" and differences["epochs"] == (7, 2)
-    with pytest.raises(ReproduceError, match=r"custom_cnn_multitask_seed0: .*epochs: saved 7, requested 2"):
+    requested = notebook_settings("demo", "01_custom_cnn")["epochs"]  # the demo's per-notebook setting
+    assert status == "conflict" and differences["epochs"] == (7, requested)
+    with pytest.raises(ReproduceError, match=rf"custom_cnn_multitask_seed0: .*epochs: saved 7, requested {requested}"):
         _refuse_conflicts(plan, restart=False)
     assert planned.is_dir()
     _refuse_conflicts(plan, restart=True)

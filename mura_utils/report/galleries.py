@@ -104,12 +104,12 @@ def cam_gallery(run: Run, path: str | Path, per_group: int = 3, img_size: int | 
             )
     figure.suptitle(
         f"Grad-CAM, abnormality head: {MODEL_LABELS.get(model_name, model_name)} "
-        f"({'multi-task' if checkpoint.get('multitask') else 'single-task'}), run {run.name}"
+        f"({'multi-task' if checkpoint.get('multitask') else 'single-task'})\nrun {run.name}",
+        fontsize=10,
     )
     figure.supxlabel(
-        f"study threshold {threshold:.2f} (chosen on validation studies); most confident studies first, "
-        "each by its highest-scoring image; "
-        "red = regions that raise the abnormal score",
+        f"study threshold {threshold:.2f} (chosen on validation studies); most confident studies first,\n"
+        "each by its highest-scoring image; red = regions that raise the abnormal score",
         fontsize=8,
         color="0.3",
     )

@@ -1,0 +1,198 @@
+"""Planning before anything runs: parameters checked against the notebooks, every training run
+listed as train / resume / reuse / conflict, conflicts refused with nothing changed on disk."""
+
+from __future__ import annotations
+
+import ast
+import math
+import shutil
+from dataclasses import fields
+from pathlib import Path
+
+from .profiles import FIXED_PARAMETERS, NOTEBOOK_DIR, NOTEBOOKS, PROFILES, ReproduceError, notebook_settings
+
+
+def notebook_parameters(data_root: Path, out: Path, profile: dict, external_root: Path | None) -> dict:
+    """Everything a notebook may declare in its parameters cell (paths absolute); each notebook
+    receives only the names it declares."""
+    return {
+        **profile,
+        "data_root": str(data_root),
+        "runs_dir": str(out / "runs"),
+        "reports_dir": str(out),
+        "external_root": str(external_root) if external_root else "",
+    }
+
+
+def declared_defaults(source: Path) -> dict:
+    """{name: default value} of a notebook's parameters cell (plain literals)."""
+    import papermill
+
+    defaults = {}
+    for name, parameter in papermill.inspect_notebook(str(source)).items():
+        try:
+            defaults[name] = ast.literal_eval(parameter["default"])
+        except (ValueError, SyntaxError) as error:
+            raise ReproduceError(
+                f"{source.name}: parameter {name} = {parameter['default']} is not a plain literal"
+            ) from error
+    return defaults
+
+
+def _type_name(value) -> str:
+    return type(value).__name__
+
+
+def check_parameter_types(overrides: dict, defaults_by_notebook: dict[str, dict]) -> None:
+    """Refuse an override whose type differs from the notebook's declared default (an int is a
+    fine float; a default of None takes anything): ``-p pretrained False`` must not be a string."""
+    problems = []
+    for name, value in overrides.items():
+        for notebook, defaults in defaults_by_notebook.items():
+            if name not in defaults or defaults[name] is None:
+                continue
+            expected = type(defaults[name])
+            fits = (isinstance(value, expected) and not (isinstance(value, bool) and expected is not bool)) or (
+                expected is float and isinstance(value, int) and not isinstance(value, bool)
+            )
+            if not fits:
+                problems.append(
+                    f"{name}={value!r} is of type {_type_name(value)}, but {notebook} declares "
+                    f"{name} = {defaults[name]!r} (of type {expected.__name__})"
+                )
+                break
+    if problems:
+        raise ReproduceError("parameter type mismatch: " + "; ".join(problems))
+
+
+def plan_notebook_runs(defaults: dict, offered: dict) -> list:
+    """The TrainConfig of every run a training notebook will ask for (its parameters cell
+    declares ``models``), mirroring its one call to ``experiment.run_models``."""
+    from .. import experiment
+    from ..config import TrainConfig
+
+    if "models" not in defaults:
+        return []
+    values = {**defaults, **{name: value for name, value in offered.items() if name in defaults}}
+    settings = {field.name: values[field.name] for field in fields(TrainConfig) if field.name in values}
+    models = list(values["models"]) + list(values.get("extra_models", []))  # notebook 03 may add backbones
+    return experiment.plan_runs(models, values["runs_dir"], values["variants"], values["seeds"], **settings)
+
+
+def plan_runs(
+    data_root: str | Path,
+    out: str | Path = "reports",
+    profile: str = "demo",
+    overrides: dict | None = None,
+    notebooks: tuple[str, ...] = NOTEBOOKS,
+    external_root: str | Path | None = None,
+    notebook_dir: str | Path = NOTEBOOK_DIR,
+) -> dict[str, list[tuple]]:
+    """{notebook: [(TrainConfig, status, differences), ...]} for every run the pipeline would
+    train, where status is train | resume | reuse | conflict (see experiment.run_status).
+    Checks the profile, the parameter names and their types; changes nothing on disk."""
+    from .. import experiment
+
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+    data_root, out = Path(data_root).resolve(), Path(out).resolve()
+    sources = [Path(notebook_dir) / f"{name}.ipynb" for name in notebooks]
+    missing = [str(source) for source in sources if not source.is_file()]
+    if missing:
+        raise ReproduceError(f"notebook(s) not found: {', '.join(missing)}")
+    defaults = {source.stem: declared_defaults(source) for source in sources}
+    declared = set().union(*(set(values) for values in defaults.values())) - set(FIXED_PARAMETERS)
+    unknown = set(overrides or {}) - declared
+    if unknown:
+        raise ReproduceError(f"parameter(s) {sorted(unknown)} are declared by no notebook; known: {sorted(declared)}")
+    check_parameter_types(overrides or {}, defaults)
+    plan = {}
+    for source in sources:
+        settings = notebook_settings(profile, source.stem, overrides)
+        offered = notebook_parameters(data_root, out, settings, Path(external_root) if external_root else None)
+        try:
+            configs = plan_notebook_runs(defaults[source.stem], offered)
+        except ValueError as error:
+            raise ReproduceError(f"{source.name}: {error}") from None
+        plan[source.stem] = [(config, *experiment.run_status(config)) for config in configs]
+    return plan
+
+
+def describe_plan(plan: dict[str, list[tuple]], runs_dir: Path, estimates: dict[str, float] | None = None) -> str:
+    """One line per run: what will happen to it (with a time estimate when given), then run
+    folders the plan does not produce."""
+    lines, planned = [], set()
+    for notebook, runs in plan.items():
+        for config, status, _ in runs:
+            name = Path(config.out_dir).name
+            planned.add(name)
+            estimate = f" (~{_duration(estimates[name])})" if estimates and name in estimates else ""
+            lines.append(f"  {notebook}: {name}: {status}{estimate}")
+    if estimates:
+        lines.append(f"  training left, roughly: {_duration(sum(estimates.values()))} (timed steps on this machine)")
+    others = sorted(
+        folder.name for folder in runs_dir.glob("*") if (folder / "run.json").is_file() and folder.name not in planned
+    )
+    if others:
+        lines.append(f"  not planned, yet in {runs_dir} (the reports include them): {', '.join(others)}")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{max(minutes, 1)} min"
+
+
+def estimate_training_seconds(plan: dict[str, list[tuple]], data_root: str | Path) -> dict[str, float]:
+    """{run folder: rough training seconds left} for the runs to train or resume: epochs left x
+    steps per epoch x one step timed on this machine's device (+10% for validation)."""
+    from .. import experiment
+    from ..data import load_mura_index
+
+    train_images = len(load_mura_index(data_root, splits=("train",)))
+    step_seconds: dict[tuple, float] = {}
+    estimates = {}
+    for runs in plan.values():
+        for config, status, _ in runs:
+            if status not in ("train", "resume"):
+                continue
+            key = (config.model, config.img_size, config.batch_size, config.device, config.amp)
+            if key not in step_seconds:
+                print(f"[mura reproduce] timing {config.model} steps at {config.img_size} px ...", flush=True)
+                step_seconds[key] = experiment.seconds_per_step(config)
+            steps = math.ceil(train_images * (1 - config.val_fraction) / config.batch_size)
+            estimates[Path(config.out_dir).name] = experiment.remaining_epochs(config) * steps * step_seconds[key] * 1.1
+    return estimates
+
+
+def _refuse_conflicts(plan: dict[str, list[tuple]], restart: bool) -> None:
+    """Stop before anything runs when a run folder holds another experiment (or, with
+    ``restart``, delete the planned folders that are ours and start them afresh)."""
+    conflicts = [
+        (config, differences) for runs in plan.values() for config, status, differences in runs if status == "conflict"
+    ]
+    foreign = [config for config, differences in conflicts if "config.json" in differences]
+    if restart:
+        if foreign:
+            raise ReproduceError(
+                "--restart deletes only run folders of mura_utils (with a config.json); these are not: "
+                + ", ".join(config.out_dir for config in foreign)
+            )
+        for runs in plan.values():
+            for config, status, _ in runs:
+                if status != "train" and (Path(config.out_dir) / "config.json").is_file():
+                    shutil.rmtree(config.out_dir)
+        return
+    if conflicts:
+        from ..config import format_differences
+
+        details = "\n".join(
+            f"  - {config.out_dir}: {format_differences(differences)}" for config, differences in conflicts
+        )
+        raise ReproduceError(
+            f"{len(conflicts)} run folder(s) hold runs with other settings than this request:\n{details}\n"
+            "Nothing was changed. Run the same command as before to continue those runs, add --restart to "
+            "delete and retrain the planned runs, or choose another --out."
+        )

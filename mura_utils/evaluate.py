@@ -16,7 +16,14 @@ from torch.utils.data import DataLoader
 
 from .augment import normalize
 from .constants import BODY_PARTS
-from .statistics import DEFAULT_RESAMPLES, METRIC_KEYS, ClusterBootstrap, confidence_intervals, point_metrics
+from .statistics import (
+    DEFAULT_RESAMPLES,
+    METRIC_KEYS,
+    ClusterBootstrap,
+    confidence_intervals,
+    point_metrics,
+    study_table,
+)
 
 __all__ = [
     "METRIC_KEYS",
@@ -93,15 +100,6 @@ def predictions_table(index: pd.DataFrame, outputs: dict[str, np.ndarray]) -> pd
         table["predicted_body_part"] = None
         table["body_part_probability"] = np.nan
     return table
-
-
-def study_table(predictions: pd.DataFrame) -> pd.DataFrame:
-    """One row per study: its label, body part, patient, number of images and mean image probability."""
-    columns = {"body_part": ("body_part", "first"), "label": ("label", "first")}
-    if "patient" in predictions:
-        columns["patient"] = ("patient", "first")
-    columns |= {"probability": ("probability", "mean"), "images": ("probability", "size")}
-    return predictions.groupby("study", sort=True).agg(**columns).reset_index()
 
 
 def binary_metrics(labels, probabilities, threshold: float = 0.5) -> dict[str, float | None]:

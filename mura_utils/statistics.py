@@ -96,12 +96,18 @@ def point_metrics(labels, probabilities, threshold: float = 0.5) -> dict[str, fl
 # ----------------------------------------------------------------------------- levels
 
 
-def study_scores(predictions: pd.DataFrame, cluster: str = "patient") -> pd.DataFrame:
-    """One row per study: label, mean image probability and its cluster (patient), sorted by study."""
-    columns = {"label": ("label", "first"), "probability": ("probability", "mean")}
-    if cluster in predictions:
-        columns["cluster"] = (cluster, "first")
+def study_table(predictions: pd.DataFrame, keep: Sequence[str] = ("body_part", "patient")) -> pd.DataFrame:
+    """One row per study (sorted): its label, the ``keep`` columns present, the mean of its images'
+    probabilities (MURA's study probability: its one definition) and its number of images."""
+    columns = {"label": ("label", "first")}
+    columns |= {name: (name, "first") for name in keep if name in predictions}
+    columns |= {"probability": ("probability", "mean"), "images": ("probability", "size")}
     return predictions.groupby("study", sort=True).agg(**columns).reset_index()
+
+
+def study_scores(predictions: pd.DataFrame, cluster: str = "patient") -> pd.DataFrame:
+    """``study_table`` with the resampling unit of each study (its patient) as column ``cluster``."""
+    return study_table(predictions, keep=(cluster,)).rename(columns={cluster: "cluster"})
 
 
 def _require(predictions: pd.DataFrame, columns: Sequence[str], what: str) -> None:

@@ -16,3 +16,20 @@ def tiny_mura(tmp_path_factory):
     from mura_utils.synthetic import make_sample
 
     return make_sample(tmp_path_factory.mktemp("tiny_mura"), patients_per_part=4, seed=0)
+
+
+def save_untrained_checkpoint(path, model: str = "custom_cnn", img_size: int = 32, **extra):
+    """A checkpoint of an untrained model through the real save path (costs ~0 s); returns ``path``."""
+    from mura_utils.checkpoint import save_checkpoint
+    from mura_utils.config import TrainConfig
+    from mura_utils.models import build_model
+
+    config = TrainConfig(model=model, img_size=img_size)
+    save_checkpoint(path, build_model(model, pretrained=False), config, epoch=1, img_size=img_size, **extra)
+    return path
+
+
+@pytest.fixture(scope="session")
+def untrained_checkpoint():
+    """``save_untrained_checkpoint``, for tests and fixtures of any scope."""
+    return save_untrained_checkpoint

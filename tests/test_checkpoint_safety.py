@@ -11,12 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import save_untrained_checkpoint
 
 from mura_utils import train as train_module
-from mura_utils.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
+from mura_utils.checkpoint import CheckpointError, load_model, read_checkpoint
 from mura_utils.cli import main as cli_main
-from mura_utils.config import TrainConfig
-from mura_utils.models import build_model
 
 
 class CreatesFile:
@@ -29,21 +28,9 @@ class CreatesFile:
         return (open, (self.marker, "w"))
 
 
-def saved_checkpoint(path: Path, **extra) -> Path:
-    save_checkpoint(
-        path,
-        build_model("custom_cnn", pretrained=False),
-        TrainConfig(model="custom_cnn", img_size=32),
-        epoch=1,
-        img_size=32,
-        **extra,
-    )
-    return path
-
-
 def plant_payload(path: Path, marker: Path) -> Path:
     """A checkpoint that looks right (model_name, state_dict, format) but carries a payload."""
-    contents = torch.load(saved_checkpoint(path), weights_only=True)
+    contents = torch.load(save_untrained_checkpoint(path), weights_only=True)
     contents["metrics"] = {"auroc": CreatesFile(marker)}
     torch.save(contents, path)
     return path
@@ -159,7 +146,7 @@ def test_resume_from_a_last_pt_of_the_old_save_path_with_numpy_rng_state(tiny_mu
 
 def test_save_checkpoint_writes_only_plain_values(tmp_path):
     state = np.random.get_state()
-    path = saved_checkpoint(
+    path = save_untrained_checkpoint(
         tmp_path / "best.pt",
         metrics={"auroc": np.float64(0.75), "counts": np.array([3, 4])},
         rng={"numpy": state},
@@ -179,5 +166,5 @@ def test_save_checkpoint_writes_only_plain_values(tmp_path):
 
 def test_save_checkpoint_names_a_value_that_is_not_plain(tmp_path):
     with pytest.raises(TypeError, match=r"checkpoint\['extra'\]\['when'\].*Path"):
-        saved_checkpoint(tmp_path / "best.pt", extra={"when": Path("x")})
+        save_untrained_checkpoint(tmp_path / "best.pt", extra={"when": Path("x")})
     assert not (tmp_path / "best.pt").exists()

@@ -106,28 +106,15 @@ def test_predictions_table_rejects_duplicates_and_gaps():
 
 
 @pytest.fixture(scope="module")
-def two_checkpoints(tmp_path_factory) -> list:
+def two_checkpoints(tmp_path_factory, untrained_checkpoint) -> list:
     """Two untrained custom CNNs with different initial weights (prediction differs, cost ~0 s)."""
     import torch
-
-    from mura_utils.checkpoint import save_checkpoint
-    from mura_utils.config import TrainConfig
-    from mura_utils.models import build_model
 
     folder = tmp_path_factory.mktemp("checkpoints")
     paths = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        path = folder / f"seed{seed}.pt"
-        save_checkpoint(
-            path,
-            build_model("custom_cnn", pretrained=False),
-            TrainConfig(model="custom_cnn", img_size=32),
-            epoch=1,
-            img_size=32,
-            threshold=0.5,
-        )
-        paths.append(path)
+        paths.append(untrained_checkpoint(folder / f"seed{seed}.pt", threshold=0.5))
     return paths
 
 

@@ -7,27 +7,15 @@ import json
 import pandas as pd
 import pytest
 
-from mura_utils.checkpoint import save_checkpoint
 from mura_utils.cli import main as cli_main
-from mura_utils.config import TrainConfig
 from mura_utils.external import deduplicate, load_external_index
 from mura_utils.generalization import evaluate_external
-from mura_utils.models import build_model
 from mura_utils.synthetic import make_external_sample
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
-    save_checkpoint(
-        path,
-        build_model("custom_cnn", pretrained=False),
-        TrainConfig(model="custom_cnn", img_size=32),
-        epoch=1,
-        img_size=32,
-        threshold=0.42,
-    )
-    return path
+def checkpoint(tmp_path_factory, untrained_checkpoint):
+    return untrained_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt", threshold=0.42)
 
 
 @pytest.fixture(scope="module")

@@ -33,3 +33,19 @@ def save_untrained_checkpoint(path, model: str = "custom_cnn", img_size: int = 3
 def untrained_checkpoint():
     """``save_untrained_checkpoint``, for tests and fixtures of any scope."""
     return save_untrained_checkpoint
+
+
+def interrupt_in_epoch(monkeypatch, epoch: int) -> None:
+    """Make training stop with KeyboardInterrupt in ``epoch``'s validation, as a killed run would
+    (last.pt then holds epoch - 1); ``monkeypatch.undo()`` lets the next fit run normally."""
+    from mura_utils import train as train_module
+
+    real_validation, calls = train_module.validation_predictions, []
+
+    def validation(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == epoch:
+            raise KeyboardInterrupt(f"interrupted during epoch {epoch}")
+        return real_validation(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "validation_predictions", validation)

@@ -11,9 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import save_untrained_checkpoint
+from conftest import interrupt_in_epoch, save_untrained_checkpoint
 
-from mura_utils import train as train_module
 from mura_utils.checkpoint import CheckpointError, load_model, read_checkpoint
 from mura_utils.cli import main as cli_main
 
@@ -115,15 +114,7 @@ def test_resume_from_a_last_pt_of_the_old_save_path_with_numpy_rng_state(tiny_mu
     """last.pt files written before the plain-types rule hold np.random.get_state() arrays and numpy
     scalars; they still load (through a numpy-only allow-list) and training resumes from them."""
     out = tmp_path / "run"
-    real_validation, calls = train_module.validation_predictions, []
-
-    def crash_in_second_validation(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("interrupted during epoch 2")
-        return real_validation(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "validation_predictions", crash_in_second_validation)
+    interrupt_in_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         cli_main(train_argv(tiny_mura, out, 2))
     monkeypatch.undo()

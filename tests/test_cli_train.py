@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import interrupt_in_epoch
 
 from mura_utils import train as train_module
 from mura_utils.checkpoint import load_model, read_checkpoint
@@ -115,16 +116,7 @@ def test_ema_weights_are_validated_selected_and_saved(tiny_mura, tmp_path, monke
 
 def test_resume_restores_the_ema(tiny_mura, tmp_path, monkeypatch):
     straight = fit(tiny_config(tiny_mura, tmp_path / "straight", ema_decay=0.5, epochs=3))
-    calls = {"count": 0}
-    real_validation = train_module.validation_predictions
-
-    def crash_in_third_validation(*args, **kwargs):
-        calls["count"] += 1
-        if calls["count"] == 3:
-            raise KeyboardInterrupt("interrupted during epoch 3")
-        return real_validation(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "validation_predictions", crash_in_third_validation)
+    interrupt_in_epoch(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         fit(tiny_config(tiny_mura, tmp_path / "resumed", ema_decay=0.5, epochs=3))
     monkeypatch.undo()

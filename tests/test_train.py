@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import interrupt_in_epoch
 
 from mura_utils import checkpoint as checkpoint_module
 from mura_utils import train as train_module
@@ -137,16 +138,7 @@ def test_resume_on_cuda_restores_the_cuda_generator(tiny_mura, tmp_path):
 
 def test_resume_continues_from_last_checkpoint(tiny_mura, tmp_path, monkeypatch):
     straight = fit(tiny_config(tiny_mura, tmp_path / "straight", epochs=3))
-    calls = {"count": 0}
-    real_validation = train_module.validation_predictions
-
-    def crash_in_third_validation(*args, **kwargs):
-        calls["count"] += 1
-        if calls["count"] == 3:
-            raise KeyboardInterrupt("interrupted during epoch 3")
-        return real_validation(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "validation_predictions", crash_in_third_validation)
+    interrupt_in_epoch(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         fit(tiny_config(tiny_mura, tmp_path / "resumed", epochs=3))
     monkeypatch.undo()

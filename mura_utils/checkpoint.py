@@ -20,7 +20,7 @@ import torch
 
 from .config import TrainConfig
 from .io import atomic_torch_save
-from .models import MuraNet, build_model
+from .models import MuraNet, build_model, get_spec
 
 CHECKPOINT_FORMAT = 1
 
@@ -129,6 +129,9 @@ def save_checkpoint(
     so the file loads with ``weights_only=True``; anything else raises TypeError naming its key.
     """
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    spec = get_spec(config.model)
+    # the normalization the weights were trained with travels with them (a timm upgrade may change the defaults)
+    extra = {"mean": float(spec.mean), "std": float(spec.std), **extra}
     contents = _plain(
         {
             "format": CHECKPOINT_FORMAT,

@@ -92,25 +92,36 @@ def checkpoint_img_size(checkpoint: dict) -> int:
     )
 
 
+def checkpoint_normalization(checkpoint: dict) -> tuple[float | None, float | None]:
+    """The (mean, std) a single-model checkpoint was trained with: stored in it (older files: the
+    model's own); (None, None) for an ensemble, whose members each carry theirs."""
+    if is_ensemble(checkpoint):
+        return None, None
+    if "mean" in checkpoint and "std" in checkpoint:
+        return float(checkpoint["mean"]), float(checkpoint["std"])
+    spec = get_spec(checkpoint["model_name"])
+    return spec.mean, spec.std
+
+
 def members_of(model: nn.Module, checkpoint: dict) -> list[Member]:
     """The members to run for a loaded checkpoint: an ensemble's, or the single model itself."""
     if isinstance(model, EnsembleNet):
         return model.members
-    spec = get_spec(checkpoint["model_name"])
-    return [Member(model, checkpoint["model_name"], checkpoint_img_size(checkpoint), spec.mean, spec.std)]
+    mean, std = checkpoint_normalization(checkpoint)
+    return [Member(model, checkpoint["model_name"], checkpoint_img_size(checkpoint), mean, std)]
 
 
 def member_entry(checkpoint: dict, source: str | Path) -> dict:
     """A single-model checkpoint as an ensemble member: plain types and tensors only."""
-    spec = get_spec(checkpoint["model_name"])
+    mean, std = checkpoint_normalization(checkpoint)
     return {
         "model_name": checkpoint["model_name"],
         "multitask": bool(checkpoint["multitask"]),
         "state_dict": checkpoint["state_dict"],
         "config": checkpoint.get("config", {}),
         "img_size": checkpoint_img_size(checkpoint),
-        "mean": float(spec.mean),
-        "std": float(spec.std),
+        "mean": mean,
+        "std": std,
         "threshold": float(checkpoint.get("threshold", 0.5)),
         "epoch": checkpoint.get("epoch"),
         "source": str(source),

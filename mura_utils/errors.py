@@ -103,6 +103,7 @@ def case_overlays(run, cases: pd.DataFrame, img_size: int | None = None) -> list
 
     from .cam import gradcam_heatmaps, overlay
     from .checkpoint import load_model
+    from .ensemble import checkpoint_normalization
     from .imaging import load_letterboxed
 
     if cases.empty:
@@ -110,7 +111,10 @@ def case_overlays(run, cases: pd.DataFrame, img_size: int | None = None) -> list
     model, checkpoint = load_model(Path(run.path) / "best.pt", "cpu")
     size = img_size or int(checkpoint["img_size"])
     grays = np.stack([load_letterboxed(_image_file(p, run.info.get("data_root")), size) for p in cases["path"]])
-    heatmaps = gradcam_heatmaps(model, checkpoint["model_name"], torch.from_numpy(grays).unsqueeze(1))
+    mean, std = checkpoint_normalization(checkpoint)
+    heatmaps = gradcam_heatmaps(
+        model, checkpoint["model_name"], torch.from_numpy(grays).unsqueeze(1), mean=mean, std=std
+    )
     return [overlay(gray, heatmap) for gray, heatmap in zip(grays, heatmaps)]
 
 

@@ -139,3 +139,21 @@ def test_evaluate_with_the_val_threshold_of_an_ensemble_warns_where_it_came_from
             progress=False,
             cache_dir=tmp_path / "cache",
         )
+
+
+def test_a_checkpoint_keeps_the_normalization_it_was_trained_with(tmp_path):
+    """mean/std travel in the file, so a later timm default cannot change how old weights are fed;
+    files written before that fall back to the model's own."""
+    from mura_utils.ensemble import checkpoint_normalization, member_entry, members_of
+    from mura_utils.models import get_spec
+
+    path = make_checkpoint(tmp_path / "resnet18.pt", "resnet18", 32)
+    spec = get_spec("resnet18")
+    checkpoint = read_checkpoint(path)
+    assert (checkpoint["mean"], checkpoint["std"]) == pytest.approx((spec.mean, spec.std))
+    moved = {**checkpoint, "mean": 0.25, "std": 0.5}
+    model, _ = load_model(path)
+    assert (members_of(model, moved)[0].mean, members_of(model, moved)[0].std) == (0.25, 0.5)
+    assert (member_entry(moved, path)["mean"], member_entry(moved, path)["std"]) == (0.25, 0.5)
+    older = {key: value for key, value in checkpoint.items() if key not in ("mean", "std")}
+    assert checkpoint_normalization(older) == (spec.mean, spec.std)

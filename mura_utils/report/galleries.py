@@ -59,6 +59,7 @@ def cam_gallery(run: Run, path: str | Path, per_group: int = 3, img_size: int | 
 
     from ..cam import gradcam_heatmaps, overlay
     from ..checkpoint import load_model
+    from ..ensemble import checkpoint_normalization
     from ..imaging import load_letterboxed
     from ..models import get_spec
 
@@ -72,7 +73,8 @@ def cam_gallery(run: Run, path: str | Path, per_group: int = 3, img_size: int | 
     heatmaps, grays = np.zeros((0, size, size)), np.zeros((0, size, size), dtype=np.uint8)
     if len(cases):
         grays = np.stack([load_letterboxed(_image_path(p, run), size) for p in cases["path"]])
-        heatmaps = gradcam_heatmaps(model, model_name, torch.from_numpy(grays).unsqueeze(1))
+        mean, std = checkpoint_normalization(checkpoint)
+        heatmaps = gradcam_heatmaps(model, model_name, torch.from_numpy(grays).unsqueeze(1), mean=mean, std=std)
 
     columns = max(per_group, 1)
     figure = _figure(2.3 * columns + 1.2, 2.45 * len(GROUPS) + 0.9)

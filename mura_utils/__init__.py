@@ -29,6 +29,7 @@ _EXPORTS = {
     ],
     "ensemble": ["make_ensemble"],
     "experiment": ["run_experiment", "run_models"],
+    "explain": ["localization_section", "read_coco", "run_explain"],
     "export": ["export_onnx", "predict_onnx"],
     "external": ["load_external_index", "find_duplicates", "deduplicate"],
     "imaging": ["ImageReadError", "letterbox", "load_letterboxed", "read_grayscale"],

@@ -187,6 +187,40 @@ def _cmd_predict(args) -> None:
         print(f"Grad-CAM overlays written to {args.cam_dir}", file=sys.stderr)
 
 
+def _cmd_explain(args) -> None:
+    from .explain import run_explain
+
+    if args.bootstrap < 1:
+        raise ValueError(f"--bootstrap must be at least 1, not {args.bootstrap}")
+    result = run_explain(
+        args.checkpoint,
+        args.data_root,
+        args.out,
+        methods=args.methods,
+        limit=args.limit,
+        n_resamples=args.bootstrap,
+        seed=args.seed,
+        road_percentiles=None if args.no_road else args.road_percentiles,
+        road_limit=args.road_limit,
+        batch_size=args.batch_size,
+        device=args.device,
+        annotations_path=args.annotations,
+        gallery_method=args.gallery_method,
+    )
+    for method in [*result["methods"], *result["baselines"]]:
+        scores = result["summary"][method]
+        low, high = scores["pointing"]["ci"]
+        road = scores.get("road_combined", {}).get("mean")
+        print(
+            f"{method:>10}: pointing {scores['pointing']['mean']:.3f} [{low:.3f}, {high:.3f}], "
+            f"box mass ratio {scores['box_mass_ratio']['mean']:.2f}"
+            + (f", ROAD {road:+.4f}" if road is not None else "")
+        )
+    print(
+        f"{result['images']} images; wrote localization.json, per_image.csv, methods.md/.csv and figures to {args.out}"
+    )
+
+
 def _cmd_ensemble(args) -> None:
     from .ensemble import make_ensemble
 
@@ -315,6 +349,50 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=16)
     predict.add_argument("--tta", action="store_true", help="average each image with its mirror image")
     predict.set_defaults(handler=_cmd_predict)
+
+    from .explain.names import CAM_METHOD_NAMES, DEFAULT_METHODS, DEFAULT_ROAD_PERCENTILES
+
+    explain = commands.add_parser(
+        "explain",
+        help="measure CAM heatmaps against fracture boxes (pointing game, mass ratio, ROAD) on a dataset with boxes",
+        description="For each fractured test image of a dataset with fracture boxes (FracAtlas) and each CAM method: "
+        "does the map's maximum fall in a box (pointing game), how much of its mass lies in the boxes and polygons "
+        "(mass ratio, 1 = a flat map), and ROAD faithfulness; summarized with image-bootstrap intervals next to an "
+        "image-centre and a flat-map baseline.",
+    )
+    explain.add_argument("--checkpoint", required=True, help="best.pt of a single model")
+    explain.add_argument("--data-root", required=True, help="the dataset (e.g. FracAtlas); its test split is used")
+    explain.add_argument("--out", required=True, help="writes localization.json, per_image.csv, methods.md/.csv here")
+    explain.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(DEFAULT_METHODS),
+        choices=CAM_METHOD_NAMES,
+        metavar="METHOD",
+        help=f"CAM methods (default: {' '.join(DEFAULT_METHODS)}; choices: {', '.join(CAM_METHOD_NAMES)})",
+    )
+    explain.add_argument("--limit", type=int, default=None, help="score only the first N fractured images (by name)")
+    explain.add_argument("--bootstrap", type=int, default=2000, help="image resamples for the intervals")
+    explain.add_argument("--seed", type=int, default=0, help="seed of the resamples and of ROAD's noise")
+    explain.add_argument(
+        "--road-percentiles",
+        nargs="+",
+        type=int,
+        default=list(DEFAULT_ROAD_PERCENTILES),
+        metavar="P",
+        help="ROAD: percent of pixels kept at each step (default: %(default)s)",
+    )
+    explain.add_argument("--road-limit", type=int, default=None, help="ROAD on the first N images only (it is slow)")
+    explain.add_argument("--no-road", action="store_true", help="skip ROAD")
+    explain.add_argument(
+        "--annotations",
+        default=None,
+        help="COCO file (default: DATA_ROOT/Annotations/COCO JSON/COCO_fracture_masks.json)",
+    )
+    explain.add_argument("--gallery-method", default=None, choices=CAM_METHOD_NAMES, help="method of gallery.png")
+    explain.add_argument("--batch-size", type=int, default=16)
+    explain.add_argument("--device", default="auto")
+    explain.set_defaults(handler=_cmd_explain)
 
     ensemble = commands.add_parser(
         "ensemble", help="combine checkpoints into one ensemble checkpoint (probability: the members' mean)"

@@ -1,0 +1,249 @@
+"""``mura explain``: every CAM method and both baselines on the fractured test images of a dataset
+with fracture boxes (FracAtlas), scored per image, summarized with image-bootstrap intervals and
+written out with the method table and the galleries."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..augment import normalize
+from ..cam import DEFAULT_CAM_METHOD, cam_heatmaps
+from ..imaging import letterbox, read_grayscale
+from ..io import atomic_write_text
+from ..statistics import DEFAULT_RESAMPLES, ClusterBootstrap
+from .boxes import COCO_FILE, AnnotationSizeError, FractureAnnotation, read_coco
+from .frames import to_image_frame
+from .localization import BASELINES, SCORES, baseline_scores, image_scores, summarize
+from .methods import DEFAULT_METHODS, DEFAULT_ROAD_PERCENTILES, ROAD_SCORES, check_methods, road_scores
+
+
+@dataclass
+class Explainer:
+    """A single model and its input contract (letterbox size, normalization) for CAMs and ROAD."""
+
+    model: torch.nn.Module
+    model_name: str
+    img_size: int
+    mean: float
+    std: float
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> Explainer:
+        from ..checkpoint import load_model
+        from ..ensemble import checkpoint_img_size, checkpoint_normalization, is_ensemble
+
+        model, checkpoint = load_model(path, device)
+        if is_ensemble(checkpoint):
+            raise ValueError(f"{path}: an ensemble checkpoint; mura explain scores the maps of one model")
+        mean, std = checkpoint_normalization(checkpoint)
+        return cls(model.eval(), checkpoint["model_name"], checkpoint_img_size(checkpoint), mean, std)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def letterboxed(self, grays: Sequence[np.ndarray]) -> torch.Tensor:
+        """uint8 (N, 1, S, S) letterboxed images on the model's device."""
+        return torch.from_numpy(np.stack([letterbox(gray, self.img_size) for gray in grays]))[:, None].to(self.device)
+
+    def heatmaps(self, images: torch.Tensor, method: str) -> np.ndarray:
+        """(N, S, S) maps of ``method`` on the letterboxed canvas."""
+        return cam_heatmaps(self.model, self.model_name, images, mean=self.mean, std=self.std, method=method)
+
+    @torch.no_grad()
+    def probabilities(self, images: torch.Tensor) -> np.ndarray:
+        logits = self.model(normalize(images, self.mean, self.std))["abnormality"]
+        return torch.sigmoid(logits.float()).cpu().numpy()
+
+    def image_maps(self, grays: Sequence[np.ndarray], method: str) -> list[np.ndarray]:
+        """``method``'s map of each image, on the image's own pixels."""
+        maps = self.heatmaps(self.letterboxed(grays), method)
+        return [to_image_frame(heatmap, *gray.shape) for heatmap, gray in zip(maps, grays)]
+
+
+def explain_cases(
+    explainer: Explainer,
+    cases: pd.DataFrame,
+    annotations: dict[str, FractureAnnotation],
+    methods: Sequence[str] = DEFAULT_METHODS,
+    batch_size: int = 16,
+    road_percentiles: Sequence[int] | None = DEFAULT_ROAD_PERCENTILES,
+    road_limit: int | None = None,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, list[dict]]:
+    """One row per (image, method or baseline) of ``cases`` (columns image = file name, path):
+    the localization scores, the model's probability and, for the first ``road_limit`` images (all
+    when None; none without ``road_percentiles``), the ROAD scores. Images whose file does not fit
+    their annotations' size are left out and returned as {"image", "reason"}."""
+    methods = check_methods(methods)
+    rows, skipped, road_done = [], [], 0
+    for start in range(0, len(cases), batch_size):
+        batch, grays, masks = cases.iloc[start : start + batch_size], [], []
+        for image, path in zip(batch["image"], batch["path"]):
+            gray = read_grayscale(path)
+            try:
+                annotation = annotations[image].scaled(gray.shape[1], gray.shape[0])
+            except AnnotationSizeError as error:
+                skipped.append({"image": image, "reason": str(error)})
+                continue
+            grays.append((image, str(path), gray))
+            masks.append((annotation.box_mask(), annotation.polygon_mask()))
+        if not grays:
+            continue
+        images = explainer.letterboxed([gray for _, _, gray in grays])
+        probabilities = explainer.probabilities(images)
+        road_count = len(grays) if road_limit is None else max(0, min(len(grays), road_limit - road_done))
+        if not road_percentiles:
+            road_count = 0
+        road_done += road_count
+        for (image, path, _), (boxes, polygons), probability in zip(grays, masks, probabilities):
+            for name, scores in baseline_scores(boxes, polygons).items():
+                rows.append({"image": image, "path": path, "method": name, "probability": probability, **scores})
+        for method in methods:
+            heatmaps = explainer.heatmaps(images, method)
+            road = {}
+            if road_count:
+                inputs = normalize(images[:road_count], explainer.mean, explainer.std)
+                road = road_scores(
+                    explainer.model, inputs, heatmaps[:road_count], percentiles=road_percentiles, seed=seed
+                )
+            for position, ((image, path, gray), (boxes, polygons)) in enumerate(zip(grays, masks)):
+                scores = image_scores(to_image_frame(heatmaps[position], *gray.shape), boxes, polygons)
+                faithfulness = {
+                    name: float(values[position]) if position < road_count else float("nan")
+                    for name, values in road.items()
+                }
+                row = {"image": image, "path": path, "method": method, "probability": probabilities[position]}
+                rows.append({**row, **scores, **faithfulness})
+    table = pd.DataFrame(rows)
+    for name in ROAD_SCORES:
+        if name not in table:
+            table[name] = np.nan
+    return table, skipped
+
+
+def fractured_cases(
+    index: pd.DataFrame, annotations: dict[str, FractureAnnotation], limit: int | None = None
+) -> tuple[pd.DataFrame, list[str]]:
+    """The positive images of ``index`` (columns path, label) that have annotations, as (image, path)
+    sorted by file name (the first ``limit``), and the names of positives without any annotation."""
+    positives = index[index["label"] == 1]
+    names = positives["path"].map(lambda path: Path(path).name)
+    if names.duplicated().any():
+        raise ValueError(f"file names repeat among the positive images: {sorted(set(names[names.duplicated()]))[:5]}")
+    cases = pd.DataFrame({"image": names.to_numpy(), "path": positives["path"].astype(str).to_numpy()})
+    annotated = cases["image"].isin(list(annotations))
+    cases = cases[annotated].sort_values("image", kind="stable").reset_index(drop=True)
+    if limit is not None:
+        cases = cases.head(limit)
+    return cases, sorted(set(names) - set(annotations))
+
+
+def _test_index(data_root: str | Path) -> pd.DataFrame:
+    """The held-out (test) split of the dataset at ``data_root``, which must have fracture boxes."""
+    from ..datasets import load_index
+
+    index = load_index(data_root, dataset="auto", splits=("test",))
+    info = index.attrs.get("dataset")
+    if info is not None and not getattr(info, "has_boxes", False):
+        raise ValueError(
+            f"{data_root}: dataset {getattr(info, 'name', '?')!r} has no fracture boxes; mura explain needs "
+            "one that has (FracAtlas)"
+        )
+    return index
+
+
+def run_explain(
+    checkpoint: str | Path,
+    data_root: str | Path,
+    out: str | Path,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    limit: int | None = None,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    road_percentiles: Sequence[int] | None = DEFAULT_ROAD_PERCENTILES,
+    road_limit: int | None = None,
+    batch_size: int = 16,
+    device: str = "auto",
+    annotations_path: str | Path | None = None,
+    gallery_method: str | None = None,
+    per_group: int = 4,
+    index: pd.DataFrame | None = None,
+) -> dict:
+    """Score every method on the fractured test images and write per_image.csv, localization.json,
+    methods.csv/.md and the galleries to ``out``; returns localization.json's contents. ``index``
+    replaces the dataset's test split (columns path, label)."""
+    from ..runtime import resolve_device
+    from .report import methods_markdown, methods_table, write_figures
+
+    methods = check_methods(methods)
+    gallery_method = gallery_method or (DEFAULT_CAM_METHOD if DEFAULT_CAM_METHOD in methods else methods[0])
+    check_methods([gallery_method])
+    annotations_path = Path(annotations_path) if annotations_path else Path(data_root) / COCO_FILE
+    annotations = read_coco(annotations_path)
+    index = _test_index(data_root) if index is None else index
+    cases, unannotated = fractured_cases(index, annotations, limit)
+    if cases.empty:
+        raise ValueError(f"{data_root}: no positive test image has an annotation in {annotations_path}")
+    explainer = Explainer.from_checkpoint(checkpoint, resolve_device(device))
+    per_image, skipped = explain_cases(
+        explainer, cases, annotations, methods, batch_size, road_percentiles, road_limit, seed
+    )
+    if per_image.empty:
+        raise ValueError(f"{data_root}: every chosen image was left out: {skipped[:3]}")
+    bootstrap = ClusterBootstrap(per_image["image"].unique(), n_resamples, seed, unit="image")
+    reference = "gradcam" if "gradcam" in methods else methods[0]
+    scores = (*SCORES, *ROAD_SCORES) if road_percentiles else SCORES
+    summary = summarize(per_image, bootstrap, scores, references=(reference, *BASELINES))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "per_image.csv", per_image.to_csv(index=False))
+    table = methods_table(summary, [*methods, *BASELINES], reference)
+    atomic_write_text(out / "methods.csv", table.to_csv(index=False))
+    result = {
+        "checkpoint": str(checkpoint),
+        "model_name": explainer.model_name,
+        "img_size": explainer.img_size,
+        "data_root": str(data_root),
+        "dataset": getattr(index.attrs.get("dataset"), "name", None),
+        "split": "test",
+        "annotations": str(annotations_path),
+        "images": int(per_image["image"].nunique()),
+        "methods": methods,
+        "baselines": list(BASELINES),
+        "reference": reference,
+        "bootstrap": {"unit": "image", "resamples": bootstrap.n_resamples, "seed": seed, "level": bootstrap.level},
+        "road": {
+            "percentiles": list(road_percentiles or []),
+            "images": int(per_image.loc[per_image["method"] == methods[0], "road_combined"].notna().sum()),
+            "target": "probability of the positive class",
+        },
+        "skipped": skipped,
+        "unannotated": unannotated,
+        "summary": summary,
+    }
+    result["figures"] = write_figures(explainer, per_image, annotations, out, gallery_method, methods, per_group)
+    atomic_write_text(out / "methods.md", methods_markdown(table, result))
+    result = _plain_json(result)
+    atomic_write_text(out / "localization.json", json.dumps(result, indent=2, allow_nan=False))
+    return result
+
+
+def _plain_json(value):
+    """Plain JSON values: numpy scalars as Python numbers, NaN as null (strict JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {key: _plain_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_json(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,305 @@
+"""mura explain: planted heatmaps against planted fracture boxes, the COCO scaling and letterbox
+geometry, every CAM method and ROAD on a tiny untrained model, and the paired image bootstrap."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from mura_utils.explain.boxes import AnnotationSizeError, FractureAnnotation, read_coco
+from mura_utils.explain.frames import letterbox_region, to_image_frame
+from mura_utils.explain.localization import (
+    baseline_scores,
+    centre_map,
+    image_scores,
+    mass_ratio,
+    pointing,
+    summarize,
+)
+from mura_utils.imaging import letterbox
+from mura_utils.statistics import ClusterBootstrap
+
+
+def _annotation(boxes, polygons=(), width=10, height=10, name="a.png") -> FractureAnnotation:
+    return FractureAnnotation(
+        name,
+        width,
+        height,
+        np.asarray(boxes, dtype=float).reshape(-1, 4),
+        tuple(np.asarray(p, float) for p in polygons),
+    )
+
+
+# ----------------------------------------------------------------------------- metrics on planted maps
+
+
+def test_pointing_hits_when_the_peak_is_in_a_box_and_misses_outside():
+    boxes = _annotation([[2, 3, 4, 2]]).box_mask()  # columns 2..5, rows 3..4
+    inside, outside = np.zeros((10, 10)), np.zeros((10, 10))
+    inside[4, 5] = 1.0
+    outside[4, 6] = 1.0  # one pixel right of the box
+    assert pointing(inside, boxes) == 1.0
+    assert pointing(outside, boxes) == 0.0
+    assert pointing(np.ones((10, 10)), boxes) == pytest.approx(boxes.mean())  # a flat map: the area share
+
+
+def test_a_map_equal_to_the_box_mask_has_mass_ratio_one_over_the_area_share():
+    annotation = _annotation([[2, 3, 4, 2], [7, 7, 2, 2]])
+    boxes = annotation.box_mask()
+    assert boxes.sum() == 4 * 2 + 2 * 2
+    assert mass_ratio(boxes.astype(float), boxes) == pytest.approx(1 / boxes.mean())
+    assert mass_ratio(np.ones((10, 10)), boxes) == pytest.approx(1.0)  # flat map: no better than chance
+    scores = image_scores(np.zeros((10, 10)), boxes, boxes)  # an empty map scores as a flat one, flagged
+    assert scores["empty_map"] and scores["box_mass_ratio"] == pytest.approx(1.0)
+
+
+def test_box_mask_takes_the_pixels_whose_centre_is_inside_and_keeps_sub_pixel_boxes():
+    mask = _annotation([[1.6, 0.4, 2.0, 1.2]]).box_mask()  # x 1.6..3.6 -> centres 2.5, 3.5; y 0.4..1.6 -> 0.5, 1.5
+    assert np.argwhere(mask).tolist() == [[0, 2], [0, 3], [1, 2], [1, 3]]
+    tiny = _annotation([[4.1, 4.1, 0.2, 0.2]]).box_mask()
+    assert np.argwhere(tiny).tolist() == [[4, 4]]
+
+
+def test_polygon_mask_lies_inside_its_box_and_has_the_triangle_area():
+    triangle = [[0, 0], [8, 0], [0, 8]]
+    annotation = _annotation([[0, 0, 8, 8]], [triangle])
+    polygon, box = annotation.polygon_mask(), annotation.box_mask()
+    assert not (polygon & ~box).any()
+    assert polygon.sum() == pytest.approx(32, abs=5)  # half of 8 x 8, up to the diagonal's pixels
+
+
+def test_centre_baseline_points_at_the_image_centre():
+    central = _annotation([[4, 4, 2, 2]]).box_mask()
+    corner = _annotation([[0, 0, 2, 2]]).box_mask()
+    assert np.unravel_index(np.argmax(centre_map(11, 11)), (11, 11)) == (5, 5)
+    assert baseline_scores(central, central)["centre"]["pointing"] == 1.0
+    assert baseline_scores(corner, corner)["centre"]["pointing"] == 0.0
+    assert baseline_scores(corner, corner)["flat"]["box_mass_ratio"] == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- scaling and the letterbox
+
+
+def test_annotations_scale_from_the_listed_size_to_the_file_size():
+    listed = _annotation([[40, 20, 80, 40]], [[[40, 20], [120, 20], [40, 60]]], width=200, height=100)
+    scaled = listed.scaled(50, 25)
+    np.testing.assert_allclose(scaled.boxes, [[10, 5, 20, 10]])
+    np.testing.assert_allclose(scaled.polygons[0], [[10, 5], [30, 5], [10, 15]])
+    assert scaled.box_mask().shape == (25, 50) and scaled.box_mask().sum() == 20 * 10
+    with pytest.raises(AnnotationSizeError, match="a.png.*30x25 px.*200x100"):
+        listed.scaled(30, 25)  # not the listed aspect ratio: a rotated or cropped file
+
+
+@pytest.mark.parametrize("shape", [(40, 30), (30, 40), (33, 33), (7, 61), (100, 1)])
+def test_letterbox_region_is_where_imaging_letterbox_puts_the_image(shape):
+    canvas = letterbox(np.full(shape, 255, dtype=np.uint8), 32)
+    top, left, height, width = letterbox_region(*shape, 32)
+    rows, columns = np.nonzero(canvas)
+    assert (rows.min(), columns.min(), rows.max() + 1 - rows.min(), columns.max() + 1 - columns.min()) == (
+        top,
+        left,
+        height,
+        width,
+    )
+
+
+def test_a_map_made_on_the_letterbox_maps_back_onto_the_image_pixels():
+    # a bright block in a tall 60 x 40 image, letterboxed to 32 px (padding left and right) and back
+    image = np.zeros((60, 40), dtype=np.uint8)
+    image[10:20, 25:35] = 255
+    canvas = letterbox(image, 32).astype(np.float32) / 255
+    canvas[:, :2] = 5.0  # mass in the padding is dropped, not moved onto the image
+    back = to_image_frame(canvas, 60, 40)
+    assert back.shape == (60, 40)
+    block = np.zeros((60, 40), dtype=bool)
+    block[10:20, 25:35] = True
+    assert pointing(back, block) == 1.0
+    assert mass_ratio(back, block) > 0.5 / block.mean()
+
+
+# ----------------------------------------------------------------------------- COCO reading
+
+
+def test_read_coco_keys_by_file_name_and_reports_bad_files(tmp_path):
+    coco = {
+        "images": [
+            {"id": 1, "width": 200, "height": 100, "file_name": "sub/IMG1.jpg"},
+            {"id": 2, "width": 200, "height": 100, "file_name": "IMG2.jpg"},  # no annotation: left out
+        ],
+        "annotations": [
+            {"image_id": 1, "bbox": [1, 2, 3, 4], "segmentation": [[1, 2, 4, 2, 4, 6]]},
+            {"image_id": 1, "bbox": [10, 20, 30, 40], "segmentation": []},
+        ],
+    }
+    path = tmp_path / "coco.json"
+    path.write_text(json.dumps(coco))
+    annotations = read_coco(path)
+    assert list(annotations) == ["IMG1.jpg"]
+    assert annotations["IMG1.jpg"].boxes.shape == (2, 4) and len(annotations["IMG1.jpg"].polygons) == 1
+    coco["annotations"].append({"image_id": 9, "bbox": [0, 0, 1, 1]})
+    path.write_text(json.dumps(coco))
+    with pytest.raises(ValueError, match="coco.json.*image ids not listed.*9"):
+        read_coco(path)
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        read_coco(tmp_path / "missing.json")
+
+
+# ----------------------------------------------------------------------------- CAM methods and ROAD
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from mura_utils.models import build_model
+
+    torch.manual_seed(0)
+    return build_model("custom_cnn", pretrained=False).eval()
+
+
+def test_the_method_names_of_the_cli_are_the_cam_registry():
+    from mura_utils.cam import CAM_METHODS
+    from mura_utils.explain.names import CAM_METHOD_NAMES, DEFAULT_METHODS
+
+    assert tuple(CAM_METHODS) == CAM_METHOD_NAMES
+    assert set(DEFAULT_METHODS) <= set(CAM_METHODS)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "hirescam", "eigencam", "layercam", "xgradcam"])
+def test_each_method_gives_a_map_in_0_1_at_the_input_size(tiny_model, method):
+    from mura_utils.cam import cam_heatmaps
+
+    images = torch.randint(0, 256, (2, 1, 48, 48), dtype=torch.uint8)
+    maps = cam_heatmaps(tiny_model, "custom_cnn", images, method=method)
+    assert maps.shape == (2, 48, 48) and np.isfinite(maps).all()
+    assert maps.min() >= 0 and maps.max() <= 1
+
+
+def test_unknown_method_is_refused_with_the_choices(tiny_model):
+    from mura_utils.cam import cam_heatmaps
+
+    with pytest.raises(ValueError, match="unknown CAM method 'gradcan'.*gradcam, gradcam\\+\\+"):
+        cam_heatmaps(tiny_model, "custom_cnn", torch.zeros(1, 1, 48, 48, dtype=torch.uint8), method="gradcan")
+
+
+def test_road_scores_per_image_repeat_with_the_seed(tiny_model):
+    from mura_utils.explain.methods import road_scores
+
+    inputs = torch.randn(2, 1, 32, 32)
+    maps = np.random.default_rng(0).random((2, 32, 32)).astype(np.float32)
+    first = road_scores(tiny_model, inputs, maps, percentiles=(50,), seed=3)
+    again = road_scores(tiny_model, inputs, maps, percentiles=(50,), seed=3)
+    assert first["road_morf"].shape == (2,)
+    np.testing.assert_allclose(first["road_combined"], (first["road_lerf"] - first["road_morf"]) / 2)
+    for name in first:
+        np.testing.assert_array_equal(first[name], again[name])
+    with pytest.raises(ValueError, match="do not match inputs"):
+        road_scores(tiny_model, inputs, maps[:1], percentiles=(50,))
+
+
+# ----------------------------------------------------------------------------- the summary
+
+
+def test_methods_and_baselines_are_compared_on_the_same_resamples():
+    rng = np.random.default_rng(0)
+    images = [f"IMG{i}.jpg" for i in range(30)]
+    base = rng.random(30)
+    per_image = pd.concat(
+        [
+            pd.DataFrame({"image": images, "method": "gradcam", "pointing": base, "box_mass_ratio": 2 + base}),
+            pd.DataFrame({"image": images, "method": "other", "pointing": base + 0.1, "box_mass_ratio": 2 + base}),
+            pd.DataFrame({"image": images, "method": "flat", "pointing": base / 2, "box_mass_ratio": 1.0}),
+        ]
+    )
+    bootstrap = ClusterBootstrap(images, n_resamples=200, seed=0, unit="image")
+    summary = summarize(per_image, bootstrap, ("pointing", "box_mass_ratio"), references=("gradcam", "flat"))
+    paired = summary["other"]["pointing"]["minus_gradcam"]
+    # a constant per-image difference is constant on every resample only if both sides see the same images
+    assert paired["delta"] == pytest.approx(0.1) and paired["ci"] == pytest.approx([0.1, 0.1])
+    assert summary["flat"]["box_mass_ratio"]["ci"] == pytest.approx([1.0, 1.0])
+    assert summary["gradcam"]["box_mass_ratio"]["minus_flat"]["delta"] == pytest.approx(1 + base.mean())
+    low, high = summary["gradcam"]["pointing"]["ci"]
+    assert low < base.mean() < high
+    assert "minus_gradcam" not in summary["gradcam"]["pointing"]
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture
+def planted_fractures(tmp_path):
+    """Five small radiograph-like files: three fractured with annotations listed at twice their size
+    (one of them rotated, so it cannot be scaled), one fractured without annotation, one normal."""
+    rng = np.random.default_rng(0)
+    rows, coco = [], {"images": [], "annotations": []}
+    for number, (height, width, label, annotated) in enumerate(
+        [(40, 30, 1, True), (30, 40, 1, True), (36, 36, 1, "rotated"), (40, 30, 1, False), (40, 30, 0, False)]
+    ):
+        name = f"IMG{number}.png"
+        Image.fromarray(rng.integers(0, 256, (height, width), dtype=np.uint8)).save(tmp_path / name)
+        rows.append({"path": str(tmp_path / name), "label": label})
+        if annotated:
+            listed = (2 * width, 2 * height) if annotated is True else (2 * width, 3 * height)
+            coco["images"].append({"id": number, "width": listed[0], "height": listed[1], "file_name": name})
+            coco["annotations"].append(
+                {"image_id": number, "bbox": [10, 12, 20, 16], "segmentation": [[10, 12, 30, 12, 10, 28]]}
+            )
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    return tmp_path, pd.DataFrame(rows)
+
+
+def test_run_explain_writes_scores_summary_table_and_figures(tmp_path, planted_fractures, untrained_checkpoint):
+    from mura_utils.explain import localization_section, run_explain
+
+    root, index = planted_fractures
+    checkpoint = untrained_checkpoint(tmp_path / "best.pt", img_size=48)
+    out = tmp_path / "explain"
+    result = run_explain(
+        checkpoint,
+        root,
+        out,
+        methods=["gradcam", "eigencam"],
+        n_resamples=50,
+        road_percentiles=(50,),
+        road_limit=1,
+        device="cpu",
+        annotations_path=root / "coco.json",
+        per_group=2,
+        index=index,
+    )
+    assert result["images"] == 2 and result["road"]["images"] == 1
+    assert [entry["image"] for entry in result["skipped"]] == ["IMG2.png"]
+    assert result["unannotated"] == ["IMG3.png"]
+    per_image = pd.read_csv(out / "per_image.csv")
+    assert sorted(per_image["method"].unique()) == ["centre", "eigencam", "flat", "gradcam"]
+    assert len(per_image) == 2 * 4
+    assert per_image.loc[per_image["method"] == "gradcam", "road_combined"].notna().sum() == 1
+    np.testing.assert_allclose(per_image.loc[per_image["method"] == "flat", "box_mass_ratio"], 1.0)
+    stored = json.loads((out / "localization.json").read_text())
+    assert set(stored["summary"]) == {"gradcam", "eigencam", "centre", "flat"}
+    assert "minus_gradcam" in stored["summary"]["eigencam"]["pointing"]
+    assert "road_combined" not in stored["summary"]["flat"]  # ROAD only for the CAM methods
+    table = pd.read_csv(out / "methods.csv")
+    assert table["method"].tolist() == ["gradcam", "eigencam", "centre", "flat"]
+    markdown, figures = localization_section(out, relative_to=tmp_path)
+    assert "| Grad-CAM |" in markdown and "Δ vs Grad-CAM" in markdown and "baseline: flat map" in markdown
+    assert [path.name for path in figures] == ["gallery.png", "methods.png"]
+    assert "(explain/gallery.png)" in markdown and all(path.stat().st_size > 0 for path in figures)
+
+
+def test_cli_explain_runs_and_refuses_unknown_methods(tmp_path, planted_fractures, untrained_checkpoint, monkeypatch):
+    from mura_utils import cli
+    from mura_utils.explain import run as run_module
+
+    root, index = planted_fractures
+    checkpoint = untrained_checkpoint(tmp_path / "best.pt", img_size=48)
+    monkeypatch.setattr(run_module, "_test_index", lambda data_root: index)  # until the dataset layer is merged
+    arguments = ["explain", "--checkpoint", str(checkpoint), "--data-root", str(root), "--out", str(tmp_path / "x")]
+    arguments += ["--annotations", str(root / "coco.json"), "--methods", "hirescam", "--no-road", "--bootstrap", "20"]
+    assert cli.main([*arguments, "--device", "cpu"]) == 0
+    assert json.loads((tmp_path / "x" / "localization.json").read_text())["methods"] == ["hirescam"]
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args([*arguments[:7], "--methods", "gradcan"])

@@ -382,7 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="ROAD: percent of pixels kept at each step (default: %(default)s)",
     )
-    explain.add_argument("--road-limit", type=int, default=None, help="ROAD on the first N images only (it is slow)")
+    explain.add_argument(
+        "--road-limit",
+        type=_optional(int),
+        default=50,
+        help="ROAD on the first N scored images only ('none': all); it costs seconds per image and method "
+        "on a CPU (default: %(default)s)",
+    )
     explain.add_argument("--no-road", action="store_true", help="skip ROAD")
     explain.add_argument(
         "--annotations",

@@ -28,11 +28,11 @@ LABELS = {
     "centre": "baseline: image centre",
     "flat": "baseline: flat map",
 }
-COLUMNS = {  # score -> column title of the markdown table
-    "pointing": "Pointing game",
-    "box_mass_ratio": "Box mass ratio",
-    "polygon_mass_ratio": "Polygon mass ratio",
-    "road_combined": "ROAD (higher: more faithful)",
+COLUMNS = {  # score -> (column title of the markdown table, decimals)
+    "pointing": ("Pointing game", 2),
+    "box_mass_ratio": ("Box mass ratio", 2),
+    "polygon_mass_ratio": ("Polygon mass ratio", 2),
+    "road_combined": ("ROAD (higher: more faithful)", 3),
 }
 
 
@@ -76,9 +76,12 @@ def methods_markdown(table: pd.DataFrame, result: dict) -> str:
     to the reference method (Δ), with a few lines on what was measured."""
     reference = result["reference"]
     scores = [score for score in COLUMNS if score in table]
-    header = ["Method", *[title for score in scores for title in (COLUMNS[score], f"Δ vs {label(reference)}")]]
+    header = ["Method", *[title for score in scores for title in (COLUMNS[score][0], f"Δ vs {label(reference)}")]]
     rows = [
-        [label(row["method"]), *[_cell(row, name) for s in scores for name in (s, f"{s}_minus_{reference}")]]
+        [
+            label(row["method"]),
+            *[_cell(row, name, COLUMNS[s][1]) for s in scores for name in (s, f"{s}_minus_{reference}")],
+        ]
         for _, row in table.iterrows()
     ]
     bootstrap, road = result["bootstrap"], result["road"]
@@ -209,7 +212,7 @@ def write_figures(
             "gray": grays[case["image"]],
             "heatmap": maps[method][case["image"]],
             "annotation": scaled[case["image"]],
-            "caption": f"{case['image']}\np = {case['probability']:.2f}, mass ratio {case['box_mass_ratio']:.1f}",
+            "caption": f"{case['image']}\nP(positive) {case['probability']:.2f} · mass ratio {case['box_mass_ratio']:.1f}",
         }
         for _, case in chosen.iterrows()
     ]

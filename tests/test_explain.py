@@ -4,6 +4,7 @@ geometry, every CAM method and ROAD on a tiny untrained model, and the paired im
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -230,31 +231,46 @@ def test_methods_and_baselines_are_compared_on_the_same_resamples():
 
 
 @pytest.fixture
-def planted_fractures(tmp_path):
-    """Five small radiograph-like files: three fractured with annotations listed at twice their size
-    (one of them rotated, so it cannot be scaled), one fractured without annotation, one normal."""
+def planted_fracatlas(tmp_path):
+    """A FracAtlas-layout tree of small noise images: 12 fractured hands with annotations listed at
+    twice the file size, except IMG0000002 (listed rotated: cannot be scaled) and IMG0000003 (none),
+    and 4 normal hands. Returns the root and an index of every image (path, label)."""
     rng = np.random.default_rng(0)
+    root = tmp_path / "FracAtlas"
     rows, coco = [], {"images": [], "annotations": []}
-    for number, (height, width, label, annotated) in enumerate(
-        [(40, 30, 1, True), (30, 40, 1, True), (36, 36, 1, "rotated"), (40, 30, 1, False), (40, 30, 0, False)]
-    ):
-        name = f"IMG{number}.png"
-        Image.fromarray(rng.integers(0, 256, (height, width), dtype=np.uint8)).save(tmp_path / name)
-        rows.append({"path": str(tmp_path / name), "label": label})
-        if annotated:
-            listed = (2 * width, 2 * height) if annotated is True else (2 * width, 3 * height)
+    for number in range(16):
+        label = int(number < 12)
+        name = f"IMG{number:07d}.jpg"
+        folder = root / "images" / ("Fractured" if label else "Non_fractured")
+        folder.mkdir(parents=True, exist_ok=True)
+        height, width = (40, 30) if number % 2 else (30, 40)
+        Image.fromarray(rng.integers(0, 256, (height, width), dtype=np.uint8)).save(folder / name)
+        rows.append({"image_id": name, "hand": 1, "leg": 0, "hip": 0, "shoulder": 0, "mixed": 0, "fractured": label})
+        if label and number != 3:
+            listed = (2 * width, 2 * height) if number != 2 else (2 * height, 3 * width)
             coco["images"].append({"id": number, "width": listed[0], "height": listed[1], "file_name": name})
             coco["annotations"].append(
                 {"image_id": number, "bbox": [10, 12, 20, 16], "segmentation": [[10, 12, 30, 12, 10, 28]]}
             )
-    (tmp_path / "coco.json").write_text(json.dumps(coco))
-    return tmp_path, pd.DataFrame(rows)
+    pd.DataFrame(rows).to_csv(root / "dataset.csv", index=False)
+    (root / "Annotations" / "COCO JSON").mkdir(parents=True)
+    (root / "Annotations" / "COCO JSON" / "COCO_fracture_masks.json").write_text(json.dumps(coco))
+    index = pd.DataFrame(
+        {
+            "path": [
+                str(root / "images" / ("Fractured" if r["fractured"] else "Non_fractured") / r["image_id"])
+                for r in rows
+            ],
+            "label": [r["fractured"] for r in rows],
+        }
+    )
+    return root, index
 
 
-def test_run_explain_writes_scores_summary_table_and_figures(tmp_path, planted_fractures, untrained_checkpoint):
+def test_run_explain_writes_scores_summary_table_and_figures(tmp_path, planted_fracatlas, untrained_checkpoint):
     from mura_utils.explain import localization_section, run_explain
 
-    root, index = planted_fractures
+    root, index = planted_fracatlas
     checkpoint = untrained_checkpoint(tmp_path / "best.pt", img_size=48)
     out = tmp_path / "explain"
     result = run_explain(
@@ -262,20 +278,20 @@ def test_run_explain_writes_scores_summary_table_and_figures(tmp_path, planted_f
         root,
         out,
         methods=["gradcam", "eigencam"],
+        limit=5,  # the first five fractured images by name: IMG0000000 to IMG0000005 but the unannotated 3
         n_resamples=50,
         road_percentiles=(50,),
         road_limit=1,
         device="cpu",
-        annotations_path=root / "coco.json",
         per_group=2,
-        index=index,
+        index=index,  # every image, so the planted cases are all there
     )
-    assert result["images"] == 2 and result["road"]["images"] == 1
-    assert [entry["image"] for entry in result["skipped"]] == ["IMG2.png"]
-    assert result["unannotated"] == ["IMG3.png"]
+    assert result["images"] == 4 and result["road"]["images"] == 1
+    assert [entry["image"] for entry in result["skipped"]] == ["IMG0000002.jpg"]
+    assert result["unannotated"] == ["IMG0000003.jpg"]
     per_image = pd.read_csv(out / "per_image.csv")
     assert sorted(per_image["method"].unique()) == ["centre", "eigencam", "flat", "gradcam"]
-    assert len(per_image) == 2 * 4
+    assert len(per_image) == 4 * 4
     assert per_image.loc[per_image["method"] == "gradcam", "road_combined"].notna().sum() == 1
     np.testing.assert_allclose(per_image.loc[per_image["method"] == "flat", "box_mass_ratio"], 1.0)
     stored = json.loads((out / "localization.json").read_text())
@@ -290,16 +306,30 @@ def test_run_explain_writes_scores_summary_table_and_figures(tmp_path, planted_f
     assert "(explain/gallery.png)" in markdown and all(path.stat().st_size > 0 for path in figures)
 
 
-def test_cli_explain_runs_and_refuses_unknown_methods(tmp_path, planted_fractures, untrained_checkpoint, monkeypatch):
+def test_cli_explain_scores_the_fractured_test_images_and_refuses_unknown_methods(
+    tmp_path, planted_fracatlas, untrained_checkpoint
+):
     from mura_utils import cli
-    from mura_utils.explain import run as run_module
+    from mura_utils.datasets import load_index
 
-    root, index = planted_fractures
+    root, _ = planted_fracatlas
+    test = load_index(root, splits=("test",))
+    expected = {Path(path).name for path in test.loc[test["label"] == 1, "path"]} - {"IMG0000002.jpg", "IMG0000003.jpg"}
     checkpoint = untrained_checkpoint(tmp_path / "best.pt", img_size=48)
-    monkeypatch.setattr(run_module, "_test_index", lambda data_root: index)  # until the dataset layer is merged
     arguments = ["explain", "--checkpoint", str(checkpoint), "--data-root", str(root), "--out", str(tmp_path / "x")]
-    arguments += ["--annotations", str(root / "coco.json"), "--methods", "hirescam", "--no-road", "--bootstrap", "20"]
-    assert cli.main([*arguments, "--device", "cpu"]) == 0
-    assert json.loads((tmp_path / "x" / "localization.json").read_text())["methods"] == ["hirescam"]
+    arguments += ["--methods", "hirescam", "--no-road", "--bootstrap", "20", "--device", "cpu"]
+    assert cli.main(arguments) == 0
+    result = json.loads((tmp_path / "x" / "localization.json").read_text())
+    assert result["methods"] == ["hirescam"] and result["dataset"] == "FracAtlas" and result["split"] == "test"
+    assert set(pd.read_csv(tmp_path / "x" / "per_image.csv")["image"]) == expected
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args([*arguments[:7], "--methods", "gradcan"])
+
+
+def test_cli_explain_refuses_a_dataset_without_boxes(tmp_path, tiny_mura, untrained_checkpoint, capsys):
+    from mura_utils import cli
+
+    checkpoint = untrained_checkpoint(tmp_path / "best.pt", img_size=48)
+    arguments = ["explain", "--checkpoint", str(checkpoint), "--data-root", str(tiny_mura), "--out", str(tmp_path)]
+    assert cli.main(arguments) == 2
+    assert "has no fracture boxes" in capsys.readouterr().err

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.path import Path as PolygonPath
 
-COCO_FILE = Path("Annotations") / "COCO JSON" / "COCO_fracture_masks.json"  # FracAtlas's layout
+from ..datasets.fracatlas import BOXES_FILE
+
+COCO_FILE = BOXES_FILE  # FracAtlas's: Annotations/COCO JSON/COCO_fracture_masks.json
 ASPECT_TOLERANCE = 0.02  # relative: a file whose shape differs more from the listed one is not a resized copy
 
 

@@ -87,7 +87,8 @@ def methods_markdown(table: pd.DataFrame, result: dict) -> str:
     bootstrap, road = result["bootstrap"], result["road"]
     lines = [
         f"Localization of fractures by CAM methods: {result['model_name']} ({result['img_size']} px), "
-        f"{result['images']} fractured {result['split']} images of {result.get('dataset') or result['data_root']}.",
+        f"{result['images']} {result.get('positive_label') or 'positive'} {result['split']} images of "
+        f"{result.get('dataset') or result['data_root']}.",
         "",
         markdown_table(header, rows, right=[False] + [True] * (len(header) - 1)),
         f"Mean over images [{bootstrap['level']:.0%} interval, {bootstrap['resamples']} bootstrap resamples of "

@@ -36,8 +36,8 @@ class Explainer:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> Explainer:
-        from ..checkpoint import load_model
         from ..ensemble import checkpoint_img_size, checkpoint_normalization, is_ensemble
+        from ..loading import load_model
 
         model, checkpoint = load_model(path, device)
         if is_ensemble(checkpoint):
@@ -147,17 +147,16 @@ def fractured_cases(
 
 
 def _test_index(data_root: str | Path) -> pd.DataFrame:
-    """The held-out (test) split of the dataset at ``data_root``, which must have fracture boxes."""
-    from ..datasets import load_index
+    """The held-out split of the dataset at ``data_root``, which must have fracture boxes."""
+    from ..datasets import dataset_info, load_index
 
-    index = load_index(data_root, dataset="auto", splits=("test",))
-    info = index.attrs.get("dataset")
-    if info is not None and not getattr(info, "has_boxes", False):
+    info = dataset_info(data_root)
+    if not info.has_boxes:
         raise ValueError(
-            f"{data_root}: dataset {getattr(info, 'name', '?')!r} has no fracture boxes; mura explain needs "
-            "one that has (FracAtlas)"
+            f"{data_root}: dataset {info.title} has no fracture boxes to check heatmaps against; "
+            "mura explain needs one that has (FracAtlas)"
         )
-    return index
+    return load_index(data_root, dataset=info.name, splits=(info.test_split,))
 
 
 def run_explain(
@@ -186,9 +185,9 @@ def run_explain(
     methods = check_methods(methods)
     gallery_method = gallery_method or (DEFAULT_CAM_METHOD if DEFAULT_CAM_METHOD in methods else methods[0])
     check_methods([gallery_method])
+    index = _test_index(data_root) if index is None else index
     annotations_path = Path(annotations_path) if annotations_path else Path(data_root) / COCO_FILE
     annotations = read_coco(annotations_path)
-    index = _test_index(data_root) if index is None else index
     cases, unannotated = fractured_cases(index, annotations, limit)
     if cases.empty:
         raise ValueError(f"{data_root}: no positive test image has an annotation in {annotations_path}")
@@ -212,8 +211,9 @@ def run_explain(
         "model_name": explainer.model_name,
         "img_size": explainer.img_size,
         "data_root": str(data_root),
-        "dataset": getattr(index.attrs.get("dataset"), "name", None),
-        "split": "test",
+        "dataset": getattr(index.attrs.get("dataset"), "title", None),
+        "split": getattr(index.attrs.get("dataset"), "test_split", "test"),
+        "positive_label": getattr(index.attrs.get("dataset"), "positive_label", "positive"),
         "annotations": str(annotations_path),
         "images": int(per_image["image"].nunique()),
         "methods": methods,

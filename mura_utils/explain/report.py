@@ -172,7 +172,7 @@ def plot_gallery(items: Sequence[dict], path: str | Path, method: str, per_group
 
 
 @_styled
-def plot_methods(items: Sequence[dict], methods: Sequence[str], path: str | Path) -> Path:
+def plot_methods(items: Sequence[dict], methods: Sequence[str], path: str | Path, subtitle: str = "") -> Path:
     """One row per image, one column per method: items {gray, annotation, caption, maps: {method: map},
     scores: {method: (pointing, box mass ratio)}}."""
     figure = _figure(2.0 * len(methods) + 0.6, 2.5 * max(len(items), 1) + 0.7)
@@ -185,7 +185,7 @@ def plot_methods(items: Sequence[dict], methods: Sequence[str], path: str | Path
         grid[row, 0].set_ylabel(item["caption"], fontsize=8)
     if not items:
         _blank(grid[0, 0], "no images")
-    figure.suptitle("CAM methods on the same fractured images", fontsize=10)
+    figure.suptitle(f"CAM methods on the same fractured images ({subtitle})", fontsize=10)
     return _save(figure, path)
 
 
@@ -213,7 +213,8 @@ def write_figures(
             "gray": grays[case["image"]],
             "heatmap": maps[method][case["image"]],
             "annotation": scaled[case["image"]],
-            "caption": f"{case['image']}\nP(positive) {case['probability']:.2f} · mass ratio {case['box_mass_ratio']:.1f}",
+            "caption": f"{case['image']}\nP(positive) {case['probability']:.2f} · "
+            f"mass ratio {case['box_mass_ratio']:.1f}",
         }
         for _, case in chosen.iterrows()
     ]
@@ -230,7 +231,7 @@ def write_figures(
         }
         for image in strip
     ]
-    plot_methods(strip_items, methods, out / "methods.png")
+    plot_methods(strip_items, methods, out / "methods.png", f"{label(method)}'s two best hits and worst miss")
     return {"gallery": "gallery.png", "methods": "methods.png"}
 
 

@@ -278,8 +278,10 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
             model, device_ids=[dist.local_rank] if device.type == "cuda" else None
         )
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # one-cycle: 20% warm-up; a tiny run (a few steps) still gets >= 2 warm-up steps, or torch divides by zero
+    total_steps = max(4, config.epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, pct_start=0.2, total_steps=max(1, config.epochs * steps_per_epoch)
+        optimizer, max_lr=config.lr, pct_start=min(0.5, max(0.2, 2 / total_steps)), total_steps=total_steps
     )
     amp_dtype = amp_dtype_for(device, config.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)

@@ -89,6 +89,11 @@ def _hash_all(paths: list[str], num_workers: int, progress: bool) -> list[dict[s
         return list(bar(pool.map(_hash_file, paths, chunksize=chunksize)))
 
 
+def hash_files(paths: list[str], num_workers: int | None = None, progress: bool = False) -> list[dict[str, Any]]:
+    """sha1 and perceptual descriptors of every file (``readable``/``error`` per row), over processes."""
+    return _hash_all(list(paths), _default_workers() if num_workers is None else num_workers, progress)
+
+
 def group_duplicates(
     sha1: list[str | None],
     descriptors: list[dict[str, np.ndarray] | None],

@@ -305,3 +305,14 @@ def test_manifest_is_deterministic(tmp_path, manifest):
     assert other.read_bytes() != manifest.read_bytes()
     with pytest.raises(ValueError, match="n_patients"):
         make_manifest_sample(tmp_path / "few", n_patients=3)
+
+
+def test_cli_writes_both_samples(tmp_path, capsys):
+    from mura_utils.cli import main
+
+    assert main(["sample-fracatlas", str(tmp_path / "fa"), "--images", "8", "--seed", "3"]) == 0
+    assert len(read_csv(tmp_path / "fa" / "dataset.csv")) == 8
+    assert main(["sample-manifest", str(tmp_path / "mf"), "--patients", "6"]) == 0
+    assert {row["patient"] for row in read_csv(tmp_path / "mf" / MANIFEST_NAME)} == {f"P{p:03d}" for p in range(1, 7)}
+    assert "not real radiographs" in capsys.readouterr().out
+    assert main(["sample-fracatlas", str(tmp_path / "bad"), "--images", "1"]) == 2

@@ -373,7 +373,7 @@ def make_fracatlas_sample(
     fractured images only, one polygon and box per visible break: one per broken bone and view), and
     ``SYNTHETIC_SAMPLE.txt`` marking it as generated. About 20% of images are fractured. Most files are
     reduced to ``long_side`` pixels while the JSON lists the official size, so boxes must be scaled by
-    file size / listed size; some are written at their listed size. ``n_images=60``: ~0.5 s, ~0.5 MB.
+    file size / listed size; some are written at their listed size. ``n_images=60``: ~0.7 s, ~0.7 MB.
     The same seed gives byte-identical files. A non-empty ``root`` is an error, unless ``overwrite`` is
     true and it holds the marker (a generated sample), in which case it is replaced.
     """

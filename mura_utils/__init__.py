@@ -13,11 +13,12 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "augment": ["AugmentConfig", "batch_augment", "normalize"],
-    "checkpoint": ["load_model", "read_checkpoint", "save_checkpoint"],
+    "checkpoint": ["checkpoint_dataset", "read_checkpoint", "save_checkpoint"],
     "compare": ["compare_evaluations", "load_evaluation"],
     "config": ["TrainConfig"],
     "constants": ["BODY_PARTS", "POSITIVE_LABEL"],
     "data": ["MuraDataset", "class_weights", "load_mura_index", "patient_split"],
+    "datasets": ["DatasetInfo", "dataset_info", "detect_dataset", "load_index", "load_manifest"],
     "evaluate": [
         "add_confidence_intervals",
         "binary_metrics",
@@ -32,6 +33,7 @@ _EXPORTS = {
     "export": ["export_onnx", "predict_onnx"],
     "external": ["load_external_index", "find_duplicates", "deduplicate"],
     "imaging": ["ImageReadError", "letterbox", "load_letterboxed", "read_grayscale"],
+    "loading": ["load_model"],
     "models": ["MODEL_REGISTRY", "build_model", "count_parameters"],
     "statistics": ["ClusterBootstrap", "confidence_intervals", "paired_differences", "patient_bootstrap"],
     "synthetic": ["make_sample", "make_external_sample", "make_fracatlas_sample", "make_manifest_sample"],

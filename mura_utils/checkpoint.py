@@ -20,7 +20,7 @@ import torch
 
 from .config import TrainConfig
 from .io import atomic_torch_save
-from .models import MuraNet, build_model, get_spec
+from .models import get_spec
 
 CHECKPOINT_FORMAT = 1
 
@@ -170,20 +170,11 @@ def read_checkpoint(path: str | Path) -> dict:
     return checkpoint
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[MuraNet, dict]:
-    """Rebuild the model a checkpoint was trained as and load its weights (no download needed);
-    an ensemble file gives an ``ensemble.EnsembleNet`` of its members."""
-    checkpoint = read_checkpoint(path)
-    if checkpoint.get("kind") == "ensemble":  # `mura ensemble` file: the members carry the weights
-        from .ensemble import load_ensemble
+def checkpoint_dataset(checkpoint: dict):
+    """The DatasetInfo a checkpoint (or ensemble) was trained on: body-part vocabulary and label meaning
+    (MURA for files written before datasets were recorded; an ensemble: its first member's)."""
+    from .datasets import info_from_record
 
-        return load_ensemble(checkpoint, path, device), checkpoint
-    model = build_model(checkpoint["model_name"], pretrained=False, multitask=checkpoint["multitask"])
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as error:
-        raise CheckpointError(
-            f"{path}: weights do not fit model {checkpoint['model_name']!r} "
-            f"(multitask={checkpoint['multitask']}): {str(error)[:300]}"
-        ) from error
-    return model.to(device).eval(), checkpoint
+    if checkpoint.get("dataset") is None and checkpoint.get("members"):
+        return info_from_record(checkpoint["members"][0])
+    return info_from_record(checkpoint)

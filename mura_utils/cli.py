@@ -39,10 +39,11 @@ def _cmd_sample_manifest(args) -> None:
 
 
 def _cmd_prepare(args) -> None:
-    from .data import load_mura_index, open_image_cache
+    from .data import open_image_cache
+    from .datasets import load_index
 
-    index = load_mura_index(args.data_root)
-    cache = open_image_cache(index, args.img_size, args.data_root, args.cache_dir)
+    index = load_index(args.data_root, args.dataset)
+    cache = open_image_cache(index, args.img_size, args.data_root, args.cache_dir, dataset=args.dataset)
     print(f"image cache ready: {len(cache)} images at {args.img_size} px in {args.cache_dir or 'default cache dir'}")
 
 
@@ -163,6 +164,7 @@ def _cmd_evaluate(args) -> None:
         use_cache=not args.no_cache,
         progress=not args.no_progress,
         tta=args.tta,
+        dataset=args.dataset,
     )
     metrics = add_confidence_intervals(metrics, predictions, args.bootstrap, args.seed)
     out = Path(args.out)
@@ -171,7 +173,7 @@ def _cmd_evaluate(args) -> None:
     study_ci = metrics.get("ci", {}).get("study", {})
     interval = " [{:.3f}, {:.3f}]".format(*study_ci["auroc"]) if "auroc" in study_ci else ""
     print(
-        f"{args.split}: study AUROC {metrics['study']['auroc']}{interval}, study kappa {metrics['study']['kappa']:.3f}, "
+        f"{metrics['dataset_title']} {metrics['split']}: study AUROC {metrics['study']['auroc']}{interval}, study kappa {metrics['study']['kappa']:.3f}, "
         f"image AUROC {metrics['image']['auroc']}; wrote {out / 'metrics.json'} and {out / 'predictions.csv'}"
     )
 
@@ -280,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     prepare = commands.add_parser("prepare", help="decode every image once into a uint8 memory-mapped cache")
     prepare.add_argument("--data-root", required=True)
+    prepare.add_argument("--dataset", default="auto", choices=["auto", "mura", "fracatlas", "manifest"])
     prepare.add_argument("--img-size", type=int, required=True)
     prepare.add_argument("--cache-dir", default=None)
     prepare.set_defaults(handler=_cmd_prepare)
@@ -296,10 +299,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_config_options(train)
     train.set_defaults(handler=_cmd_train)
 
-    evaluate = commands.add_parser("evaluate", help="metrics of a checkpoint on a MURA split")
+    evaluate = commands.add_parser(
+        "evaluate", help="metrics of a checkpoint on a dataset split (default: its test split)"
+    )
     evaluate.add_argument("--checkpoint", required=True)
-    evaluate.add_argument("--data-root", required=True)
-    evaluate.add_argument("--split", choices=["valid", "train"], default="valid")
+    evaluate.add_argument(
+        "--data-root", required=True, help="MURA-v1.1 (or its parent), a FracAtlas folder, or a manifest .csv"
+    )
+    evaluate.add_argument("--dataset", default="auto", choices=["auto", "mura", "fracatlas", "manifest"])
+    evaluate.add_argument(
+        "--split",
+        default=None,
+        help="split to score (default: the dataset's held-out test split: MURA valid, FracAtlas/manifest test)",
+    )
     evaluate.add_argument("--out", required=True)
     evaluate.add_argument("--threshold", default="0.5", help="a number, or 'val' for the one chosen on validation")
     evaluate.add_argument("--device", default="auto")

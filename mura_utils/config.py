@@ -40,10 +40,15 @@ class TrainConfig:
     weights_path: str | None = _option(None, "local ImageNet weights file for offline machines (3-channel is fine)")
     multitask: bool = _option(True, "also train the body-part head; --single-task drops it (the ablation)")
     # data
-    data_root: str = _option("data/sample", "MURA-v1.1 folder or its parent")
+    data_root: str = _option(
+        "data/sample", "MURA-v1.1 folder or its parent, a FracAtlas folder, or a manifest .csv (mura_utils.datasets)"
+    )
+    dataset: str = _option("auto", "auto (detected from data_root) | mura | fracatlas | manifest")
     img_size: int | None = _option(None, "letterboxed input size in px; default: the model's own (224 for most)")
-    val_fraction: float = _option(0.1, "patient-level validation split of MURA train")
-    cache_dir: str | None = _option(None, "decode-once image cache; default: <MURA parent>/mura_cache")
+    val_fraction: float = _option(0.1, "patient-level validation split of the training split")
+    cache_dir: str | None = _option(
+        None, "decode-once image cache; default: <MURA parent>/mura_cache (see data.default_cache_dir)"
+    )
     use_cache: bool = _option(True, "read images through the decode-once uint8 cache")
     num_workers: int = _option(0, "DataLoader workers (cache reads are cheap; 0 is fastest on 2 cores)")
     # optimisation
@@ -96,6 +101,8 @@ class TrainConfig:
         decay = self.ema_decay
         if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not (decay == 0 or 0 < decay < 1):
             problems.append(f"ema_decay {self.ema_decay!r} must be 0 (off) or between 0 and 1 (exclusive), e.g. 0.999")
+        if self.dataset not in ("auto", "mura", "fracatlas", "manifest"):
+            problems.append(f"dataset {self.dataset!r} is not one of auto, mura, fracatlas, manifest")
         if self.selection_metric not in SELECTION_METRICS:
             problems.append(f"selection_metric {self.selection_metric!r} is not one of {list(SELECTION_METRICS)}")
         if not 0 < self.val_fraction < 1:

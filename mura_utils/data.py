@@ -1,4 +1,5 @@
-"""MURA-v1.1 as a pandas table (one row per image), a patient-level split, and a thin Dataset.
+"""MURA-v1.1 as a pandas table (one row per image), a patient-level split, and a thin Dataset over
+any dataset's index (see ``mura_utils.datasets`` for FracAtlas and CSV manifests).
 
 The official CSVs are the source of truth: the index is built from them without opening a
 single image, and every inconsistency (missing file, label that disagrees with its folder name,
@@ -18,14 +19,14 @@ from torch.utils.data import Dataset
 
 from .augment import AugmentConfig, batch_augment, normalize
 from .constants import BODY_PART_TO_INDEX, BODY_PARTS
+from .datasets.base import INDEX_COLUMNS, DatasetLayoutError
 from .imaging import load_letterboxed
 
-INDEX_COLUMNS = ["path", "split", "body_part", "patient", "study", "label"]
 SPLITS = ("train", "valid")
 _IGNORED_NAMES = (".DS_Store", "Thumbs.db")
 
 
-class MuraIndexError(ValueError):
+class MuraIndexError(DatasetLayoutError):
     """The MURA tree or its CSVs are inconsistent; the message names the offending file."""
 
 
@@ -180,23 +181,58 @@ def patient_split(index: pd.DataFrame, val_fraction: float = 0.1, seed: int = 0)
     )
 
 
-def class_weights(train_index: pd.DataFrame) -> pd.DataFrame:
+def write_split_file(
+    path: str | Path, data_root: str | Path, train_index: pd.DataFrame, val_index: pd.DataFrame, test_index=None
+) -> None:
+    """The images each side of a run saw, as a CSV (path relative to the dataset, split, label, body part),
+    so anyone can check which images trained, selected and scored a model."""
+    from .io import atomic_write_text
+
+    root = Path(data_root).expanduser().resolve()
+    base = root.parent if root.suffix.lower() == ".csv" else root
+    tables = [(train_index, "train"), (val_index, "validation")] + (
+        [(test_index, "test")] if test_index is not None else []
+    )
+    rows = []
+    for table, side in tables:
+        part = table[["path", "patient", "study", "body_part", "label"]].copy()
+        part["path"] = [os.path.relpath(path, base) for path in part["path"]]
+        part.insert(1, "split", side)
+        rows.append(part)
+    atomic_write_text(path, pd.concat(rows, ignore_index=True).to_csv(index=False))
+
+
+def class_weights(train_index: pd.DataFrame, body_parts: tuple[str, ...] = BODY_PARTS) -> pd.DataFrame:
     """Per-body-part loss weights from the MURA paper: w_abnormal = N/(A+N), w_normal = A/(A+N).
 
     A and N count abnormal and normal *training* images of that body part, so the rarer class
-    of each body part weighs more.
+    of each body part weighs more. Rows follow ``body_parts`` (the dataset's vocabulary, the body-part
+    head's order); a part without training images weighs 0.5/0.5.
     """
     counts = train_index.groupby("body_part")["label"].agg(abnormal="sum", total="count")
     counts["normal"] = counts["total"] - counts["abnormal"]
     weights = pd.DataFrame(
         {"w_abnormal": counts["normal"] / counts["total"], "w_normal": counts["abnormal"] / counts["total"]}
     )
-    return weights.reindex(list(BODY_PARTS)).fillna(0.5)
+    return weights.reindex(list(body_parts)).fillna(0.5)
 
 
-def default_cache_dir(data_root: str | Path) -> Path:
-    """The decode-once cache lives beside the MURA-v1.1 folder unless told otherwise."""
-    return resolve_mura_root(data_root).parent / "mura_cache"
+def default_cache_dir(data_root: str | Path, dataset: str = "auto") -> Path:
+    """The decode-once cache: beside the MURA-v1.1 folder, or beside a manifest CSV; for FracAtlas
+    (often a read-only download) under ``$MURA_CACHE_DIR`` or ``~/.cache/mura_utils``, one folder per
+    dataset location."""
+    import hashlib
+
+    from .datasets import detect_dataset
+
+    name = detect_dataset(data_root) if dataset in (None, "", "auto") else dataset
+    if name == "mura":
+        return resolve_mura_root(data_root).parent / "mura_cache"
+    root = Path(data_root).expanduser().resolve()
+    if name == "manifest":
+        return root.parent / "mura_cache"
+    base = Path(os.environ.get("MURA_CACHE_DIR") or Path.home() / ".cache" / "mura_utils")
+    return base / f"{name}_{hashlib.sha256(str(root).encode()).hexdigest()[:10]}"
 
 
 def open_image_cache(
@@ -205,14 +241,16 @@ def open_image_cache(
     data_root: str | Path,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    dataset: str = "auto",
 ):
     """The uint8 memory-mapped cache at ``img_size``, built if missing or stale (see
-    ``mura_utils.cache``). It always covers the *whole* MURA tree (both splits), so
+    ``mura_utils.cache``). It always covers the *whole* dataset (every split), so
     ``mura prepare``, training and evaluation share one cache instead of decoding twice."""
     from .cache import prepare_index_cache
+    from .datasets import load_index
 
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(data_root)
-    cache = prepare_index_cache(load_mura_index(data_root), img_size, cache_dir, progress=progress)
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(data_root, dataset)
+    cache = prepare_index_cache(load_index(data_root, dataset), img_size, cache_dir, progress=progress)
     for path in index["path"]:
         cache.row_of(path)  # an index from elsewhere fails here, naming the image, not mid-epoch
     return cache
@@ -225,7 +263,8 @@ class MuraDataset(Dataset):
     device (fast path); ``raw=False`` yields float tensors normalized with the mean/std of the
     model they feed (``model="resnet50"``, or explicit ``mean=``/``std=``; there is no default,
     since a wrong one silently degrades a pretrained backbone), augmented per item when ``train``
-    is set (convenient in a notebook). ``cache`` may be a decode-once cache
+    is set (convenient in a notebook). ``body_parts`` is the dataset's vocabulary (MURA's seven by
+    default; ``DatasetInfo.body_parts`` otherwise). ``cache`` may be a decode-once cache
     (anything with ``row_of(path)`` and ``images``) so epochs after the first never decode PNGs.
     """
 
@@ -240,6 +279,7 @@ class MuraDataset(Dataset):
         cache=None,
         augment: AugmentConfig = AugmentConfig(),
         model: str | None = None,
+        body_parts: tuple[str, ...] = BODY_PARTS,
     ):
         if model is not None:
             from .models import get_spec
@@ -260,7 +300,12 @@ class MuraDataset(Dataset):
         self.mean, self.std, self.cache, self.augment = mean, std, cache, augment
         self.paths = self.index["path"].tolist()
         self.labels = torch.tensor(self.index["label"].to_numpy(), dtype=torch.float32)
-        self.body_parts = torch.tensor(self.index["body_part"].map(BODY_PART_TO_INDEX).to_numpy(), dtype=torch.long)
+        part_index = BODY_PART_TO_INDEX if tuple(body_parts) == BODY_PARTS else {p: i for i, p in enumerate(body_parts)}
+        unknown = sorted(set(self.index["body_part"]) - set(part_index))
+        if unknown:
+            raise ValueError(f"MuraDataset: body part(s) {unknown} are not in the vocabulary {list(body_parts)}")
+        self.body_parts = torch.tensor(self.index["body_part"].map(part_index).to_numpy(), dtype=torch.long)
+        self.body_part_names = tuple(body_parts)
         self.cache_rows = None if cache is None else np.array([cache.row_of(p) for p in self.paths])
 
     def __len__(self) -> int:

@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, checkpoint_dataset, package_version, read_checkpoint
+from .io import atomic_torch_save
 from .models import MuraNet, build_model, get_spec
 
 ENSEMBLE_KIND = "ensemble"
@@ -125,6 +127,7 @@ def member_entry(checkpoint: dict, source: str | Path) -> dict:
         "threshold": float(checkpoint.get("threshold", 0.5)),
         "epoch": checkpoint.get("epoch"),
         "source": str(source),
+        "dataset": checkpoint_dataset(checkpoint).to_dict(),
     }
 
 
@@ -153,9 +156,6 @@ def make_ensemble(checkpoints: list[str | Path], out: str | Path, threshold: flo
     Its decision threshold is ``threshold`` or, by default, the mean of the members' own
     validation-chosen thresholds (no data is looked at here); ``threshold_source`` records which.
     Returns the written dict."""
-    from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, package_version, read_checkpoint
-    from .io import atomic_torch_save
-
     if not checkpoints:
         raise ValueError("mura ensemble needs at least one checkpoint")
     members = []
@@ -168,6 +168,14 @@ def make_ensemble(checkpoints: list[str | Path], out: str | Path, threshold: flo
             members.append(member_entry(checkpoint, path))
         except ValueError as error:  # a model_name this version cannot build
             raise CheckpointError(f"{path}: {error}") from error
+    datasets = [checkpoint_dataset(member) for member in members]
+    for path, info in zip(checkpoints, datasets):
+        if (info.body_parts, info.positive_label) != (datasets[0].body_parts, datasets[0].positive_label):
+            raise CheckpointError(
+                f"{path}: trained on {info.title} (label 1 = {info.positive_label}, body parts {list(info.body_parts)}), "
+                f"but the first member on {datasets[0].title} (label 1 = {datasets[0].positive_label}, body parts "
+                f"{list(datasets[0].body_parts)}): an ensemble averages outputs that mean the same thing"
+            )
     if threshold is not None:  # an explicit threshold wins, for nested ensembles too
         chosen, source = float(threshold), THRESHOLD_GIVEN
     else:
@@ -184,6 +192,7 @@ def make_ensemble(checkpoints: list[str | Path], out: str | Path, threshold: flo
         "threshold_source": source,
         "img_size": max(member["img_size"] for member in members),
         "members": members,
+        "dataset": datasets[0].to_dict(),
     }
     atomic_torch_save(ensemble, out)
     return ensemble
@@ -191,12 +200,13 @@ def make_ensemble(checkpoints: list[str | Path], out: str | Path, threshold: flo
 
 def load_ensemble(checkpoint: dict, path: str | Path, device: str | torch.device = "cpu") -> EnsembleNet:
     """Rebuild every member of an ensemble checkpoint (no download needed)."""
-    from .checkpoint import CheckpointError
-
     members = []
     for number, entry in enumerate(checkpoint.get("members") or []):
         try:
-            model = build_model(entry["model_name"], pretrained=False, multitask=entry["multitask"])
+            parts = checkpoint_dataset(entry).body_parts
+            model = build_model(
+                entry["model_name"], pretrained=False, multitask=entry["multitask"], num_body_parts=len(parts)
+            )
             model.load_state_dict(entry["state_dict"])
         except (KeyError, ValueError, RuntimeError) as error:
             raise CheckpointError(

@@ -102,9 +102,9 @@ def case_overlays(run, cases: pd.DataFrame, img_size: int | None = None) -> list
     import torch
 
     from .cam import gradcam_heatmaps, overlay
-    from .checkpoint import load_model
     from .ensemble import checkpoint_normalization
     from .imaging import load_letterboxed
+    from .loading import load_model
 
     if cases.empty:
         return []

@@ -81,8 +81,11 @@ def predict_batches(
     return result
 
 
-def predictions_table(index: pd.DataFrame, outputs: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Join model outputs to their index rows: one row per image, each image exactly once."""
+def predictions_table(
+    index: pd.DataFrame, outputs: dict[str, np.ndarray], body_parts: tuple[str, ...] = BODY_PARTS
+) -> pd.DataFrame:
+    """Join model outputs to their index rows: one row per image, each image exactly once;
+    ``body_parts`` is the model's body-part vocabulary (its head's output order)."""
     order = np.argsort(outputs["position"], kind="stable")
     positions = outputs["position"][order]
     if len(np.unique(positions)) != len(positions) or len(positions) != len(index):
@@ -94,7 +97,11 @@ def predictions_table(index: pd.DataFrame, outputs: dict[str, np.ndarray]) -> pd
     table["probability"] = outputs["probability"][order]
     if "body_part_probabilities" in outputs:
         part_probabilities = outputs["body_part_probabilities"][order]
-        table["predicted_body_part"] = np.asarray(BODY_PARTS)[part_probabilities.argmax(1)]
+        if part_probabilities.shape[1] != len(body_parts):
+            raise ValueError(
+                f"the body-part head has {part_probabilities.shape[1]} outputs, the vocabulary {len(body_parts)} names"
+            )
+        table["predicted_body_part"] = np.asarray(body_parts)[part_probabilities.argmax(1)]
         table["body_part_probability"] = part_probabilities.max(1)
     else:
         table["predicted_body_part"] = None
@@ -109,15 +116,30 @@ def binary_metrics(labels, probabilities, threshold: float = 0.5) -> dict[str, f
     return point_metrics(labels, probabilities, threshold)
 
 
-def compute_metrics(predictions: pd.DataFrame, threshold: float = 0.5, image_threshold: float = 0.5) -> dict:
+def body_part_order(parts) -> list[str]:
+    """The body parts present, MURA's order where they are MURA's, else alphabetical."""
+    present = set(parts)
+    if present <= set(BODY_PARTS):
+        return [part for part in BODY_PARTS if part in present]
+    return sorted(present)
+
+
+def compute_metrics(
+    predictions: pd.DataFrame,
+    threshold: float = 0.5,
+    image_threshold: float = 0.5,
+    model_body_parts: tuple[str, ...] | None = None,
+) -> dict:
     """The full metrics.json: image and study level, per body part, body-part accuracy.
 
     ``threshold`` is the study-level threshold (MURA scores studies; a validation-chosen threshold is
     chosen on studies); image-level metrics use ``image_threshold``, each at the level it belongs to.
+    Body-part accuracy counts the images whose true part is in ``model_body_parts`` (the model's
+    vocabulary, matched by name: a MURA model on FracAtlas is scored on HAND and SHOULDER images).
     """
     studies = study_table(predictions)
     per_body_part = {}
-    for part in BODY_PARTS:
+    for part in body_part_order(studies["body_part"]):
         part_studies = studies[studies["body_part"] == part]
         if part_studies.empty:
             continue
@@ -128,12 +150,16 @@ def compute_metrics(predictions: pd.DataFrame, threshold: float = 0.5, image_thr
             "studies": int(len(part_studies)),
         }
     has_parts = predictions["predicted_body_part"].notna().any() if "predicted_body_part" in predictions else False
+    scored = predictions
+    if has_parts and model_body_parts is not None:
+        scored = predictions[predictions["body_part"].isin(model_body_parts)]
+    has_parts = has_parts and len(scored) > 0
     return {
         "image": binary_metrics(predictions["label"], predictions["probability"], image_threshold),
         "study": binary_metrics(studies["label"], studies["probability"], threshold),
         "per_body_part": per_body_part,
         "body_part_accuracy": (
-            float((predictions["predicted_body_part"] == predictions["body_part"]).mean()) if has_parts else None
+            float((scored["predicted_body_part"] == scored["body_part"]).mean()) if has_parts else None
         ),
         "n_images": int(len(predictions)),
         "n_studies": int(len(studies)),
@@ -205,7 +231,7 @@ def bootstrap_ci(
 def evaluate_checkpoint(
     checkpoint_path: str | Path,
     data_root: str | Path,
-    split: str = "valid",
+    split: str | None = None,
     threshold: float | str = 0.5,
     batch_size: int = 64,
     device: str = "auto",
@@ -213,29 +239,41 @@ def evaluate_checkpoint(
     use_cache: bool = True,
     progress: bool = True,
     tta: bool = False,
+    dataset: str = "auto",
 ) -> tuple[pd.DataFrame, dict]:
-    """Predict every image of a MURA split with a checkpoint; returns (predictions, metrics).
+    """Predict every image of a dataset split with a checkpoint; returns (predictions, metrics).
+
+    ``split`` defaults to the dataset's held-out test split (MURA: valid; FracAtlas and manifests: test).
+    The body-part vocabulary and the label's meaning come from the checkpoint; the data may be another
+    dataset (a cross-dataset test: per-body-part metrics follow the data's parts, body-part accuracy
+    counts the parts both share by name).
 
     ``threshold`` is a number or 'val', the study-level threshold chosen on the patient-level
     validation split during training (stored in the checkpoint), never one tuned on this split.
     An ensemble checkpoint runs each member at its own input size; ``tta`` adds the mirror view.
     """
-    from .checkpoint import load_model
-    from .data import MuraDataset, load_mura_index, open_image_cache
+    from .checkpoint import checkpoint_dataset
+    from .data import MuraDataset, open_image_cache
+    from .datasets import dataset_info, load_index
     from .ensemble import is_ensemble, mean_outputs, members_of, threshold_origin
+    from .loading import load_model
     from .runtime import resolve_device
     from .tta import MirroredViews
 
     torch_device = resolve_device(device)
     model, checkpoint = load_model(checkpoint_path, torch_device)
-    index = load_mura_index(data_root, splits=(split,))
+    model_info, data_info = checkpoint_dataset(checkpoint), dataset_info(data_root, dataset)
+    split = split or data_info.test_split
+    index = load_index(data_root, dataset, splits=(split,))
+    if index.empty:
+        raise ValueError(f"{data_root}: the {data_info.title} index has no images in split {split!r}")
     members, member_outputs = members_of(model, checkpoint), []
     for member in members:
-        cache = open_image_cache(index, member.img_size, data_root, cache_dir, progress) if use_cache else None
-        dataset = MuraDataset(index, member.img_size, raw=True, cache=cache)
-        loader = DataLoader(MirroredViews(dataset) if tta else dataset, batch_size=batch_size, shuffle=False)
+        cache = open_image_cache(index, member.img_size, data_root, cache_dir, progress, dataset) if use_cache else None
+        images = MuraDataset(index, member.img_size, raw=True, cache=cache, body_parts=data_info.body_parts)
+        loader = DataLoader(MirroredViews(images) if tta else images, batch_size=batch_size, shuffle=False)
         member_outputs.append(predict_batches(member.model, loader, torch_device, member.mean, member.std, tta=tta))
-    predictions = predictions_table(index, mean_outputs(member_outputs))
+    predictions = predictions_table(index, mean_outputs(member_outputs), model_info.body_parts)
     chosen = float(checkpoint.get("threshold", 0.5)) if threshold == "val" else float(threshold)
     if threshold == "val" and is_ensemble(checkpoint):
         warnings.warn(
@@ -244,7 +282,12 @@ def evaluate_checkpoint(
             UserWarning,
             stacklevel=2,
         )
-    metrics = compute_metrics(predictions, chosen)
+    metrics = compute_metrics(predictions, chosen, model_body_parts=model_info.body_parts)
+    metrics["dataset"] = data_info.name
+    metrics["dataset_title"] = data_info.title
+    metrics["positive_label"] = data_info.positive_label
+    metrics["model_dataset"] = model_info.name
+    metrics["model_positive_label"] = model_info.positive_label
     metrics["checkpoint"] = str(checkpoint_path)
     metrics["model"] = checkpoint["model_name"]
     metrics["multitask"] = bool(checkpoint["multitask"])

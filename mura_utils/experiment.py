@@ -1,5 +1,5 @@
-"""One experiment = train a model, then evaluate its best checkpoint on MURA valid (the held-out
-test set) and leave a self-describing run folder that the reports read.
+"""One experiment = train a model, then evaluate its best checkpoint on the dataset's held-out test
+split (MURA valid, FracAtlas's fixed 20%) and leave a self-describing run folder that the reports read.
 
     runs_dir/<model>_<variant>_seed<k>/  config.json best.pt last.pt history.csv val_predictions.csv
                                          test_predictions.csv test_metrics.json run.json
@@ -30,15 +30,31 @@ VARIANTS = {"multitask": True, "single_task": False}
 FINISHED_FILES = ("best.pt", "test_metrics.json", "run.json")  # run.json last: a finished run has all three
 
 
-def is_synthetic(data_root: str | Path) -> bool:
-    """True for the embedded synthetic sample (``mura sample`` leaves a marker file in it)."""
+def dataset_folder(data_root: str | Path, dataset: str = "auto") -> Path:
+    """The folder that holds a dataset: the MURA-v1.1 folder, the FracAtlas folder, a manifest's folder."""
+    from .datasets import detect_dataset
+
+    name = detect_dataset(data_root) if dataset in (None, "", "auto") else dataset
+    if name == "mura":
+        return resolve_mura_root(data_root)
+    root = Path(data_root).expanduser().resolve()
+    return root.parent if name == "manifest" else root
+
+
+def is_synthetic(data_root: str | Path, dataset: str = "auto") -> bool:
+    """True for an embedded synthetic sample (``mura sample`` and its siblings leave a marker file in it)."""
     from .synthetic import SYNTHETIC_MARKER
 
-    return (resolve_mura_root(data_root) / SYNTHETIC_MARKER).is_file()
+    return (dataset_folder(data_root, dataset) / SYNTHETIC_MARKER).is_file()
 
 
-def run_experiment(config: TrainConfig, resume: bool = False, test_split: str = "valid") -> Path:
-    """Train ``config`` then evaluate best.pt on ``test_split``; returns the run folder."""
+def run_experiment(config: TrainConfig, resume: bool = False, test_split: str | None = None) -> Path:
+    """Train ``config`` then evaluate best.pt on ``test_split`` (default: the dataset's held-out split,
+    MURA valid or FracAtlas/manifest test); returns the run folder."""
+    from .datasets import dataset_info
+
+    info = dataset_info(config.data_root, config.dataset)
+    test_split = test_split or info.test_split
     out_dir = Path(config.out_dir)
     if int(os.environ.get("RANK", "0")) == 0:
         (out_dir / "run.json").unlink(missing_ok=True)  # not finished until written again
@@ -51,6 +67,7 @@ def run_experiment(config: TrainConfig, resume: bool = False, test_split: str = 
         "cache_dir": config.cache_dir,
         "use_cache": config.use_cache,
         "progress": config.progress,
+        "dataset": config.dataset,
     }
     predictions, metrics = evaluate_checkpoint(out_dir / "best.pt", config.data_root, test_split, **evaluation)
     metrics = add_confidence_intervals(metrics, predictions, seed=config.seed)  # patient bootstrap
@@ -65,7 +82,9 @@ def run_experiment(config: TrainConfig, resume: bool = False, test_split: str = 
         "run_name": out_dir.name,
         "model": config.model,
         "variant": "multitask" if config.multitask else "single_task",
-        "parameters": count_parameters(build_model(config.model, pretrained=False, multitask=config.multitask)),
+        "parameters": count_parameters(
+            build_model(config.model, False, config.multitask, num_body_parts=len(info.body_parts))
+        ),
         "train_seconds": float(history["train_seconds"].sum()) if len(history) else 0.0,
         "images_per_second": float(history["images_per_second"].median()) if len(history) else 0.0,
         "best_epoch": int(checkpoint["epoch"]),
@@ -74,9 +93,10 @@ def run_experiment(config: TrainConfig, resume: bool = False, test_split: str = 
         "epochs": config.epochs,
         "pretrained": bool(config.pretrained and config.model != "custom_cnn"),
         "seed": config.seed,
-        "data_root": str(resolve_mura_root(config.data_root)),
-        "synthetic": is_synthetic(config.data_root),
+        "data_root": str(dataset_folder(config.data_root, config.dataset)),
+        "synthetic": is_synthetic(config.data_root, config.dataset),
         "test_split": test_split,
+        "dataset": info.to_dict(),
     }
     atomic_write_text(out_dir / "run.json", json.dumps(info, indent=2))
     return out_dir

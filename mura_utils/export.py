@@ -6,8 +6,9 @@ PyTorch checkpoint.
 The graph takes one input per member, ``image_<i>``: (N,1,S_i,S_i) float32 pixel values 0..255 of
 the 8-bit grayscale radiograph letterboxed to S_i (long side resized to S_i, bilinear, centred on
 black). Normalization (x/255 - mean)/std, the sigmoid/softmax and the ensemble mean are inside the
-graph; outputs are ``probability`` (N,) of "abnormal" and, for multitask models,
-``body_part_probabilities`` (N,7) in ``body_parts`` order. Exported with the TorchScript-based
+graph; outputs are ``probability`` (N,) of the model's positive class (``positive_label``: "abnormal"
+for MURA, "fractured" for FracAtlas) and, for multitask models, ``body_part_probabilities`` (N,parts)
+in ``body_parts`` order (the training dataset's vocabulary, also in ``dataset``). Exported with the TorchScript-based
 exporter (``torch.onnx.export(dynamo=False)``): the dynamo exporter needs ``onnxscript``, which
 this project does not install.
 """
@@ -22,8 +23,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-
-from .constants import BODY_PARTS, POSITIVE_LABEL
 
 FORMATS = ("onnx",)
 OPSET = 17  # LayerNormalization (ConvNeXt) is in opset 17; onnxruntime >= 1.13 runs it
@@ -65,11 +64,13 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = OPSET) -> 
     in its metadata (also readable with ``read_contract``)."""
     onnx = _require("onnx")
 
-    from .checkpoint import load_model
+    from .checkpoint import checkpoint_dataset
     from .ensemble import EnsembleNet, is_ensemble, members_of
     from .io import atomic_path
+    from .loading import load_model
 
     model, info = load_model(checkpoint, "cpu")
+    dataset = checkpoint_dataset(info)
     members = members_of(model, info)
     ensemble = model if isinstance(model, EnsembleNet) else EnsembleNet(members)
     module = _TupleOutputs(ensemble).eval()
@@ -87,8 +88,10 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = OPSET) -> 
         "outputs": output_names,
         "threshold": float(info.get("threshold", 0.5)),
         "threshold_applies_to": "study probability = mean of the study's image probabilities",
-        "positive_label": POSITIVE_LABEL,
-        "body_parts": list(BODY_PARTS),
+        "positive_label": dataset.positive_label,
+        "negative_label": dataset.negative_label,
+        "body_parts": list(dataset.body_parts),
+        "dataset": dataset.to_dict(),
         "model_names": [member.model_name for member in members],
         "ensemble": is_ensemble(info),
         "source_checkpoint": str(checkpoint),
@@ -111,7 +114,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = OPSET) -> 
             CONTRACT_KEY: json.dumps(contract),
             "threshold": str(contract["threshold"]),
             "model_names": ",".join(contract["model_names"]),
-            "body_parts": ",".join(BODY_PARTS),
+            "body_parts": ",".join(dataset.body_parts),
             "img_sizes": ",".join(str(member.img_size) for member in members),
         }
         for key, value in plain.items():
@@ -147,8 +150,9 @@ def predict_onnx(
 ) -> pd.DataFrame:
     """``predict.predict_paths`` for an exported ONNX file (onnxruntime on the CPU): the same
     reading, letterboxing, TTA views and table, with the contract taken from the file."""
+    from .datasets import info_from_record
     from .imaging import letterbox
-    from .predict import collect_inputs, read_image, study_predictions
+    from .inputs import collect_inputs, read_image, study_predictions
     from .tta import mirrored_letterbox
 
     session = _session(onnx_path)
@@ -172,7 +176,7 @@ def predict_onnx(
             outputs["body_part_probabilities"] = np.mean([v["body_part_probabilities"] for v in view_outputs], axis=0)
         batches.append(outputs)
     outputs = {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
-    return study_predictions(inputs, outputs, float(contract["threshold"]))
+    return study_predictions(inputs, outputs, float(contract["threshold"]), dataset=info_from_record(contract))
 
 
 __all__ = ["FORMATS", "export_onnx", "predict_onnx", "read_contract"]

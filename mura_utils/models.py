@@ -84,14 +84,22 @@ class CustomCNN(nn.Module):
 
 
 class MuraNet(nn.Module):
-    """Backbone -> pooled features -> {"abnormality": (N,) logit, "body_part": (N,7) logits}."""
+    """Backbone -> pooled features -> {"abnormality": (N,) logit, "body_part": (N, parts) logits}; the
+    body-part vocabulary (MURA's seven by default) is the dataset's, stored in the checkpoint."""
 
-    def __init__(self, backbone: nn.Module, num_features: int, multitask: bool = True, dropout: float = 0.2):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_features: int,
+        multitask: bool = True,
+        dropout: float = 0.2,
+        num_body_parts: int = len(BODY_PARTS),
+    ):
         super().__init__()
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
         self.abnormality_head = nn.Linear(num_features, 1)
-        self.body_part_head = nn.Linear(num_features, len(BODY_PARTS)) if multitask else None
+        self.body_part_head = nn.Linear(num_features, num_body_parts) if multitask else None
 
     @property
     def multitask(self) -> bool:
@@ -296,11 +304,17 @@ def _create_backbone(spec: ModelSpec, pretrained: bool, weights_path: str | None
 
 
 def build_model(
-    name: str, pretrained: bool = True, multitask: bool = True, weights_path: str | None = None, dropout: float = 0.2
+    name: str,
+    pretrained: bool = True,
+    multitask: bool = True,
+    weights_path: str | None = None,
+    dropout: float = 0.2,
+    num_body_parts: int = len(BODY_PARTS),
 ) -> MuraNet:
-    """Create a one-channel MURA model by registry name (custom_cnn, resnet50, densenet169,
+    """Create a one-channel model by registry name (custom_cnn, resnet50, densenet169,
     efficientnet_b0) or any timm model name (the stem's RGB kernels are summed to one channel).
-    ``pretrained`` loads ImageNet weights through timm (or the local file ``weights_path``)."""
+    ``pretrained`` loads ImageNet weights through timm (or the local file ``weights_path``);
+    ``num_body_parts`` is the size of the dataset's body-part vocabulary."""
     spec = get_spec(name)
     if spec.timm_name is None:
         backbone = CustomCNN()
@@ -309,7 +323,7 @@ def build_model(
         backbone = _create_backbone(spec, pretrained, weights_path)
         # pooled width; ConvNeXt-style heads with a hidden layer report it as head_hidden_size
         num_features = getattr(backbone, "head_hidden_size", None) or backbone.num_features
-    return MuraNet(backbone, num_features, multitask=multitask, dropout=dropout)
+    return MuraNet(backbone, num_features, multitask=multitask, dropout=dropout, num_body_parts=num_body_parts)
 
 
 def count_parameters(model: nn.Module) -> int:

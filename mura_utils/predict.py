@@ -1,5 +1,5 @@
-"""``mura predict``: abnormality probabilities for radiographs (PNG, JPEG or DICOM) outside the
-MURA folder layout, scored per study like MURA, with optional Grad-CAM overlays.
+"""``mura predict``: abnormality (or fracture) probabilities for radiographs (PNG, JPEG or DICOM)
+outside any dataset layout, scored per study like MURA, with optional Grad-CAM overlays.
 
 A folder given on the command line is one study (its direct image children); a file given on
 its own is a study of one image. Each image goes through exactly the pixels path training used
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,163 +18,16 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from .constants import NEGATIVE_LABEL, POSITIVE_LABEL
-from .imaging import IMAGE_SUFFIXES, ImageReadError, letterbox, read_grayscale
+from .imaging import letterbox
+from .inputs import (
+    PredictInputError,
+    collect_inputs,
+    read_dicom,
+    read_image,
+    study_predictions,
+)
 
-DICOM_SUFFIXES = (".dcm", ".dicom")
-SKIPPED_NAMES = (".DS_Store", "Thumbs.db")  # plus any hidden file (AppleDouble "._*" included)
 FORMATS = ("table", "json", "csv")
-
-
-class PredictInputError(ValueError):
-    """An input path that cannot be predicted (unsupported file, empty folder); names the path."""
-
-
-# --- reading -------------------------------------------------------------------------------------
-
-
-def _is_dicom_file(path: Path) -> bool:
-    """DICOM by suffix, or by the 'DICM' marker at byte 128 (archives often drop the suffix or
-    name files by UID, e.g. ``1.2.840.113619.2.55``)."""
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
-    with open(path, "rb") as handle:
-        return handle.read(132)[128:] == b"DICM"
-
-
-def read_dicom(path: str | Path) -> np.ndarray:
-    """Decode a DICOM radiograph to HxW uint8 as a viewer would show it: modality LUT (rescale
-    slope/intercept), then the file's VOI LUT or window, MONOCHROME1 inverted so bone is bright.
-
-    Without a window the pixels' own min/max are stretched to 0..255 (as for 16-bit PNGs).
-    Pixel spacing is ignored: letterboxing rescales every image anyway.
-    """
-    import pydicom
-
-    try:
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut
-    except ImportError:  # pydicom < 3
-        from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
-
-    try:
-        dataset = pydicom.dcmread(path, force=True)
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: DICOM file not found") from None
-    except Exception as error:  # pydicom raises many types for a damaged file
-        raise ImageReadError(f"{path}: cannot read DICOM file ({error})") from error
-    if not any(tag in dataset for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        raise ImageReadError(f"{path}: DICOM file has no pixel data (not an image, e.g. a report or SR)")
-    try:
-        pixels = dataset.pixel_array
-    except Exception as error:  # missing decoder plugin, truncated data, ...
-        syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
-        name = getattr(syntax, "name", syntax) or "unknown transfer syntax"
-        raise ImageReadError(
-            f"{path}: cannot decode DICOM pixel data ({name}): {error}. Compressed DICOM "
-            "needs a decoder: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg "
-            "(or python-gdcm)"
-        ) from error
-
-    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    frames = int(dataset.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        warnings.warn(f"{path}: multi-frame DICOM ({frames} frames); using the first frame only", stacklevel=2)
-        pixels = pixels[0]
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        if pixels.ndim == 3 and pixels.shape[-1] == 3:  # RGB / YBR (pydicom converts YBR to RGB)
-            return _stretch(pixels.astype(np.float64) @ np.array([0.299, 0.587, 0.114]), None)
-        raise ImageReadError(f"{path}: unsupported DICOM photometric interpretation {photometric!r}")
-
-    try:
-        values = apply_modality_lut(pixels, dataset)
-        lut = dataset.VOILUTSequence[0] if dataset.get("VOILUTSequence") else None
-        window_range = None
-        if lut is not None and "LUTDescriptor" in lut and "LUTData" in lut:  # pydicom prefers it to a window
-            entries, first = lut.LUTDescriptor[0] or 2**16, lut.LUTDescriptor[1]
-            values = apply_voi_lut(np.rint(values).astype(np.int64), dataset)  # a LUT indexes integers
-            window_range = apply_voi_lut(np.arange(first, first + entries), dataset)  # every LUT entry
-        elif "WindowCenter" in dataset and "WindowWidth" in dataset:
-            values = apply_voi_lut(values, dataset)
-            window_range = apply_voi_lut(np.array([-1e12, 1e12]), dataset)  # far outside: the output range
-        if window_range is not None:
-            window_range = (float(np.min(window_range)), float(np.max(window_range)))
-    except Exception as error:  # malformed window, LUT descriptor, ...
-        raise ImageReadError(f"{path}: cannot apply the DICOM modality/VOI LUT ({error})") from error
-    gray = _stretch(values, window_range)
-    return 255 - gray if photometric == "MONOCHROME1" else gray
-
-
-def _stretch(values: np.ndarray, value_range: tuple[float, float] | None) -> np.ndarray:
-    """Map ``value_range`` (default: the values' own min/max) linearly onto 0..255 uint8."""
-    values = np.asarray(values, dtype=np.float64)
-    low, high = (float(values.min()), float(values.max())) if value_range is None else value_range
-    if not high > low:
-        return np.zeros(values.shape, dtype=np.uint8)
-    return np.clip((values - low) * (255.0 / (high - low)), 0, 255).round().astype(np.uint8)
-
-
-def read_image(path: str | Path, kind: str | None = None) -> np.ndarray:
-    """Any supported file to HxW uint8: DICOM through ``read_dicom``, PNG/JPEG through
-    ``read_grayscale``. ``kind`` ('image'|'dicom') skips the detection when already known."""
-    if kind is None:
-        kind = "dicom" if _is_dicom_file(Path(path)) else "image"
-    return read_dicom(path) if kind == "dicom" else read_grayscale(path)
-
-
-# --- inputs --------------------------------------------------------------------------------------
-
-
-def _file_kind(path: Path) -> str:
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        return "image"
-    if _is_dicom_file(path):
-        return "dicom"
-    raise PredictInputError(
-        f"{path}: unsupported file type (expected {', '.join(IMAGE_SUFFIXES)} or DICOM {', '.join(DICOM_SUFFIXES)})"
-    )
-
-
-def _skipped(path: Path) -> bool:
-    """Finder/Explorer litter (``._image1.png``, ``.DS_Store``, ``Thumbs.db``) inside a study folder."""
-    return path.name.startswith(".") or path.name in SKIPPED_NAMES
-
-
-def collect_inputs(paths: list[str | Path] | str | Path) -> pd.DataFrame:
-    """Expand command-line paths into one row per image: path, study, kind ('image'|'dicom').
-
-    A folder is one study made of its direct image/DICOM children (MURA's unit of diagnosis);
-    a file is a study of its own, named by the file. A file listed twice is kept once.
-    """
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    rows, seen = [], set()
-    for given in paths:
-        path = Path(given)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file or folder")
-        if path.is_dir():
-            children = sorted(child for child in path.iterdir() if child.is_file() and not _skipped(child))
-            if not children:
-                has_subfolders = any(child.is_dir() for child in path.iterdir())
-                raise PredictInputError(
-                    f"{path}: empty folder (no images directly inside it"
-                    + ("; pass its study subfolders instead)" if has_subfolders else ")")
-                )
-            files = [(child, str(path)) for child in children]
-        else:
-            files = [(path, str(path))]
-        for file, study in files:
-            kind = _file_kind(file)
-            key = file.resolve()
-            if key in seen:
-                warnings.warn(f"{file}: given more than once; predicted once, in its first study", stacklevel=2)
-                continue
-            seen.add(key)
-            rows.append({"path": str(file), "study": study, "kind": kind})
-    if not rows:
-        raise PredictInputError("no input images given")
-    return pd.DataFrame(rows, columns=["path", "study", "kind"])
-
 
 # --- prediction ----------------------------------------------------------------------------------
 
@@ -183,7 +35,8 @@ def collect_inputs(paths: list[str | Path] | str | Path) -> pd.DataFrame:
 def load_predictor(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """``load_model``, with a model_name missing from this version's registry reported as a
     CheckpointError naming the file (build_model alone says only 'unknown model')."""
-    from .checkpoint import CheckpointError, load_model
+    from .checkpoint import CheckpointError
+    from .loading import load_model
 
     try:
         return load_model(checkpoint, device)
@@ -233,8 +86,9 @@ def predict_paths(
 ) -> pd.DataFrame:
     """Predict every image under ``paths``; one row per image.
 
-    Columns: path, study, probability (of 'abnormal'), study_probability (mean over the study's
-    images, as MURA scores studies), study_prediction ('abnormal'/'normal' at the checkpoint's
+    Columns: path, study, probability (of the model's positive class: 'abnormal' for MURA, 'fractured'
+    for FracAtlas), study_probability (mean over the study's images, as MURA scores studies),
+    study_prediction (e.g. 'abnormal'/'normal', the names stored in the checkpoint, at the checkpoint's
     validation-chosen ``threshold``), threshold, predicted_body_part and body_part_probability
     (None/NaN for a single-task model) and, with ``cam_dir``, cam_path: a Grad-CAM overlay PNG
     of the abnormality logit on the letterboxed image.
@@ -251,6 +105,7 @@ def predict_paths(
 
         return predict_onnx(paths, checkpoint, batch_size=batch_size, tta=tta)
     from .cam import gradcam_heatmaps, overlay
+    from .checkpoint import checkpoint_dataset
     from .ensemble import mean_outputs, members_of
     from .evaluate import predict_batches
     from .runtime import resolve_device
@@ -288,33 +143,7 @@ def predict_paths(
             for offset, (gray, heatmap) in enumerate(zip(grays, heatmap_sum / len(members))):
                 _write_png(cam_paths[start + offset], overlay(letterbox(gray, cam_size), heatmap))
     outputs = {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
-    return study_predictions(inputs, outputs, threshold, cam_paths)
-
-
-def study_predictions(
-    inputs: pd.DataFrame, outputs: dict[str, np.ndarray], threshold: float, cam_paths: list[Path] | None = None
-) -> pd.DataFrame:
-    """``predict_paths``' table from ``collect_inputs`` rows and model outputs (PyTorch or ONNX)."""
-    from .evaluate import predictions_table
-
-    table = predictions_table(inputs, outputs)
-    table["study_probability"] = table.groupby("study", sort=False)["probability"].transform("mean")
-    table["study_prediction"] = np.where(table["study_probability"] >= threshold, POSITIVE_LABEL, NEGATIVE_LABEL)
-    table["threshold"] = threshold
-    columns = [
-        "path",
-        "study",
-        "probability",
-        "study_probability",
-        "study_prediction",
-        "threshold",
-        "predicted_body_part",
-        "body_part_probability",
-    ]
-    if cam_paths is not None:
-        table["cam_path"] = [str(path) for path in cam_paths]
-        columns.append("cam_path")
-    return table[columns]
+    return study_predictions(inputs, outputs, threshold, cam_paths, checkpoint_dataset(info))
 
 
 # --- output --------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""Training: ``fit(config)`` trains one model on MURA train, choosing the best epoch on a
-patient-level validation split (MURA valid stays untouched as the test set).
+"""Training: ``fit(config)`` trains one model on a dataset's training split (MURA train, FracAtlas's
+fixed 80%, a manifest's train rows), choosing the best epoch on a patient-level validation split inside
+it (the held-out test split stays untouched).
 
-Outputs in ``config.out_dir``: best.pt, last.pt (for --resume), history.csv, config.json.
+Outputs in ``config.out_dir``: best.pt, last.pt (for --resume), history.csv, config.json, and
+data_split.csv (which image went to train and which to validation).
 Runs unchanged under ``torchrun --nproc_per_node=N`` (DDP); only rank 0 writes files.
 """
 
@@ -26,7 +28,8 @@ from .augment import AugmentConfig, batch_augment, normalize
 from .cache import iterate_batches, prefetch
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import SELECTION_METRICS, ConfigMismatchError, TrainConfig, describe_mismatch
-from .data import MuraDataset, class_weights, load_mura_index, open_image_cache, patient_split
+from .data import MuraDataset, class_weights, open_image_cache, patient_split, write_split_file
+from .datasets import dataset_info, load_index
 from .evaluate import choose_threshold, compute_metrics, predict_batches, predictions_table
 from .io import atomic_write_text
 from .models import build_model, get_spec
@@ -48,10 +51,14 @@ def image_cache_for(index: pd.DataFrame, img_size: int, config: TrainConfig, dis
     if not config.use_cache:
         return None
     cache = (
-        open_image_cache(index, img_size, config.data_root, config.cache_dir, config.progress) if dist.is_main else None
+        open_image_cache(index, img_size, config.data_root, config.cache_dir, config.progress, config.dataset)
+        if dist.is_main
+        else None
     )
     dist.barrier()
-    return cache if cache is not None else open_image_cache(index, img_size, config.data_root, config.cache_dir, False)
+    if cache is not None:
+        return cache
+    return open_image_cache(index, img_size, config.data_root, config.cache_dir, False, config.dataset)
 
 
 class _EpochOrder(Sampler):
@@ -126,7 +133,7 @@ def validation_predictions(
     outputs = predict_batches(getattr(model, "module", model), loader, device, spec.mean, spec.std, amp_dtype)
     gathered = dist.all_gather(outputs)
     merged = {key: np.concatenate([part[key] for part in gathered]) for key in outputs}
-    return predictions_table(dataset.index, merged)
+    return predictions_table(dataset.index, merged, dataset.body_part_names)
 
 
 def _loss(outputs: dict, labels, body_parts, abnormal_weights, normal_weights, config: TrainConfig):
@@ -237,12 +244,16 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
         out_dir.mkdir(parents=True, exist_ok=True)
         config.save(out_dir / "config.json")
 
-    index = load_mura_index(config.data_root, splits=("train",))
+    info = dataset_info(config.data_root, config.dataset)
+    index = load_index(config.data_root, config.dataset, splits=(info.train_split,))
     train_index, val_index = patient_split(index, config.val_fraction, config.seed)
+    if dist.is_main:  # which image trained, selected and (held out) will score this model
+        test_index = load_index(config.data_root, config.dataset, splits=(info.test_split,))
+        write_split_file(out_dir / "data_split.csv", config.data_root, train_index, val_index, test_index)
     cache = image_cache_for(index, img_size, config, dist)
-    train_set = MuraDataset(train_index, img_size, raw=True, cache=cache)
-    val_set = MuraDataset(val_index, img_size, raw=True, cache=cache)
-    weights = class_weights(train_index)
+    train_set = MuraDataset(train_index, img_size, raw=True, cache=cache, body_parts=info.body_parts)
+    val_set = MuraDataset(val_index, img_size, raw=True, cache=cache, body_parts=info.body_parts)
+    weights = class_weights(train_index, info.body_parts)
     abnormal_weights = torch.tensor(weights["w_abnormal"].to_numpy(), dtype=torch.float32, device=device)
     normal_weights = torch.tensor(weights["w_normal"].to_numpy(), dtype=torch.float32, device=device)
 
@@ -258,7 +269,9 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
     training_batches = TrainingBatches(train_set, config, drop_last, device)
     steps_per_epoch = training_batches.steps(len(sampler) if sampler is not None else len(train_set))
 
-    model = build_model(config.model, config.pretrained, config.multitask, config.weights_path).to(device)
+    model = build_model(
+        config.model, config.pretrained, config.multitask, config.weights_path, num_body_parts=len(info.body_parts)
+    ).to(device)
     model = model.to(memory_format=torch.channels_last)  # faster convolutions on GPUs and on CPUs (oneDNN)
     if dist.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -382,6 +395,7 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
                     threshold=threshold,
                     img_size=img_size,
                     selection_metric=config.selection_metric,
+                    dataset=info.to_dict(),
                 )
                 atomic_write_text(out_dir / "val_predictions.csv", predictions.to_csv(index=False))
             save_checkpoint(
@@ -392,6 +406,7 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
                 metrics,
                 threshold=threshold,
                 img_size=img_size,
+                dataset=info.to_dict(),
                 optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict(),
                 scaler=scaler.state_dict(),

@@ -13,8 +13,9 @@ import pytest
 import torch
 from conftest import interrupt_in_epoch, save_untrained_checkpoint
 
-from mura_utils.checkpoint import CheckpointError, load_model, read_checkpoint
+from mura_utils.checkpoint import CheckpointError, read_checkpoint
 from mura_utils.cli import main as cli_main
+from mura_utils.loading import load_model
 
 
 class CreatesFile:

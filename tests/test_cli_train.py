@@ -13,10 +13,11 @@ import torch
 from conftest import interrupt_in_epoch
 
 from mura_utils import train as train_module
-from mura_utils.checkpoint import load_model, read_checkpoint
+from mura_utils.checkpoint import read_checkpoint
 from mura_utils.cli import _train_config, build_parser
 from mura_utils.cli import main as cli_main
 from mura_utils.config import TrainConfig
+from mura_utils.loading import load_model
 from mura_utils.train import fit
 
 

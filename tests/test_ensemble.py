@@ -8,11 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from mura_utils.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
+from mura_utils.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from mura_utils.cli import main as cli_main
 from mura_utils.config import TrainConfig
 from mura_utils.ensemble import EnsembleNet, make_ensemble
 from mura_utils.evaluate import evaluate_checkpoint
+from mura_utils.loading import load_model
 from mura_utils.models import build_model
 from mura_utils.predict import predict_paths
 

@@ -58,9 +58,9 @@ def cam_gallery(run: Run, path: str | Path, per_group: int = 3, img_size: int | 
     import torch
 
     from ..cam import gradcam_heatmaps, overlay
-    from ..checkpoint import load_model
     from ..ensemble import checkpoint_normalization
     from ..imaging import load_letterboxed
+    from ..loading import load_model
     from ..models import get_spec
 
     if run.path is None:

@@ -316,3 +316,42 @@ def test_cli_writes_both_samples(tmp_path, capsys):
     assert {row["patient"] for row in read_csv(tmp_path / "mf" / MANIFEST_NAME)} == {f"P{p:03d}" for p in range(1, 7)}
     assert "not real radiographs" in capsys.readouterr().out
     assert main(["sample-fracatlas", str(tmp_path / "bad"), "--images", "1"]) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# The package's own loader reads both samples.
+# --------------------------------------------------------------------------------------------
+
+
+def test_load_index_reads_the_fracatlas_sample(fracatlas):
+    from mura_utils.datasets import load_index
+    from mura_utils.experiment import is_synthetic
+
+    rows = read_csv(fracatlas / "dataset.csv")
+    table = load_index(fracatlas)
+    assert table.attrs["dataset"].name == "fracatlas" and is_synthetic(fracatlas)
+    assert len(table) == N_IMAGES and table["label"].sum() == round(0.2 * N_IMAGES)
+    assert set(table["split"]) == {"train", "test"}
+    assert table.groupby("split")["label"].nunique().to_dict() == {"test": 2, "train": 2}
+    mixed = sum(row["mixed"] == "1" for row in rows)
+    assert (table["body_part"] == "MIXED").sum() == mixed > 0
+    assert set(table["body_part"]) == {"HAND", "HIP", "LEG", "MIXED", "SHOULDER"}
+    assert table["fracture_count"].tolist() == [int(row["fracture_count"]) for row in rows]
+    assert all(Path(path).is_file() for path in table["path"])
+
+
+def test_load_index_reads_the_manifest_sample(manifest):
+    from mura_utils.datasets import load_index
+    from mura_utils.experiment import is_synthetic
+
+    rows = read_csv(manifest)
+    table = load_index(manifest)
+    info = table.attrs["dataset"]
+    assert info.name == "manifest" and info.has_patients and is_synthetic(manifest)
+    assert (info.positive_label, info.negative_label) == ("abnormal", "normal")
+    assert len(table) == len(rows)
+    assert table["split"].tolist() == [row["split"] for row in rows]
+    assert table["label"].tolist() == [int(row["label"]) for row in rows]
+    assert table["study"].nunique() == len({row["study"] for row in rows})
+    assert table["patient"].nunique() == len({row["patient"] for row in rows})
+    assert set(info.body_parts) == {row["body_part"] for row in rows}

@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     manifest = commands.add_parser("sample-manifest", help="write synthetic images with a CSV manifest")
     manifest.add_argument("out_dir")
-    manifest.add_argument("--patients", type=int, default=12, help="number of patients (a third held out)")
+    manifest.add_argument("--patients", type=int, default=24, help="number of patients (a third held out)")
     manifest.add_argument("--seed", type=int, default=0)
     manifest.set_defaults(handler=_cmd_sample_manifest)
 

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from mura_utils.constants import BODY_PARTS
+from mura_utils.data import patient_split
 from mura_utils.synthetic import (
     FRACATLAS_BOXES,
     MANIFEST_NAME,
@@ -338,6 +339,8 @@ def test_load_index_reads_the_fracatlas_sample(fracatlas):
     assert set(table["body_part"]) == {"HAND", "HIP", "LEG", "MIXED", "SHOULDER"}
     assert table["fracture_count"].tolist() == [int(row["fracture_count"]) for row in rows]
     assert all(Path(path).is_file() for path in table["path"])
+    train, validation = patient_split(table)  # training's validation split works on the default sample
+    assert len(train) + len(validation) == (table["split"] == "train").sum() and len(validation) > 0
 
 
 def test_load_index_reads_the_manifest_sample(manifest):
@@ -355,3 +358,5 @@ def test_load_index_reads_the_manifest_sample(manifest):
     assert table["study"].nunique() == len({row["study"] for row in rows})
     assert table["patient"].nunique() == len({row["patient"] for row in rows})
     assert set(info.body_parts) == {row["body_part"] for row in rows}
+    train, validation = patient_split(table)  # training's validation split works on the default sample
+    assert len(train) + len(validation) == (table["split"] == "train").sum() and len(validation) > 0

@@ -24,6 +24,20 @@ def _cmd_sample_external(args) -> None:
     print(f"synthetic external-layout sample (not real radiographs) written to {root}")
 
 
+def _cmd_sample_fracatlas(args) -> None:
+    from .synthetic import make_fracatlas_sample
+
+    root = make_fracatlas_sample(args.out_dir, n_images=args.images, seed=args.seed)
+    print(f"synthetic FracAtlas-layout sample (not real radiographs) written to {root}")
+
+
+def _cmd_sample_manifest(args) -> None:
+    from .synthetic import make_manifest_sample
+
+    manifest = make_manifest_sample(args.out_dir, n_patients=args.patients, seed=args.seed)
+    print(f"synthetic images and their manifest (not real radiographs) written to {manifest}")
+
+
 def _cmd_prepare(args) -> None:
     from .data import open_image_cache
     from .datasets import load_index
@@ -253,6 +267,18 @@ def build_parser() -> argparse.ArgumentParser:
     external.add_argument("out_dir")
     external.add_argument("--seed", type=int, default=0)
     external.set_defaults(handler=_cmd_sample_external)
+
+    fracatlas = commands.add_parser("sample-fracatlas", help="write a synthetic sample in FracAtlas's layout")
+    fracatlas.add_argument("out_dir")
+    fracatlas.add_argument("--images", type=int, default=60, help="number of images (about 20%% fractured)")
+    fracatlas.add_argument("--seed", type=int, default=0)
+    fracatlas.set_defaults(handler=_cmd_sample_fracatlas)
+
+    manifest = commands.add_parser("sample-manifest", help="write synthetic images with a CSV manifest")
+    manifest.add_argument("out_dir")
+    manifest.add_argument("--patients", type=int, default=24, help="number of patients (a third held out)")
+    manifest.add_argument("--seed", type=int, default=0)
+    manifest.set_defaults(handler=_cmd_sample_manifest)
 
     prepare = commands.add_parser("prepare", help="decode every image once into a uint8 memory-mapped cache")
     prepare.add_argument("--data-root", required=True)

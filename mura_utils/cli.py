@@ -179,7 +179,7 @@ def _cmd_evaluate(args) -> None:
 
 
 def _cmd_compare(args) -> None:
-    from .compare import write_comparison
+    from .compare import format_p, write_comparison
 
     if args.bootstrap < 1:
         raise ValueError(f"--bootstrap must be at least 1 for a comparison, not {args.bootstrap}")
@@ -188,7 +188,7 @@ def _cmd_compare(args) -> None:
         print(f"warning: {result['threshold_warning']}")
     for name, value in result["metrics"].items():
         low, high = value["ci"]
-        print(f"{name}: A - B = {value['delta']:+.3f} [{low:+.3f}, {high:+.3f}], p = {value['p']:.3f}")
+        print(f"{name}: A - B = {value['delta']:+.3f} [{low:+.3f}, {high:+.3f}], {format_p(value, 'p')}")
     print(f"wrote {Path(args.out) / 'compare.json'} and {Path(args.out) / 'compare.md'}")
 
 

@@ -129,6 +129,7 @@ def compute_metrics(
     threshold: float = 0.5,
     image_threshold: float = 0.5,
     model_body_parts: tuple[str, ...] | None = None,
+    source: str | None = None,
 ) -> dict:
     """The full metrics.json: image and study level, per body part, body-part accuracy.
 
@@ -137,7 +138,7 @@ def compute_metrics(
     Body-part accuracy counts the images whose true part is in ``model_body_parts`` (the model's
     vocabulary, matched by name: a MURA model on FracAtlas is scored on HAND and SHOULDER images).
     """
-    studies = study_table(predictions)
+    studies = study_table(predictions, source=source)
     per_body_part = {}
     for part in body_part_order(studies["body_part"]):
         part_studies = studies[studies["body_part"] == part]
@@ -285,7 +286,9 @@ def evaluate_checkpoint(
             UserWarning,
             stacklevel=2,
         )
-    metrics = compute_metrics(predictions, chosen, model_body_parts=model_info.body_parts)
+    metrics = compute_metrics(
+        predictions, chosen, model_body_parts=model_info.body_parts, source=f"{checkpoint_path} on {split}"
+    )
     metrics["dataset"] = data_info.name
     metrics["dataset_title"] = data_info.title
     metrics["positive_label"] = data_info.positive_label

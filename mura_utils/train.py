@@ -363,7 +363,7 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
 
         predictions = validation_predictions(evaluated, val_set, config, device, amp_dtype, dist)
         progress_log.update(epoch, steps_per_epoch, force=True)
-        metrics = compute_metrics(predictions)
+        metrics = compute_metrics(predictions, source=f"{out_dir.name} epoch {epoch} (diverged?) validation")
         val_loss = validation_loss(predictions, weights, config)
         score = selection_score(metrics, val_loss, config.selection_metric)
         row = {

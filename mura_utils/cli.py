@@ -373,7 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce = commands.add_parser("reproduce", help="run every notebook through papermill and rebuild reports/")
     reproduce.add_argument("--data-root", default="data/sample")
     reproduce.add_argument("--out", default="reports")
-    reproduce.add_argument("--profile", choices=["demo", "full"], default="demo")
+    reproduce.add_argument(
+        "--profile",
+        choices=["demo", "cpu", "full"],
+        default="demo",
+        help="demo: synthetic sample, minutes; cpu: real radiographs (FracAtlas) on 2 CPU cores, about 3 hours; full: GPU",
+    )
     reproduce.add_argument(
         "--external-root",
         default=None,

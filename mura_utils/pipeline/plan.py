@@ -149,9 +149,9 @@ def estimate_training_seconds(plan: dict[str, list[tuple]], data_root: str | Pat
     """{run folder: rough training seconds left} for the runs to train or resume: epochs left x
     steps per epoch x one step timed on this machine's device (+10% for validation)."""
     from .. import experiment
-    from ..data import load_mura_index
+    from ..datasets import dataset_info, load_index
 
-    train_images = len(load_mura_index(data_root, splits=("train",)))
+    train_images = len(load_index(data_root, splits=(dataset_info(data_root).train_split,)))
     step_seconds: dict[tuple, float] = {}
     estimates = {}
     for runs in plan.values():

@@ -344,7 +344,8 @@ def iterate_batches(
     index ``rows`` (e.g. MuraDataset.cache_rows, so labels are ``dataset.labels[positions]``).
     Batches take ``order`` (positions, e.g. a DistributedSampler's) in chunks, else a shuffle
     with ``generator`` or 0..N-1. Each batch is read in increasing row order (sequential memmap
-    access); which rows form a batch is what the order decides.
+    access) and yielded in the order given, so a position gets the same place in its batch (and
+    the same per-place augmentation) as through a DataLoader.
     """
     import torch
 
@@ -360,12 +361,11 @@ def iterate_batches(
     size = images.shape[1:]
     for start in range(0, count * batch_size, batch_size):
         positions = order[start : start + batch_size]
-        positions = positions[np.argsort(rows[positions], kind="stable")]
+        by_row = np.argsort(rows[positions], kind="stable")
         batch = torch.empty((len(positions), 1, *size), dtype=torch.uint8, pin_memory=pin_memory)
-        np.take(
-            images, rows[positions], axis=0, out=batch.numpy()[:, 0], mode="clip"
-        )  # checked above; "clip" avoids a buffer
-        yield batch, torch.from_numpy(positions)
+        # read in row order, put each image back in its place (rows checked above; "clip" skips a re-check)
+        batch.numpy()[by_row, 0] = np.take(images, rows[positions[by_row]], axis=0, mode="clip")
+        yield batch, torch.from_numpy(positions.copy())
 
 
 def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:

@@ -54,6 +54,13 @@ def image_cache_for(index: pd.DataFrame, img_size: int, config: TrainConfig, dis
     return cache if cache is not None else open_image_cache(index, img_size, config.data_root, config.cache_dir, False)
 
 
+def loader_generator(seed: int) -> torch.Generator:
+    """A DataLoader's own generator: each iterator it starts (every epoch, or once per process with
+    persistent workers) draws its worker seed from here, never from the global torch stream that
+    dropout uses, so num_workers, use_cache and a resume leave the results alone."""
+    return torch.Generator().manual_seed(seed)
+
+
 class _EpochOrder(Sampler):
     """A DataLoader sampler that yields the positions set for the current epoch."""
 
@@ -86,6 +93,7 @@ class TrainingBatches:
                 drop_last=drop_last,
                 pin_memory=self.pin_memory,
                 persistent_workers=config.num_workers > 0,
+                generator=loader_generator(config.seed),
             )
 
     def steps(self, epoch_size: int) -> int:
@@ -122,7 +130,13 @@ def validation_predictions(
     """Predict every validation image exactly once, sharded over ranks and gathered on all."""
     spec = get_spec(config.model)
     shard = Subset(dataset, list(range(dist.rank, len(dataset), dist.world_size)))
-    loader = DataLoader(shard, batch_size=config.batch_size * 2, shuffle=False, num_workers=config.num_workers)
+    loader = DataLoader(
+        shard,
+        batch_size=config.batch_size * 2,
+        shuffle=False,
+        num_workers=config.num_workers,
+        generator=loader_generator(config.seed),
+    )
     outputs = predict_batches(getattr(model, "module", model), loader, device, spec.mean, spec.std, amp_dtype)
     gathered = dist.all_gather(outputs)
     merged = {key: np.concatenate([part[key] for part in gathered]) for key in outputs}

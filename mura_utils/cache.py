@@ -53,10 +53,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .imaging import ImageReadError, load_letterboxed
 from .io import fsync_directory, replace_durably
+from .progress import progress_bar
 
 if TYPE_CHECKING:  # torch is only needed by iterate_batches; keep `import cache` light
     import pandas as pd
@@ -264,7 +264,8 @@ def _build(
     temporary = _temporary_name(array_path)
     try:
         images = np.memmap(temporary, dtype=np.uint8, mode="w+", shape=(len(paths), img_size, img_size))
-        with tqdm(total=len(paths), desc=f"caching images at {img_size}px", unit="img", disable=not progress) as bar:
+        bar = progress_bar(total=len(paths), desc=f"caching images at {img_size}px", unit="img", disable=not progress)
+        with bar:
             for row, image in enumerate(_decoded(paths, img_size, num_workers)):
                 images[row] = image
                 bar.update()

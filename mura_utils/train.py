@@ -20,7 +20,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
-from tqdm.auto import tqdm
 
 from .augment import AugmentConfig, batch_augment, normalize
 from .cache import iterate_batches, prefetch
@@ -30,7 +29,7 @@ from .data import MuraDataset, class_weights, load_mura_index, open_image_cache,
 from .evaluate import choose_threshold, compute_metrics, predict_batches, predictions_table
 from .io import atomic_write_text
 from .models import build_model, get_spec
-from .progress import ProgressLog
+from .progress import ProgressLog, progress_bar, progress_write, rounded
 from .runtime import Distributed, amp_dtype_for, init_distributed, resolve_device, seed_everything
 
 
@@ -328,7 +327,7 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
             order = torch.randperm(len(train_set), generator=shuffle_generator).tolist()
         model.train()
         started, seen, loss_sum = time.perf_counter(), 0, 0.0
-        bar = tqdm(
+        bar = progress_bar(
             training_batches.epoch(order),
             total=steps_per_epoch,
             desc=f"{config.model} epoch {epoch}/{config.epochs}",
@@ -420,9 +419,9 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
             )
             atomic_write_text(out_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
             if config.verbose:
-                tqdm.write(
+                progress_write(
                     f"{config.model} epoch {epoch}: loss {row['train_loss']:.4f}, val loss {val_loss:.4f}, val study AUROC "
-                    f"{metrics['study']['auroc']}, kappa {metrics['study']['kappa']:.3f}"
+                    f"{rounded(metrics['study']['auroc'])}, kappa {rounded(metrics['study']['kappa'])}"
                     f"{' (best)' if improved else ''}, {row['images_per_second']:.0f} img/s"
                 )
     dist.barrier()

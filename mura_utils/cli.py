@@ -49,6 +49,7 @@ def _cmd_prepare(args) -> None:
 
 def _cmd_train(args) -> None:
     from .models import get_spec
+    from .progress import rounded
     from .train import fit
 
     config = _train_config(args)
@@ -56,8 +57,8 @@ def _cmd_train(args) -> None:
     result = fit(config, resume=args.resume)
     study = result.best_metrics.get("study", {})
     print(
-        f"best epoch {result.best_epoch}: validation (patient split) study AUROC {study.get('auroc')}, "
-        f"kappa {study.get('kappa')}; checkpoint {Path(result.out_dir) / 'best.pt'}"
+        f"best epoch {result.best_epoch}: validation (patient split) study AUROC {rounded(study.get('auroc'))}, "
+        f"kappa {rounded(study.get('kappa'))}; checkpoint {Path(result.out_dir) / 'best.pt'}"
     )
 
 

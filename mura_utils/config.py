@@ -16,7 +16,8 @@ from pathlib import Path
 # it moves smoothly from epoch to epoch, where AUROC/kappa on a few dozen studies jump by chance.
 SELECTION_METRICS: dict[str, bool] = {"val_loss": False, "study_auroc": True, "study_kappa": True}
 # Fields that change how a run looks or where its scratch files go, never its numbers: a resumed or
-# reused run may differ in these. Every other field must match the run folder's config.json.
+# reused run may differ in these (tests/test_train.py trains with and without the cache, and resumes
+# with workers, to hold use_cache and num_workers to it). Every other field must match the run folder's config.json.
 RESULT_NEUTRAL_FIELDS = frozenset({"progress", "verbose", "num_workers", "cache_dir", "use_cache", "out_dir"})
 _PATH_FIELDS = ("data_root", "weights_path")
 

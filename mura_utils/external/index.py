@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from mura_utils.imaging import IMAGE_SUFFIXES, read_grayscale
+from mura_utils.progress import progress_bar
 
 from .hashing import (
     DEFAULT_MAX_DISTANCE,
@@ -24,11 +25,6 @@ from .hashing import (
     image_descriptors,
 )
 from .layout import MAX_NESTING, SPLITS, list_files
-
-try:
-    from tqdm.auto import tqdm
-except ImportError:  # progress bars are a convenience, never a requirement
-    tqdm = None
 
 COLUMNS = [
     "path",
@@ -77,11 +73,10 @@ def _default_workers() -> int:
 
 def _hash_all(paths: list[str], num_workers: int, progress: bool) -> list[dict[str, Any]]:
     """Decoding dominates the cost, so spread it over processes; small jobs stay in-process."""
-    bar = (
-        (lambda it: tqdm(it, total=len(paths), desc="hashing images", unit="img", disable=not progress))
-        if tqdm is not None
-        else (lambda it: it)
-    )
+
+    def bar(items):
+        return progress_bar(items, total=len(paths), desc="hashing images", unit="img", disable=not progress)
+
     if num_workers <= 1 or len(paths) < 4 * num_workers:
         return list(bar(map(_hash_file, paths)))
     chunksize = max(1, min(64, len(paths) // (num_workers * 8)))

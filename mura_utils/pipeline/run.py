@@ -57,10 +57,8 @@ def _kernel_for_this_python(runs_dir: Path) -> str:
 
 def _with_live_progress(execute, progress_file: Path, notebook: str, to_train: list[str]) -> None:
     """Run ``execute`` (one notebook) in a thread while showing its training progress: a bar per
-    run with epoch, elapsed time and an estimate of what remains (tqdm), from ``progress_file``."""
-    from tqdm.auto import tqdm
-
-    from ..progress import ProgressFollower
+    run with epoch, elapsed time and an estimate of what remains (progress_bar), from ``progress_file``."""
+    from ..progress import ProgressFollower, progress_bar
 
     outcome: dict = {}
 
@@ -86,7 +84,7 @@ def _with_live_progress(execute, progress_file: Path, notebook: str, to_train: l
                     done = (line["epoch"] - 1) * line["steps"] + line["step"]
                     total = line["epochs"] * line["steps"]
                     # a resumed run starts at its epoch: the rate (and what remains) counts from there
-                    bar = tqdm(total=total, initial=done, desc=f"{notebook}: {run}{position}", unit="step")
+                    bar = progress_bar(total=total, initial=done, desc=f"{notebook}: {run}{position}", unit="step")
                 bar.n = (line["epoch"] - 1) * line["steps"] + line["step"]
                 bar.set_postfix_str(f"epoch {line['epoch']}/{line['epochs']}", refresh=False)
                 bar.refresh()

@@ -151,6 +151,7 @@ def _train_config(args):
 def _cmd_evaluate(args) -> None:
     from .evaluate import add_confidence_intervals, evaluate_checkpoint
     from .io import atomic_write_text
+    from .progress import rounded
 
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be 0 (off) or a number of resamples, not {args.bootstrap}")
@@ -174,8 +175,9 @@ def _cmd_evaluate(args) -> None:
     study_ci = metrics.get("ci", {}).get("study", {})
     interval = " [{:.3f}, {:.3f}]".format(*study_ci["auroc"]) if "auroc" in study_ci else ""
     print(
-        f"{metrics['dataset_title']} {metrics['split']}: study AUROC {metrics['study']['auroc']}{interval}, study kappa {metrics['study']['kappa']:.3f}, "
-        f"image AUROC {metrics['image']['auroc']}; wrote {out / 'metrics.json'} and {out / 'predictions.csv'}"
+        f"{metrics['dataset_title']} {metrics['split']}: study AUROC {rounded(metrics['study']['auroc'])}{interval}, "
+        f"study kappa {rounded(metrics['study']['kappa'])}, image AUROC {rounded(metrics['image']['auroc'])}; "
+        f"wrote {out / 'metrics.json'} and {out / 'predictions.csv'}"
     )
 
 

@@ -166,6 +166,12 @@ def test_settings_ignore_seed_and_neutral_fields_and_compare_what_the_run_used(t
     other_lr = run_settings(write_folder(tmp_path / "c", info, {**base, "lr": 0.0003}), info)
     assert {name for name in first if first[name] != other_lr[name]} == {"lr"}
     assert first["ema_decay"] == 0.0  # a field config.json predates: its default
+    assert run_settings(write_folder(tmp_path / "f", info, {**base, "dataset": "mura"}), info) == first  # auto: mura
+    manifests = [
+        run_settings(write_folder(tmp_path / name, info, {**base, "data_root": f"/data/{name}.csv"}), info)
+        for name in ("m1", "m2")
+    ]  # run.json records a manifest's folder: two manifests of one folder are two data sets
+    assert manifests[0]["data_root"] == "/data/m1.csv" and manifests[1]["data_root"] == "/data/m2.csv"
     relative = {**base, "data_root": str(tmp_path / "x" / ".." / "data")}
     absolute = {**base, "data_root": str(tmp_path / "data")}
     no_root = {"img_size": 224}

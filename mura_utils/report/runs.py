@@ -45,8 +45,9 @@ MURA_DATASET = {
 DATASET_REQUIRED = ("name", "title", "body_parts", "positive_label", "negative_label")
 # TrainConfig fields that name the experiment itself (model, variant, seed) rather than its settings
 NOT_SETTINGS = frozenset({"model", "multitask", "seed", "out_dir"}) | RESULT_NEUTRAL_FIELDS
-# run.json records what a run really used where config.json records what was asked for
-# (img_size None: the model's default; pretrained: ignored by custom_cnn; data_root: the MURA parent)
+# run.json records what a run really used where config.json records what was asked for (img_size
+# None: the model's default; pretrained: ignored by custom_cnn; data_root: MURA-v1.1 or its parent;
+# dataset "auto": the one detected)
 EFFECTIVE_FIELDS = ("img_size", "pretrained", "data_root", "epochs")
 NO_CONFIG = "(no config.json)"  # the value of a setting of a run folder without config.json
 NOT_RECORDED = "(not recorded)"  # a setting that the run's config.json does not have (another version)
@@ -146,8 +147,9 @@ def run_settings(folder: Path, info: dict) -> dict:
     """What a run was trained and tested with, to tell experiments apart: config.json's TrainConfig
     fields minus the model, variant, seed and RESULT_NEUTRAL_FIELDS (paths resolved; a field that
     config.json predates at its default, the behaviour before it existed), run.json's effective
-    img_size, pretrained, data_root and epochs in place of the requested ones, and the test split.
-    Without config.json the other fields are NO_CONFIG."""
+    img_size, pretrained, data_root (not for a manifest: run.json records its folder, config.json the
+    file) and epochs in place of the requested ones, the dataset's name and the test split. Without
+    config.json the other fields are NO_CONFIG."""
     path = folder / "config.json"
     defaults = {item.name: item.default for item in fields(TrainConfig)}
     if path.is_file():
@@ -163,7 +165,10 @@ def run_settings(folder: Path, info: dict) -> dict:
                 values[name] = str(Path(values[name]).expanduser().resolve())
     else:
         values = dict.fromkeys(defaults, NO_CONFIG)
-    values.update((name, info[name]) for name in EFFECTIVE_FIELDS if info.get(name) is not None)
+    manifest = str(values.get("data_root") or "").lower().endswith(".csv")
+    effective = [name for name in EFFECTIVE_FIELDS if not (name == "data_root" and manifest)]
+    values.update((name, info[name]) for name in effective if info.get(name) is not None)
+    values["dataset"] = run_dataset(info)["name"]
     values["test_split"] = str(info.get("test_split", "valid"))
     return {name: value for name, value in values.items() if name not in NOT_SETTINGS}
 

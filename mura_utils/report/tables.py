@@ -304,7 +304,7 @@ def comparison_markdown(table: pd.DataFrame, dataset: dict | None = None) -> str
     unit = (
         f"whole patients: all {who}patients' studies and images drawn together"
         if dataset.get("has_patients", True)
-        else f"{who}patient ids: {name} records no patients, so each id is one study as the data gives it"
+        else f"{who}patient ids: {name} records no patients, so each image is its own patient and study"
     )
     note = (
         f"Test set: {name} {dataset['test_split']}. Accuracy, κ, sensitivity and specificity at threshold "

@@ -76,8 +76,8 @@ PROFILE_NOTEBOOK_OVERRIDES: dict[str, dict[str, dict]] = {
     },
     "cpu": {
         "01_custom_cnn": {"img_size": 160, "epochs": 16, "lr": 1e-3},
-        "02_resnet50": {"img_size": 96, "epochs": 8, "lr": 1e-3},
-        "03_efficientnet_densenet": {"img_size": 96, "epochs": 8, "lr": 1e-3},
+        "02_resnet50": {"img_size": 96, "epochs": 6, "lr": 1e-3},
+        "03_efficientnet_densenet": {"img_size": 96, "epochs": 6, "lr": 1e-3},
     },
 }
 

@@ -34,11 +34,13 @@ def _cmd_prepare(args) -> None:
 
 def _cmd_train(args) -> None:
     from .models import get_spec
+    from .runfolder import claim_run_folder
     from .train import fit
 
     config = _train_config(args)
     get_spec(config.model)  # an unknown model name fails here, with close matches, before any data is read
-    result = fit(config, resume=args.resume)
+    claim_run_folder(config.out_dir, args.resume, args.overwrite, remove=False)  # a trained run is refused at once
+    result = fit(config, resume=args.resume, overwrite=args.overwrite)
     study = result.best_metrics.get("study", {})
     print(
         f"best epoch {result.best_epoch}: validation (patient split) study AUROC {study.get('auroc')}, "
@@ -266,7 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
         "works too (convnext_tiny, efficientnet_b3, resnet18, ...).",
     )
     train.add_argument("--config", default=None, help="a saved config.json to rerun (explicit flags override it)")
-    train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (with the same settings)")
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train afresh into an OUT that holds a trained run: first removes its checkpoints and records "
+        "(run.json, *.pt, history, predictions, metrics) and names them; without it such an OUT is refused",
+    )
     add_train_config_options(train)
     train.set_defaults(handler=_cmd_train)
 

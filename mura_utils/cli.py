@@ -206,7 +206,7 @@ def _cmd_export(args) -> None:
 
 
 def _cmd_reproduce(args) -> None:
-    from .pipeline import reproduce
+    from .pipeline import default_runs_dir, reproduce
 
     overrides = {name: _parse_value(value) for name, value in args.parameter}
     out = reproduce(
@@ -215,11 +215,13 @@ def _cmd_reproduce(args) -> None:
         args.profile,
         overrides,
         external_root=args.external_root,
-        restart=args.restart,
+        restart=True if args.restart == [] else (args.restart or False),  # --restart alone: every planned run
         dry_run=args.dry_run,
+        runs_dir=args.runs_dir,
     )
     if not args.dry_run:
-        print(f"reports written to {out} (start with {out / 'index.md'})")
+        runs_dir = args.runs_dir or default_runs_dir(args.profile)
+        print(f"reports written to {out} (start with {out / 'index.md'}); trained runs in {runs_dir}")
 
 
 def _parse_value(text: str):
@@ -342,8 +344,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     reproduce = commands.add_parser("reproduce", help="run every notebook through papermill and rebuild reports/")
     reproduce.add_argument("--data-root", default="data/sample")
-    reproduce.add_argument("--out", default="reports")
+    reproduce.add_argument(
+        "--out", default="reports", help="reports: tables, figures, executed notebooks (rebuilt by a rerun)"
+    )
     reproduce.add_argument("--profile", choices=["demo", "full"], default="demo")
+    reproduce.add_argument(
+        "--runs-dir",
+        default=None,
+        help="trained runs (checkpoints, predictions), kept apart from the reports (default: runs/<profile>)",
+    )
     reproduce.add_argument(
         "--external-root",
         default=None,
@@ -361,8 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument(
         "--restart",
-        action="store_true",
-        help="delete and retrain the runs this command plans (default: reuse finished runs, resume interrupted ones)",
+        nargs="*",
+        default=None,
+        metavar="RUN",
+        help="delete and retrain the runs this command plans, or only the named ones (e.g. resnet50_multitask_seed0); "
+        "it says which folders it deletes (default: reuse finished runs, resume interrupted ones)",
     )
     reproduce.add_argument("--dry-run", action="store_true", help="list the runs it would train, resume or reuse")
     reproduce.set_defaults(handler=_cmd_reproduce)

@@ -50,11 +50,13 @@ def _cmd_prepare(args) -> None:
 def _cmd_train(args) -> None:
     from .models import get_spec
     from .progress import rounded
+    from .runfolder import claim_run_folder
     from .train import fit
 
     config = _train_config(args)
     get_spec(config.model)  # an unknown model name fails here, with close matches, before any data is read
-    result = fit(config, resume=args.resume)
+    claim_run_folder(config.out_dir, args.resume, args.overwrite, remove=False)  # a trained run is refused at once
+    result = fit(config, resume=args.resume, overwrite=args.overwrite)
     study = result.best_metrics.get("study", {})
     print(
         f"best epoch {result.best_epoch}: validation (patient split) study AUROC {rounded(study.get('auroc'))}, "
@@ -223,7 +225,7 @@ def _cmd_export(args) -> None:
 
 
 def _cmd_reproduce(args) -> None:
-    from .pipeline import reproduce
+    from .pipeline import default_runs_dir, reproduce
 
     overrides = {name: _parse_value(value) for name, value in args.parameter}
     out = reproduce(
@@ -232,11 +234,13 @@ def _cmd_reproduce(args) -> None:
         args.profile,
         overrides,
         external_root=args.external_root,
-        restart=args.restart,
+        restart=True if args.restart == [] else (args.restart or False),  # --restart alone: every planned run
         dry_run=args.dry_run,
+        runs_dir=args.runs_dir,
     )
     if not args.dry_run:
-        print(f"reports written to {out} (start with {out / 'index.md'})")
+        runs_dir = args.runs_dir or default_runs_dir(args.profile)
+        print(f"reports written to {out} (start with {out / 'index.md'}); trained runs in {runs_dir}")
 
 
 def _parse_value(text: str):
@@ -298,7 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
         "works too (convnext_tiny, efficientnet_b3, resnet18, ...).",
     )
     train.add_argument("--config", default=None, help="a saved config.json to rerun (explicit flags override it)")
-    train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (with the same settings)")
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train afresh into an OUT that holds a trained run: first removes its checkpoints and records "
+        "(run.json, *.pt, history, predictions, metrics) and names them; without it such an OUT is refused",
+    )
     add_train_config_options(train)
     train.set_defaults(handler=_cmd_train)
 
@@ -375,12 +385,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     reproduce = commands.add_parser("reproduce", help="run every notebook through papermill and rebuild reports/")
     reproduce.add_argument("--data-root", default="data/sample")
-    reproduce.add_argument("--out", default="reports")
+    reproduce.add_argument(
+        "--out", default="reports", help="reports: tables, figures, executed notebooks (rebuilt by a rerun)"
+    )
     reproduce.add_argument(
         "--profile",
         choices=["demo", "cpu", "full"],
         default="demo",
         help="demo: synthetic sample, minutes; cpu: real radiographs (FracAtlas) on 2 CPU cores, about 3 hours; full: GPU",
+    )
+    reproduce.add_argument(
+        "--runs-dir",
+        default=None,
+        help="trained runs (checkpoints, predictions), kept apart from the reports (default: runs/<profile>)",
     )
     reproduce.add_argument(
         "--external-root",
@@ -399,8 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument(
         "--restart",
-        action="store_true",
-        help="delete and retrain the runs this command plans (default: reuse finished runs, resume interrupted ones)",
+        nargs="*",
+        default=None,
+        metavar="RUN",
+        help="delete and retrain the runs this command plans, or only the named ones (e.g. resnet50_multitask_seed0); "
+        "it says which folders it deletes (default: reuse finished runs, resume interrupted ones)",
     )
     reproduce.add_argument("--dry-run", action="store_true", help="list the runs it would train, resume or reuse")
     reproduce.set_defaults(handler=_cmd_reproduce)

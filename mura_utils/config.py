@@ -178,5 +178,5 @@ def describe_mismatch(out_dir: Path, differences: dict[str, tuple], way_out: str
     """Why ``out_dir`` cannot be continued with the requested settings, and the way out."""
     settings = format_differences(differences)
     return f"{out_dir} was trained with other settings ({settings}). Continuing it would mix two experiments; " + (
-        way_out or "pass the saved settings, choose another output folder, or drop --resume to train it afresh"
+        way_out or "pass the saved settings, choose another output folder, or retrain it with --overwrite instead"
     )

@@ -33,6 +33,7 @@ from .evaluate import choose_threshold, compute_metrics, predict_batches, predic
 from .io import atomic_write_text
 from .models import build_model, get_spec
 from .progress import ProgressLog, progress_bar, progress_write, rounded
+from .runfolder import claim_run_folder
 from .runtime import Distributed, amp_dtype_for, init_distributed, resolve_device, seed_everything
 
 
@@ -243,14 +244,16 @@ def check_resumable(out_dir: str | Path, config: TrainConfig) -> None:
         raise ConfigMismatchError(describe_mismatch(Path(out_dir), differences))
 
 
-def fit(config: TrainConfig, resume: bool = False) -> FitResult:
-    """Train ``config.model``; returns the best epoch's validation metrics and the history."""
+def fit(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> FitResult:
+    """Train ``config.model``; returns the best epoch's validation metrics and the history. A folder
+    holding a trained run is refused unless ``resume`` or ``overwrite`` (see runfolder.claim_run_folder)."""
     dist = init_distributed()
     device = resolve_device(config.device, dist.local_rank)
     seed_everything(config.seed)
     spec = get_spec(config.model)
     img_size = config.img_size or spec.default_img_size
     out_dir = Path(config.out_dir)
+    claim_run_folder(out_dir, resume, overwrite, remove=dist.is_main)  # before anything is written
     if resume:
         check_resumable(out_dir, config)  # before config.json is overwritten
     if dist.is_main:

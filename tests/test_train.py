@@ -203,8 +203,11 @@ def test_config_is_validated_at_construction(change, named):
 
 def test_crash_while_saving_never_leaves_a_half_written_best(tiny_mura, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    fit(tiny_config(tiny_mura, out, epochs=1))
-    before = (out / "best.pt").read_bytes()
+    interrupt_in_epoch(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_config(tiny_mura, out, epochs=2))
+    monkeypatch.undo()
+    before = {name: (out / name).read_bytes() for name in ("best.pt", "last.pt")}
 
     def exploding_save(obj, path, *args, **kwargs):
         Path(path).write_bytes(b"half a checkpoint")
@@ -212,8 +215,8 @@ def test_crash_while_saving_never_leaves_a_half_written_best(tiny_mura, tmp_path
 
     monkeypatch.setattr(checkpoint_module.torch, "save", exploding_save)
     with pytest.raises(KeyboardInterrupt):
-        fit(tiny_config(tiny_mura, out, epochs=1, seed=1))
-    assert (out / "best.pt").read_bytes() == before
+        fit(tiny_config(tiny_mura, out, epochs=2), resume=True)  # epoch 2 saves best.pt or last.pt: both crash
+    assert {name: (out / name).read_bytes() for name in before} == before
     assert not list(out.glob("*.tmp"))
 
 

@@ -37,7 +37,7 @@ _EXPORTS = {
     "loading": ["load_model"],
     "models": ["MODEL_REGISTRY", "build_model", "count_parameters"],
     "statistics": ["ClusterBootstrap", "confidence_intervals", "paired_differences", "patient_bootstrap"],
-    "synthetic": ["make_sample", "make_external_sample"],
+    "synthetic": ["make_sample", "make_external_sample", "make_fracatlas_sample", "make_manifest_sample"],
     "train": ["FitResult", "fit"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -53,10 +53,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .imaging import ImageReadError, load_letterboxed
 from .io import fsync_directory, replace_durably
+from .progress import progress_bar
 
 if TYPE_CHECKING:  # torch is only needed by iterate_batches; keep `import cache` light
     import pandas as pd
@@ -264,7 +264,8 @@ def _build(
     temporary = _temporary_name(array_path)
     try:
         images = np.memmap(temporary, dtype=np.uint8, mode="w+", shape=(len(paths), img_size, img_size))
-        with tqdm(total=len(paths), desc=f"caching images at {img_size}px", unit="img", disable=not progress) as bar:
+        bar = progress_bar(total=len(paths), desc=f"caching images at {img_size}px", unit="img", disable=not progress)
+        with bar:
             for row, image in enumerate(_decoded(paths, img_size, num_workers)):
                 images[row] = image
                 bar.update()
@@ -344,7 +345,8 @@ def iterate_batches(
     index ``rows`` (e.g. MuraDataset.cache_rows, so labels are ``dataset.labels[positions]``).
     Batches take ``order`` (positions, e.g. a DistributedSampler's) in chunks, else a shuffle
     with ``generator`` or 0..N-1. Each batch is read in increasing row order (sequential memmap
-    access); which rows form a batch is what the order decides.
+    access) and yielded in the order given, so a position gets the same place in its batch (and
+    the same per-place augmentation) as through a DataLoader.
     """
     import torch
 
@@ -360,12 +362,11 @@ def iterate_batches(
     size = images.shape[1:]
     for start in range(0, count * batch_size, batch_size):
         positions = order[start : start + batch_size]
-        positions = positions[np.argsort(rows[positions], kind="stable")]
+        by_row = np.argsort(rows[positions], kind="stable")
         batch = torch.empty((len(positions), 1, *size), dtype=torch.uint8, pin_memory=pin_memory)
-        np.take(
-            images, rows[positions], axis=0, out=batch.numpy()[:, 0], mode="clip"
-        )  # checked above; "clip" avoids a buffer
-        yield batch, torch.from_numpy(positions)
+        # read in row order, put each image back in its place (rows checked above; "clip" skips a re-check)
+        batch.numpy()[by_row, 0] = np.take(images, rows[positions[by_row]], axis=0, mode="clip")
+        yield batch, torch.from_numpy(positions.copy())
 
 
 def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:

@@ -24,6 +24,20 @@ def _cmd_sample_external(args) -> None:
     print(f"synthetic external-layout sample (not real radiographs) written to {root}")
 
 
+def _cmd_sample_fracatlas(args) -> None:
+    from .synthetic import make_fracatlas_sample
+
+    root = make_fracatlas_sample(args.out_dir, n_images=args.images, seed=args.seed)
+    print(f"synthetic FracAtlas-layout sample (not real radiographs) written to {root}")
+
+
+def _cmd_sample_manifest(args) -> None:
+    from .synthetic import make_manifest_sample
+
+    manifest = make_manifest_sample(args.out_dir, n_patients=args.patients, seed=args.seed)
+    print(f"synthetic images and their manifest (not real radiographs) written to {manifest}")
+
+
 def _cmd_prepare(args) -> None:
     from .data import open_image_cache
     from .datasets import load_index
@@ -35,15 +49,18 @@ def _cmd_prepare(args) -> None:
 
 def _cmd_train(args) -> None:
     from .models import get_spec
+    from .progress import rounded
+    from .runfolder import claim_run_folder
     from .train import fit
 
     config = _train_config(args)
     get_spec(config.model)  # an unknown model name fails here, with close matches, before any data is read
-    result = fit(config, resume=args.resume)
+    claim_run_folder(config.out_dir, args.resume, args.overwrite, remove=False)  # a trained run is refused at once
+    result = fit(config, resume=args.resume, overwrite=args.overwrite)
     study = result.best_metrics.get("study", {})
     print(
-        f"best epoch {result.best_epoch}: validation (patient split) study AUROC {study.get('auroc')}, "
-        f"kappa {study.get('kappa')}; checkpoint {Path(result.out_dir) / 'best.pt'}"
+        f"best epoch {result.best_epoch}: validation (patient split) study AUROC {rounded(study.get('auroc'))}, "
+        f"kappa {rounded(study.get('kappa'))}; checkpoint {Path(result.out_dir) / 'best.pt'}"
     )
 
 
@@ -136,6 +153,7 @@ def _train_config(args):
 def _cmd_evaluate(args) -> None:
     from .evaluate import add_confidence_intervals, evaluate_checkpoint
     from .io import atomic_write_text
+    from .progress import rounded
 
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be 0 (off) or a number of resamples, not {args.bootstrap}")
@@ -159,13 +177,14 @@ def _cmd_evaluate(args) -> None:
     study_ci = metrics.get("ci", {}).get("study", {})
     interval = " [{:.3f}, {:.3f}]".format(*study_ci["auroc"]) if "auroc" in study_ci else ""
     print(
-        f"{metrics['dataset_title']} {metrics['split']}: study AUROC {metrics['study']['auroc']}{interval}, study kappa {metrics['study']['kappa']:.3f}, "
-        f"image AUROC {metrics['image']['auroc']}; wrote {out / 'metrics.json'} and {out / 'predictions.csv'}"
+        f"{metrics['dataset_title']} {metrics['split']}: study AUROC {rounded(metrics['study']['auroc'])}{interval}, "
+        f"study kappa {rounded(metrics['study']['kappa'])}, image AUROC {rounded(metrics['image']['auroc'])}; "
+        f"wrote {out / 'metrics.json'} and {out / 'predictions.csv'}"
     )
 
 
 def _cmd_compare(args) -> None:
-    from .compare import write_comparison
+    from .compare import format_p, write_comparison
 
     if args.bootstrap < 1:
         raise ValueError(f"--bootstrap must be at least 1 for a comparison, not {args.bootstrap}")
@@ -174,7 +193,7 @@ def _cmd_compare(args) -> None:
         print(f"warning: {result['threshold_warning']}")
     for name, value in result["metrics"].items():
         low, high = value["ci"]
-        print(f"{name}: A - B = {value['delta']:+.3f} [{low:+.3f}, {high:+.3f}], p = {value['p']:.3f}")
+        print(f"{name}: A - B = {value['delta']:+.3f} [{low:+.3f}, {high:+.3f}], {format_p(value, 'p')}")
     print(f"wrote {Path(args.out) / 'compare.json'} and {Path(args.out) / 'compare.md'}")
 
 
@@ -240,7 +259,7 @@ def _cmd_export(args) -> None:
 
 
 def _cmd_reproduce(args) -> None:
-    from .pipeline import reproduce
+    from .pipeline import default_runs_dir, reproduce
 
     overrides = {name: _parse_value(value) for name, value in args.parameter}
     out = reproduce(
@@ -249,11 +268,13 @@ def _cmd_reproduce(args) -> None:
         args.profile,
         overrides,
         external_root=args.external_root,
-        restart=args.restart,
+        restart=True if args.restart == [] else (args.restart or False),  # --restart alone: every planned run
         dry_run=args.dry_run,
+        runs_dir=args.runs_dir,
     )
     if not args.dry_run:
-        print(f"reports written to {out} (start with {out / 'index.md'})")
+        runs_dir = args.runs_dir or default_runs_dir(args.profile)
+        print(f"reports written to {out} (start with {out / 'index.md'}); trained runs in {runs_dir}")
 
 
 def _parse_value(text: str):
@@ -288,6 +309,18 @@ def build_parser() -> argparse.ArgumentParser:
     external.add_argument("--seed", type=int, default=0)
     external.set_defaults(handler=_cmd_sample_external)
 
+    fracatlas = commands.add_parser("sample-fracatlas", help="write a synthetic sample in FracAtlas's layout")
+    fracatlas.add_argument("out_dir")
+    fracatlas.add_argument("--images", type=int, default=60, help="number of images (about 20%% fractured)")
+    fracatlas.add_argument("--seed", type=int, default=0)
+    fracatlas.set_defaults(handler=_cmd_sample_fracatlas)
+
+    manifest = commands.add_parser("sample-manifest", help="write synthetic images with a CSV manifest")
+    manifest.add_argument("out_dir")
+    manifest.add_argument("--patients", type=int, default=24, help="number of patients (a third held out)")
+    manifest.add_argument("--seed", type=int, default=0)
+    manifest.set_defaults(handler=_cmd_sample_manifest)
+
     prepare = commands.add_parser("prepare", help="decode every image once into a uint8 memory-mapped cache")
     prepare.add_argument("--data-root", required=True)
     prepare.add_argument("--dataset", default="auto", choices=["auto", "mura", "fracatlas", "manifest"])
@@ -303,7 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
         "works too (convnext_tiny, efficientnet_b3, resnet18, ...).",
     )
     train.add_argument("--config", default=None, help="a saved config.json to rerun (explicit flags override it)")
-    train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (with the same settings)")
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train afresh into an OUT that holds a trained run: first removes its checkpoints and records "
+        "(run.json, *.pt, history, predictions, metrics) and names them; without it such an OUT is refused",
+    )
     add_train_config_options(train)
     train.set_defaults(handler=_cmd_train)
 
@@ -430,8 +469,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     reproduce = commands.add_parser("reproduce", help="run every notebook through papermill and rebuild reports/")
     reproduce.add_argument("--data-root", default="data/sample")
-    reproduce.add_argument("--out", default="reports")
-    reproduce.add_argument("--profile", choices=["demo", "full"], default="demo")
+    reproduce.add_argument(
+        "--out", default="reports", help="reports: tables, figures, executed notebooks (rebuilt by a rerun)"
+    )
+    reproduce.add_argument(
+        "--profile",
+        choices=["demo", "cpu", "full"],
+        default="demo",
+        help="demo: synthetic sample, minutes; cpu: real radiographs (FracAtlas) on 2 CPU cores, about 3 hours; full: GPU",
+    )
+    reproduce.add_argument(
+        "--runs-dir",
+        default=None,
+        help="trained runs (checkpoints, predictions), kept apart from the reports (default: runs/<profile>)",
+    )
     reproduce.add_argument(
         "--external-root",
         default=None,
@@ -449,8 +500,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument(
         "--restart",
-        action="store_true",
-        help="delete and retrain the runs this command plans (default: reuse finished runs, resume interrupted ones)",
+        nargs="*",
+        default=None,
+        metavar="RUN",
+        help="delete and retrain the runs this command plans, or only the named ones (e.g. resnet50_multitask_seed0); "
+        "it says which folders it deletes (default: reuse finished runs, resume interrupted ones)",
     )
     reproduce.add_argument("--dry-run", action="store_true", help="list the runs it would train, resume or reuse")
     reproduce.set_defaults(handler=_cmd_reproduce)

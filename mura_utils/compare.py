@@ -19,7 +19,15 @@ from pathlib import Path
 import pandas as pd
 
 from .io import atomic_write_text
-from .statistics import DEFAULT_RESAMPLES, PAIRED_METRICS, ClusterBootstrap, paired_differences, verdict
+from .statistics import (
+    DEFAULT_RESAMPLES,
+    PAIRED_METRICS,
+    ClusterBootstrap,
+    check_predictions,
+    interval_rank,
+    paired_differences,
+    verdict,
+)
 
 TEXT_COLUMNS = ("path", "split", "body_part", "patient", "study", "predicted_body_part")
 COMPARE_COLUMNS = ("path", "study", "patient", "label", "probability")
@@ -44,7 +52,8 @@ def _read_json(path: Path) -> dict:
 
 def read_predictions(path: str | Path, required: Sequence[str] = COMPARE_COLUMNS) -> pd.DataFrame:
     """A predictions CSV (evaluation, run folder or TTA) with ids kept as text (patient 00012 stays
-    00012), integer labels, and a clear error naming the file when columns or rows are missing."""
+    00012), integer labels, and a clear error naming the file when columns or rows are missing or a
+    probability is not a number in [0, 1] (a diverged model: statistics.InvalidProbabilities)."""
     path = Path(path)
     header = pd.read_csv(path, nrows=0).columns
     table = pd.read_csv(path, dtype={column: str for column in TEXT_COLUMNS if column in header})
@@ -53,6 +62,7 @@ def read_predictions(path: str | Path, required: Sequence[str] = COMPARE_COLUMNS
         raise ValueError(f"{path}: missing column(s) {missing}")
     if table.empty:
         raise ValueError(f"{path}: no predictions")
+    check_predictions(table, source=str(path))
     return table.assign(label=table["label"].astype(int))
 
 
@@ -152,11 +162,41 @@ def compare_evaluations(
         "b": {"folder": str(b.folder), "threshold": b.threshold, "image_threshold": b.image_threshold},
         "threshold_given": threshold,
         "p_value": "two-sided bootstrap: 2 x min(share of resampled deltas <= 0, share >= 0), "
-        "each (k + 1) / (n + 1), capped at 1",
+        "each (k + 1) / (n + 1), capped at 1; p <= 1 - level exactly when the interval excludes 0. "
+        "p_is_bound: every delta on one side of 0, p is the floor 2 / (n + 1) and means p <= that",
         "metrics": metrics,
     }
     result["threshold_warning"] = threshold_warning(result)
     return result
+
+
+def format_p(value: dict, name: str = "") -> str:
+    """A paired difference's p as text, "≤ 0.002" where it is only a bound (its floor 2 / (n + 1));
+    with ``name``: "p = 0.034" / "p ≤ 0.002"."""
+    p = value["p"]
+    text = "n/a" if p != p else f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+    if value.get("p_is_bound"):
+        return f"{name} ≤ {text}".lstrip()
+    return f"{name} = {text}" if name else text
+
+
+def _dropped_lines(result: dict, names: dict[str, str]) -> list[str]:
+    """Lines saying how many resamples were left out (one class only) and where no interval could be given."""
+    lines = []
+    dropped = {key: value.get("dropped_resamples", 0) for key, value in result["metrics"].items()}
+    if any(dropped.values()):
+        counts = ", ".join(f"{names.get(key, key)} {count}" for key, count in dropped.items())
+        counts = str(max(dropped.values())) if len(set(dropped.values())) == 1 else f"some ({counts})"
+        lines.append(
+            f"- **Dropped resamples:** {counts} of {result['resamples']} held one class only (AUROC undefined) "
+            "and were left out of every metric's interval and p."
+        )
+    if any(interval_rank(result["resamples"] - count, result["level"]) < 1 for count in dropped.values()):
+        lines.append(
+            f"- **No interval:** a {result['level']:.0%} interval needs at least "
+            f"{int(round(2 / (1 - result['level']))) - 1} usable resamples; rerun with more (--bootstrap)."
+        )
+    return lines
 
 
 def compare_markdown(result: dict) -> str:
@@ -170,15 +210,17 @@ def compare_markdown(result: dict) -> str:
         f"- {result['n_images']} images, {result['n_studies']} studies, {result['n_patients']} patients; "
         f"{result['resamples']} bootstrap resamples of whole **patients**, the same resamples for A and B.",
         *([f"- **Warning:** {threshold_warning(result)}"] if threshold_warning(result) else []),
+        *_dropped_lines(result, names),
         "",
         "| Metric | A | B | A − B | 95% CI | p |",
         "|:---|---:|---:|---:|---:|---:|",
     ]
     for key, value in result["metrics"].items():
         low, high = value["ci"]
+        interval = "n/a" if low != low or high != high else f"[{low:+.3f}, {high:+.3f}]"
         lines.append(
             f"| {names.get(key, key)} | {value['a']:.3f} | {value['b']:.3f} | {value['delta']:+.3f} "
-            f"| [{low:+.3f}, {high:+.3f}] | {value['p']:.3f} |"
+            f"| {interval} | {format_p(value)} |"
         )
     lines += ["", *[f"- {names.get(k, k)}: {verdict(v['delta'], v['ci'])}" for k, v in result["metrics"].items()]]
     lines += [
@@ -211,6 +253,7 @@ __all__ = [
     "PAIRED_METRICS",
     "align",
     "compare_evaluations",
+    "format_p",
     "load_evaluation",
     "read_predictions",
     "threshold_warning",

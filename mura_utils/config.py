@@ -16,7 +16,8 @@ from pathlib import Path
 # it moves smoothly from epoch to epoch, where AUROC/kappa on a few dozen studies jump by chance.
 SELECTION_METRICS: dict[str, bool] = {"val_loss": False, "study_auroc": True, "study_kappa": True}
 # Fields that change how a run looks or where its scratch files go, never its numbers: a resumed or
-# reused run may differ in these. Every other field must match the run folder's config.json.
+# reused run may differ in these (tests/test_train.py trains with and without the cache, and resumes
+# with workers, to hold use_cache and num_workers to it). Every other field must match the run folder's config.json.
 RESULT_NEUTRAL_FIELDS = frozenset({"progress", "verbose", "num_workers", "cache_dir", "use_cache", "out_dir"})
 _PATH_FIELDS = ("data_root", "weights_path")
 
@@ -177,5 +178,5 @@ def describe_mismatch(out_dir: Path, differences: dict[str, tuple], way_out: str
     """Why ``out_dir`` cannot be continued with the requested settings, and the way out."""
     settings = format_differences(differences)
     return f"{out_dir} was trained with other settings ({settings}). Continuing it would mix two experiments; " + (
-        way_out or "pass the saved settings, choose another output folder, or drop --resume to train it afresh"
+        way_out or "pass the saved settings, choose another output folder, or retrain it with --overwrite instead"
     )

@@ -169,8 +169,12 @@ def patient_split(index: pd.DataFrame, val_fraction: float = 0.1, seed: int = 0)
     train_rows = index[index["split"] == "train"]
     if train_rows.empty:
         raise ValueError("patient_split: the index has no 'train' rows")
-    folds = max(2, round(1 / val_fraction))
+    patients = train_rows["patient"].nunique()
+    if patients < 2:
+        raise ValueError(f"patient_split: the training split has {patients} patient(s); a validation split needs 2+")
     strata = train_rows["body_part"] + "_" + train_rows["label"].astype(str)
+    # sklearn refuses more folds than the largest stratum has rows (tiny collections): fewer, larger folds
+    folds = max(2, min(round(1 / val_fraction), patients, int(strata.value_counts().max())))
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # small strata in a tiny sample: "as far as groups allow"
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)

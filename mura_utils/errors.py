@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .constants import BODY_PARTS
-from .evaluate import study_table
+from .evaluate import body_part_order, study_table
 
 ERROR_KINDS = {"FN": "false negative (abnormal, missed)", "FP": "false positive (normal, flagged)"}
 
@@ -51,7 +50,7 @@ def error_cases(predictions: pd.DataFrame, threshold: float = 0.5, per_part: int
         (lowest if which == "low" else highest).loc[study, "probability"]
         for study, which in zip(studies["study"], driver)
     ]
-    part_rank = {part: rank for rank, part in enumerate(BODY_PARTS)}
+    part_rank = {part: rank for rank, part in enumerate(body_part_order(studies["body_part"]))}
     studies["_part"] = studies["body_part"].map(part_rank)
     studies = studies.sort_values(["_part", "error", "confidence"], ascending=[True, True, False], kind="stable")
     columns = ["body_part", "error", "study", "label", "study_probability", "images", "path", "probability"]
@@ -81,7 +80,7 @@ def study_error_table(predictions: pd.DataFrame, threshold: float = 0.5) -> pd.D
             }
         )
     table = pd.DataFrame(rows)
-    order = {part: rank for rank, part in enumerate([*BODY_PARTS, "all"])}
+    order = {part: rank for rank, part in enumerate([*body_part_order(studies["body_part"]), "all"])}
     return table.sort_values("body_part", key=lambda column: column.map(order)).reset_index(drop=True)
 
 

@@ -129,6 +129,7 @@ def compute_metrics(
     threshold: float = 0.5,
     image_threshold: float = 0.5,
     model_body_parts: tuple[str, ...] | None = None,
+    source: str | None = None,
 ) -> dict:
     """The full metrics.json: image and study level, per body part, body-part accuracy.
 
@@ -137,7 +138,7 @@ def compute_metrics(
     Body-part accuracy counts the images whose true part is in ``model_body_parts`` (the model's
     vocabulary, matched by name: a MURA model on FracAtlas is scored on HAND and SHOULDER images).
     """
-    studies = study_table(predictions)
+    studies = study_table(predictions, source=source)
     per_body_part = {}
     for part in body_part_order(studies["body_part"]):
         part_studies = studies[studies["body_part"] == part]
@@ -240,13 +241,15 @@ def evaluate_checkpoint(
     progress: bool = True,
     tta: bool = False,
     dataset: str = "auto",
+    index: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Predict every image of a dataset split with a checkpoint; returns (predictions, metrics).
 
     ``split`` defaults to the dataset's held-out test split (MURA: valid; FracAtlas and manifests: test).
     The body-part vocabulary and the label's meaning come from the checkpoint; the data may be another
     dataset (a cross-dataset test: per-body-part metrics follow the data's parts, body-part accuracy
-    counts the parts both share by name).
+    counts the parts both share by name). ``index`` scores only those rows of the dataset (a subset of
+    the split, e.g. without images that also occur in the model's training data).
 
     ``threshold`` is a number or 'val', the study-level threshold chosen on the patient-level
     validation split during training (stored in the checkpoint), never one tuned on this split.
@@ -264,7 +267,8 @@ def evaluate_checkpoint(
     model, checkpoint = load_model(checkpoint_path, torch_device)
     model_info, data_info = checkpoint_dataset(checkpoint), dataset_info(data_root, dataset)
     split = split or data_info.test_split
-    index = load_index(data_root, dataset, splits=(split,))
+    if index is None:
+        index = load_index(data_root, dataset, splits=(split,))
     if index.empty:
         raise ValueError(f"{data_root}: the {data_info.title} index has no images in split {split!r}")
     members, member_outputs = members_of(model, checkpoint), []
@@ -282,7 +286,9 @@ def evaluate_checkpoint(
             UserWarning,
             stacklevel=2,
         )
-    metrics = compute_metrics(predictions, chosen, model_body_parts=model_info.body_parts)
+    metrics = compute_metrics(
+        predictions, chosen, model_body_parts=model_info.body_parts, source=f"{checkpoint_path} on {split}"
+    )
     metrics["dataset"] = data_info.name
     metrics["dataset_title"] = data_info.title
     metrics["positive_label"] = data_info.positive_label

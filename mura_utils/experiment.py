@@ -6,7 +6,9 @@ split (MURA valid, FracAtlas's fixed 20%) and leave a self-describing run folder
 
 run.json is written last (and removed first when a folder is trained again): it marks a finished
 run. Asked for a run whose folder exists, ``run_variants`` reuses a finished one as it is, resumes
-an interrupted one from last.pt, and refuses one trained with other settings.
+an interrupted one from last.pt, and refuses one trained with other settings or a damaged one (a
+finished run without its best.pt, an interrupted one without its last.pt): results are never
+overwritten by accident.
 """
 
 from __future__ import annotations
@@ -19,15 +21,24 @@ from pathlib import Path
 import pandas as pd
 
 from .checkpoint import read_checkpoint
-from .config import ConfigMismatchError, TrainConfig, describe_mismatch
+from .config import ConfigMismatchError, TrainConfig, describe_mismatch, format_differences
 from .data import resolve_mura_root
 from .evaluate import add_confidence_intervals, evaluate_checkpoint
 from .io import atomic_write_text
 from .models import build_model, count_parameters
+from .runfolder import run_records
 from .train import fit
 
 VARIANTS = {"multitask": True, "single_task": False}
-FINISHED_FILES = ("best.pt", "test_metrics.json", "run.json")  # run.json last: a finished run has all three
+# run.json is written last: a finished run has all of these, and reports read them
+FINISHED_PURPOSES = {
+    "best.pt": "the weights its test predictions came from",
+    "test_predictions.csv": "its test-set predictions",
+    "test_metrics.json": "its test-set metrics",
+    "run.json": "its record",
+}
+FINISHED_FILES = tuple(FINISHED_PURPOSES)
+MISSING = "missing"  # run_status's "saved" value for a file a damaged run lacks
 
 
 def dataset_folder(data_root: str | Path, dataset: str = "auto") -> Path:
@@ -136,18 +147,31 @@ def plan_runs(
     ]
 
 
+def missing_run_files(folder: str | Path) -> dict[str, str]:
+    """{file: what it is} for what a run folder with records lacks to be reused (a finished run:
+    run.json) or continued (an interrupted one); {} when nothing is missing."""
+    folder = Path(folder)
+    if (folder / "run.json").is_file():
+        needed = {name: FINISHED_PURPOSES[name] for name in FINISHED_FILES}
+    else:
+        needed = {"last.pt": "the checkpoint an interrupted run continues from"}
+    return {name: purpose for name, purpose in needed.items() if not (folder / name).is_file()}
+
+
 def run_status(config: TrainConfig) -> tuple[str, dict[str, tuple]]:
-    """What to do with ``config``'s run folder: ("train", {}) when it is new (or holds only the
-    config.json of a start that failed before saving a checkpoint), ("reuse", {}) when
-    it finished with these settings, ("resume", {}) when it was interrupted, ("conflict",
-    {setting: (saved, requested)}) when it holds another experiment."""
+    """What to do with ``config``'s run folder, settings compared before anything else:
+    ("train", {}) when it is new (or holds only the config.json of a start that failed before
+    saving a checkpoint); ("reuse", {}) when it finished with these settings; ("resume", {}) when
+    it was interrupted (last.pt); ("conflict", {setting: (saved, requested)}) when it holds another
+    experiment; ("conflict", {file: (MISSING, what it is)}) when it holds this one damaged (a
+    finished run without its best.pt, say), which neither training nor reuse may touch."""
     folder = Path(config.out_dir)
     if not folder.is_dir() or not any(folder.iterdir()):
         return "train", {}
     saved_path = folder / "config.json"
     if not saved_path.is_file():
         return "conflict", {"config.json": ("missing: not a run folder of mura_utils", "a run folder")}
-    if not any((folder / name).is_file() for name in ("last.pt", "best.pt")):
+    if not run_records(folder):
         return "train", {}  # a start that failed before its first epoch: nothing to keep, config.json is replaced
     try:
         saved = TrainConfig.load(saved_path)
@@ -156,19 +180,43 @@ def run_status(config: TrainConfig) -> tuple[str, dict[str, tuple]]:
     differences = saved.differences(config)
     if differences:
         return "conflict", differences
-    if all((folder / name).is_file() for name in FINISHED_FILES):
-        return "reuse", {}
-    return "resume", {}
+    missing = missing_run_files(folder)
+    if missing:
+        return "conflict", {name: (MISSING, purpose) for name, purpose in missing.items()}
+    return ("reuse" if (folder / "run.json").is_file() else "resume"), {}
+
+
+def damaged_files(differences: dict[str, tuple]) -> list[str]:
+    """The files a conflict of ``run_status`` names as missing ([] for other conflicts)."""
+    return [name for name, (saved, _) in differences.items() if saved == MISSING and name != "config.json"]
+
+
+def describe_conflict(differences: dict[str, tuple]) -> str:
+    """Why ``run_status`` calls a folder a conflict, in a line."""
+    if "config.json" in differences:
+        return f"config.json {differences['config.json'][0]}"
+    missing = damaged_files(differences)
+    if missing:
+        listed = ", ".join(f"{name} ({differences[name][1]})" for name in missing)
+        return f"a damaged run of these settings, missing {listed}"
+    return f"trained with other settings ({format_differences(differences)})"
 
 
 def run_or_reuse(config: TrainConfig, way_out: str = "") -> Path:
     """Train and evaluate ``config`` unless its folder already holds that finished run; an
-    interrupted one continues from last.pt; a folder with other settings is refused untouched."""
+    interrupted one continues from last.pt; a folder with other settings, or a damaged run, is
+    refused untouched."""
     status, differences = run_status(config)
     if status == "conflict":
+        folder = Path(config.out_dir)
+        if damaged_files(differences):
+            raise ConfigMismatchError(
+                f"{folder}: {describe_conflict(differences)}. Nothing was changed; "
+                + (way_out or "restore those files, or move the folder away to train it again")
+            )
         raise ConfigMismatchError(
             describe_mismatch(
-                Path(config.out_dir),
+                folder,
                 differences,
                 way_out or "move that folder away, or choose another runs_dir, to train these settings",
             )
@@ -211,10 +259,10 @@ def run_variants(
     return run_models([model], runs_dir, variants, seeds, **overrides)
 
 
-def seconds_per_step(config: TrainConfig, steps: int = 2) -> float:
-    """Wall time of one training step (forward, backward, optimizer) of ``config``'s model at its
-    size and batch on its device, on random images after one warm-up step; a dry run multiplies it
-    into an estimate (data reads and validation are not included)."""
+def step_seconds(config: TrainConfig, steps: int = 2) -> tuple[float, float]:
+    """Wall time of one training step of ``config``'s model at its size and batch on its device, on
+    random images after one warm-up step, as (forward + backward, optimizer step) seconds (the
+    fastest of ``steps``); data reads and validation are not included."""
     import time
 
     import torch
@@ -231,19 +279,54 @@ def seconds_per_step(config: TrainConfig, steps: int = 2) -> float:
     size = config.img_size or get_spec(config.model).default_img_size
     images = torch.randn(config.batch_size, 1, size, size, device=device).contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 2, (config.batch_size,), device=device).float()
+
+    def synchronize() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
     timings = []
     for _ in range(steps + 1):
-        started = time.perf_counter()
+        started = synchronize()
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             outputs = model(images)
         loss = F.binary_cross_entropy_with_logits(outputs["abnormality"].float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        computed = synchronize()
         optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        timings.append(time.perf_counter() - started)
-    return min(timings[1:])
+        timings.append((computed - started, synchronize() - computed))
+    return min(timings[1:], key=sum)
+
+
+def seconds_per_step(config: TrainConfig, steps: int = 2) -> float:
+    """Wall time of one training step (forward, backward, optimizer) of ``config``'s model at its
+    size and batch on its device (see ``step_seconds``)."""
+    return sum(step_seconds(config, steps))
+
+
+# the reduced step a dry run times on a CPU: 1/178 of the pixels of a 320 px batch of 64
+ESTIMATE_IMG_SIZE, ESTIMATE_BATCH_SIZE = 96, 4
+
+
+def estimate_seconds_per_step(
+    config: TrainConfig, img_size: int = ESTIMATE_IMG_SIZE, batch_size: int = ESTIMATE_BATCH_SIZE
+) -> float:
+    """Seconds of one training step of ``config``, cheaply: on a CPU one step is timed at
+    ``img_size`` px and ``batch_size`` images and its forward and backward are scaled by the pixels
+    of a batch (the optimizer step does not grow with them); a GPU, fast at full size and badly used
+    by a small batch, times the real step. Rough: fixed per-layer costs are scaled too."""
+    from dataclasses import replace
+
+    from .models import get_spec
+    from .runtime import resolve_device
+
+    if resolve_device(config.device).type == "cuda":
+        return seconds_per_step(config, steps=1)
+    full_size = config.img_size or get_spec(config.model).default_img_size
+    small = replace(config, img_size=min(img_size, full_size), batch_size=min(batch_size, config.batch_size))
+    compute, optimizer = step_seconds(small, steps=1)
+    return compute * (config.batch_size * full_size**2) / (small.batch_size * small.img_size**2) + optimizer
 
 
 def remaining_epochs(config: TrainConfig) -> int:

@@ -1,9 +1,10 @@
-"""Does a MURA-trained model hold up on radiographs from elsewhere? Evaluation of a checkpoint on
-the external "fracture multi-region X-ray" set, de-duplicated, with bootstrap CIs.
+"""Does a model hold up on radiographs from elsewhere? Evaluation of a checkpoint (trained on MURA,
+FracAtlas or a manifest) on the external "fracture multi-region X-ray" set, de-duplicated within itself
+and against the model's own training images, with bootstrap CIs.
 
-Two thresholds, neither tuned on the external set: 0.5 and the study-level threshold chosen on
-MURA's patient-level validation split (stored in the checkpoint). Labels differ in meaning:
-MURA's 1 is "abnormal" (a broader finding), this set's 1 is "fractured".
+Two thresholds, neither tuned on the external set: 0.5 and the study-level threshold chosen on the
+training dataset's patient-level validation split (stored in the checkpoint). Labels may differ in
+meaning: MURA's 1 is "abnormal" (a broader finding), FracAtlas's and this set's 1 is "fractured".
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def _with_balanced_accuracy(metrics: dict[str, np.ndarray]) -> dict[str, np.ndar
 
 def external_metrics(predictions: pd.DataFrame, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
     """AUROC, balanced accuracy, sensitivity, specificity and kappa with 95% percentile bootstrap
-    CIs at 0.5 and at the MURA-validation threshold; one row per threshold. The bootstrap resamples
+    CIs at 0.5 and at the training dataset's validation threshold; one row per threshold. The bootstrap resamples
     whole duplicate groups (column ``near_group``: near-identical images are one unit, not several
     independent ones), the same resamples for both thresholds and every metric, with the metric
     definitions of ``mura_utils.statistics``."""
@@ -48,7 +49,7 @@ def external_metrics(predictions: pd.DataFrame, n_resamples: int = 1000, seed: i
     groups = predictions["near_group"] if "near_group" in predictions else predictions["path"]
     bootstrap = ClusterBootstrap(groups, n_resamples, seed, unit="near_group")
     rows = []
-    for name, threshold in (("0.5", 0.5), (f"MURA validation ({validation_threshold:.3f})", validation_threshold)):
+    for name, threshold in (("0.5", 0.5), (f"validation ({validation_threshold:.3f})", validation_threshold)):
         point = _with_balanced_accuracy(weighted_metrics(labels, probabilities, threshold))
         draws = _with_balanced_accuracy(bootstrap.resampled_metrics(labels, probabilities, groups, threshold))
         row = {
@@ -68,7 +69,7 @@ def external_metrics(predictions: pd.DataFrame, n_resamples: int = 1000, seed: i
 
 
 def predicted_body_parts(predictions: pd.DataFrame) -> pd.DataFrame:
-    """What MURA body part the model thinks each external image shows, by label."""
+    """What body part (of its training dataset's vocabulary) the model thinks each external image shows, by label."""
     if predictions["predicted_body_part"].isna().all():
         return pd.DataFrame()
     return predictions.assign(label=np.where(predictions["label"] == 1, "fractured", "not fractured")).pivot_table(
@@ -76,17 +77,31 @@ def predicted_body_parts(predictions: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def external_markdown(table: pd.DataFrame, duplicate_summary: dict, checkpoint: str, synthetic: bool) -> str:
+def external_markdown(
+    table: pd.DataFrame,
+    duplicate_summary: dict,
+    checkpoint: str,
+    synthetic: bool,
+    trained_on: str = "MURA-v1.1",
+    model_positive_label: str = "abnormal",
+    overlap_line: str = "",
+) -> str:
     """The external-generalization section of the report."""
     lines = []
     if synthetic:
         lines += ["> **SYNTHETIC EXTERNAL SAMPLE: these numbers say nothing about real radiographs.**", ""]
-    lines += [
-        f"# External generalization: {checkpoint}",
-        "",
+    meaning = (
         "MURA's positive label is *abnormal* (fractures, hardware, arthritis, lesions); this set's positive "
-        "label is *fractured*. The model is applied unchanged; no threshold is tuned on this set.",
+        "label is *fractured*."
+        if model_positive_label == "abnormal"
+        else f"The model ({trained_on}) calls label 1 *{model_positive_label}*; this set's positive label is *fractured*."
+    )
+    lines += [
+        f"# External generalization: {checkpoint} (trained on {trained_on})",
         "",
+        meaning + " The model is applied unchanged; no threshold is tuned on this set.",
+        "",
+        *([overlap_line, ""] if overlap_line else []),
         f"De-duplicated evaluation set: {table['images'].iloc[0]} images "
         f"({table['fractured'].iloc[0]} fractured, {table['groups'].iloc[0]} duplicate groups); duplicates found: "
         + ", ".join(f"{k} {v}" for k, v in duplicate_summary.items() if not isinstance(v, dict)),
@@ -112,7 +127,7 @@ def external_markdown(table: pd.DataFrame, duplicate_summary: dict, checkpoint: 
 
 
 def plot_external_roc(predictions_by_model: dict[str, pd.DataFrame], path) -> None:
-    """ROC of each MURA-trained model on the external set, AUROC in the legend."""
+    """ROC of each model on the external set, AUROC in the legend."""
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -155,6 +170,8 @@ def evaluate_external(
     and ``external.md`` under ``out_dir``. Returns the written paths and the metrics table."""
     from pathlib import Path
 
+    from .checkpoint import checkpoint_dataset, read_checkpoint
+    from .crossdataset import training_images, training_overlap
     from .external import deduplicate, find_duplicates, load_external_index
     from .io import atomic_write_text
     from .report import markdown_table
@@ -163,15 +180,40 @@ def evaluate_external(
     index = load_external_index(external_root, progress=False)
     duplicates = find_duplicates(index)
     evaluation_set = deduplicate(index)
-    tables, predictions_by_model, sections = [], {}, []
+    tables, predictions_by_model, sections, overlaps = [], {}, [], {}
     for name, checkpoint in checkpoints.items():
-        predictions = predict_external(evaluation_set, checkpoint, device=device)
+        record = read_checkpoint(checkpoint)
+        model_info = checkpoint_dataset(record)
+        training_paths, training_note = training_images(record)
+        scored, overlap_line = evaluation_set, f"Copies of the model's training images NOT checked: {training_note}."
+        if training_paths:
+            key = (str((record.get("config") or {}).get("data_root")), len(training_paths))
+            if key not in overlaps:  # one audit per training dataset, shared by its models
+                readable = evaluation_set[evaluation_set["readable"]]
+                overlaps[key] = training_overlap(readable["path"].tolist(), training_paths)
+            overlap = overlaps[key]
+            copies = overlap[overlap["overlap_kind"] != ""]
+            scored = evaluation_set[~evaluation_set["path"].isin(copies["path"])].reset_index(drop=True)
+            counts = copies["overlap_kind"].value_counts().to_dict()
+            overlap_line = (
+                f"Left out as copies of the model's own training images ({training_note}): {len(copies)}"
+                + (" (" + ", ".join(f"{kind} {count}" for kind, count in counts.items()) + ")" if counts else "")
+                + "."
+            )
+            atomic_write_text(out / f"external_training_overlap_{name}.csv", copies.to_csv(index=False))
+        predictions = predict_external(scored, checkpoint, device=device)
         predictions_by_model[name] = predictions
         table = external_metrics(predictions, n_resamples=n_resamples, seed=seed).assign(model=name)
         tables.append(table)
         sections.append(
             external_markdown(
-                table, {k: v for k, v in duplicates.summary().items() if k != "per_split"}, name, synthetic
+                table,
+                {k: v for k, v in duplicates.summary().items() if k != "per_split"},
+                name,
+                synthetic,
+                model_info.title,
+                model_info.positive_label,
+                overlap_line,
             )
         )
         parts = predicted_body_parts(predictions)
@@ -180,7 +222,9 @@ def evaluate_external(
                 ["predicted body part", *parts.columns],
                 [[part, *map(str, counts)] for part, counts in zip(parts.index, parts.values)],
             )
-            sections.append("Predicted MURA body part (the external set has no body-part label):\n\n" + table_text)
+            sections.append(
+                f"Predicted {model_info.title} body part (the external set has no body-part label):\n\n" + table_text
+            )
         atomic_write_text(out / f"external_predictions_{name}.csv", predictions.to_csv(index=False))
     metrics = pd.concat(tables, ignore_index=True)
     written = {

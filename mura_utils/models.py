@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .constants import BODY_PARTS
+from .weights import create_from_weights_file
 
 IMAGENET_GRAY_MEAN = (0.485 + 0.456 + 0.406) / 3  # ImageNet RGB statistics averaged to one channel
 IMAGENET_GRAY_STD = (0.229 + 0.224 + 0.225) / 3
@@ -280,12 +281,8 @@ def _create_backbone(spec: ModelSpec, pretrained: bool, weights_path: str | None
     kwargs = dict(in_chans=1, num_classes=0)  # in_chans=1 sums the pretrained RGB kernels
     if not pretrained:
         return timm.create_model(spec.timm_name, pretrained=False, **kwargs)
-    if weights_path is not None:
-        if not os.path.isfile(weights_path):
-            raise FileNotFoundError(f"{weights_path}: weights file not found")
-        return timm.create_model(
-            spec.timm_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights_path)), **kwargs
-        )
+    if weights_path is not None:  # read by weights.py (tensors only), never unpickled by timm
+        return create_from_weights_file(spec.timm_name, weights_path, **kwargs)
     online = _hub_reachable()
     try:
         if online:

@@ -1,4 +1,5 @@
-"""A first look at a MURA tree: counts per body part and label, and a grid of sample images."""
+"""A first look at a dataset (MURA, FracAtlas, a manifest): counts per body part and label, and a grid of
+sample images. The class names come from the dataset (``index.attrs["dataset"]``; MURA's by default)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .constants import BODY_PARTS
+from .datasets import info_from_record
 from .imaging import load_letterboxed
 from .io import atomic_path
 
 
+def _info(index: pd.DataFrame):
+    return info_from_record(index.attrs.get("dataset"))
+
+
 def counts_table(index: pd.DataFrame) -> pd.DataFrame:
-    """Images and studies per split, body part and label (normal / abnormal)."""
-    label = index["label"].map({0: "normal", 1: "abnormal"})
+    """Images and studies per split, body part and label (e.g. normal / abnormal, not fractured / fractured)."""
+    info = _info(index)
+    label = index["label"].map({0: info.negative_label, 1: info.positive_label})
     images = index.assign(label=label).pivot_table(
         index="body_part", columns=["split", "label"], values="path", aggfunc="count", fill_value=0
     )
@@ -32,10 +38,12 @@ def counts_table(index: pd.DataFrame) -> pd.DataFrame:
 def plot_sample_grid(
     index: pd.DataFrame, path: str | Path | None = None, per_part: int = 4, img_size: int = 160, seed: int = 0
 ):
-    """One row per body part: normal and abnormal examples side by side, labelled."""
+    """One row per body part: negative and positive examples side by side, labelled."""
+    info = _info(index)
+    parts = [part for part in info.body_parts if (index["body_part"] == part).any()]
     rng = np.random.default_rng(seed)
-    figure, axes = plt.subplots(len(BODY_PARTS), per_part, figsize=(per_part * 1.9, len(BODY_PARTS) * 2.0))
-    for row, part in enumerate(BODY_PARTS):
+    figure, axes = plt.subplots(len(parts), per_part, figsize=(per_part * 1.9, len(parts) * 2.0), squeeze=False)
+    for row, part in enumerate(parts):
         part_rows = index[index["body_part"] == part]
         picks = []
         for label in (0, 1):
@@ -48,7 +56,7 @@ def plot_sample_grid(
                 record = picks[column]
                 axis.imshow(load_letterboxed(record["path"], img_size), cmap="gray", vmin=0, vmax=255)
                 axis.set_title(
-                    f"{part.lower()} · {'abnormal' if record['label'] else 'normal'}",
+                    f"{part.lower()} · {info.positive_label if record['label'] else info.negative_label}",
                     fontsize=8,
                     color="firebrick" if record["label"] else "black",
                 )

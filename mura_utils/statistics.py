@@ -18,11 +18,20 @@ Definitions (point estimates are the same formulas with every weight 1):
   to sklearn's ``roc_auc_score``); undefined (NaN) when a sample holds one class;
 - Cohen's kappa = (p_o - p_e) / (1 - p_e). When p_e = 1 (truth and prediction are both one and the
   same class) it is 0/0; it is **defined as 0** here: such a sample shows no agreement beyond
-  chance. With one true class but mixed predictions the formula itself gives 0. Never NaN;
+  chance. With one true class but mixed predictions the formula itself gives 0. Never NaN as a
+  point estimate (a bootstrap resample of one class is dropped, below);
 - sensitivity / specificity: NaN without positives / negatives; F1 = 2TP / (2TP + FP + FN), 0 when
   that is 0/0 (sklearn's ``zero_division=0``).
 
-Intervals are percentile intervals of the resampled values, NaN resamples left out.
+A probability that is NaN, infinite or outside [0, 1] (a diverged model) is an error, never ranked as
+a score: ``InvalidProbabilities`` names how many and which images.
+
+A resample that holds one class only (AUROC undefined) is dropped from **every** metric, not only
+AUROC (its kappa of 0 is a definition, not evidence), and the number dropped is recorded. Intervals
+are percentile intervals of the remaining values, taken as order statistics: with n values the lower
+bound is the r-th smallest and the upper the r-th largest, r = floor((n + 1) (1 - level) / 2). The
+bootstrap p-value of a difference counts the same values, 2 min(k<=0 + 1, k>=0 + 1) / (n + 1), so an
+interval that excludes 0 comes with p <= 1 - level and conversely.
 """
 
 from __future__ import annotations
@@ -36,6 +45,48 @@ METRIC_KEYS = ("accuracy", "auroc", "kappa", "sensitivity", "specificity", "f1")
 LEVELS = ("study", "image")
 DEFAULT_RESAMPLES = 1000
 _CHUNK = 256  # resamples per block: bounds memory to ~_CHUNK x units floats per matrix
+_EXAMPLES = 5  # offending images named in an error
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+class InvalidProbabilities(ValueError):
+    """Probabilities that are not numbers in [0, 1] (a diverged model's NaN): metrics of them would be
+    numbers that mean nothing (a NaN ranks as the highest score), so none are computed."""
+
+
+def check_probabilities(probabilities, ids: Sequence | None = None, source: str | None = None) -> np.ndarray:
+    """``probabilities`` as floats; raises InvalidProbabilities naming how many are NaN, infinite or
+    outside [0, 1], the first few by ``ids`` (default: their positions) and ``source`` (run or file)."""
+    values = np.asarray(probabilities, dtype=float)
+    bad = ~((values >= 0) & (values <= 1))  # NaN fails both comparisons
+    if not bad.any():
+        return values
+    positions = np.flatnonzero(bad)
+    kinds = {
+        "NaN": int(np.isnan(values).sum()),
+        "infinite": int(np.isinf(values).sum()),
+        "outside [0, 1]": int((np.isfinite(values) & bad).sum()),
+    }
+    names = [f"position {i}" for i in positions[:_EXAMPLES]] if ids is None else list(np.asarray(ids)[positions])
+    examples = ", ".join(f"{name} ({values[i]:g})" for name, i in zip(names[:_EXAMPLES], positions))
+    more = f" and {len(positions) - _EXAMPLES} more" if len(positions) > _EXAMPLES else ""
+    raise InvalidProbabilities(
+        f"{source + ': ' if source else ''}{len(positions)} of {len(values)} probabilities are not numbers in "
+        f"[0, 1] ({', '.join(f'{count} {kind}' for kind, count in kinds.items() if count)}; a diverged model?): "
+        f"{examples}{more}. No metric is computed from them."
+    )
+
+
+def check_predictions(predictions: pd.DataFrame, source: str | None = None) -> pd.DataFrame:
+    """A predictions table whose ``probability`` column passes ``check_probabilities``, images named
+    by ``path`` (else ``study``); returned unchanged."""
+    if "probability" in predictions:
+        id_column = next((name for name in ("path", "study") if name in predictions), None)
+        ids = predictions[id_column].astype(str).to_numpy() if id_column else predictions.index.astype(str).to_numpy()
+        check_probabilities(predictions["probability"], ids, source)
+    return predictions
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -64,7 +115,7 @@ def weighted_metrics(
 ) -> dict[str, np.ndarray]:
     """Every metric of METRIC_KEYS for each row of ``weights`` (resamples x units; None: one row of 1s)."""
     labels = np.asarray(labels, dtype=int)
-    probabilities = np.asarray(probabilities, dtype=float)
+    probabilities = check_probabilities(probabilities)
     weights = np.ones((1, len(labels))) if weights is None else np.atleast_2d(np.asarray(weights, dtype=float))
     predicted = probabilities >= threshold
     positive = labels == 1
@@ -87,8 +138,10 @@ def weighted_metrics(
         }
 
 
-def point_metrics(labels, probabilities, threshold: float = 0.5) -> dict[str, float | None]:
-    """The metrics of one sample as plain floats; an undefined one (AUROC with one class) is None."""
+def point_metrics(labels, probabilities, threshold: float = 0.5, source: str | None = None) -> dict[str, float | None]:
+    """The metrics of one sample as plain floats; an undefined one (AUROC with one class) is None.
+    Probabilities that are not numbers in [0, 1] raise InvalidProbabilities (naming ``source``)."""
+    check_probabilities(probabilities, source=source)
     values = weighted_metrics(labels, probabilities, threshold)
     return {key: (None if np.isnan(value[0]) else float(value[0])) for key, value in values.items()}
 
@@ -96,9 +149,13 @@ def point_metrics(labels, probabilities, threshold: float = 0.5) -> dict[str, fl
 # ----------------------------------------------------------------------------- levels
 
 
-def study_table(predictions: pd.DataFrame, keep: Sequence[str] = ("body_part", "patient")) -> pd.DataFrame:
+def study_table(
+    predictions: pd.DataFrame, keep: Sequence[str] = ("body_part", "patient"), source: str | None = None
+) -> pd.DataFrame:
     """One row per study (sorted): its label, the ``keep`` columns present, the mean of its images'
-    probabilities (MURA's study probability: its one definition) and its number of images."""
+    probabilities (MURA's study probability: its one definition) and its number of images. An image
+    probability that is not a number in [0, 1] raises InvalidProbabilities naming it (and ``source``)."""
+    check_predictions(predictions, source)
     columns = {"label": ("label", "first")}
     columns |= {name: (name, "first") for name in keep if name in predictions}
     columns |= {"probability": ("probability", "mean"), "images": ("probability", "size")}
@@ -182,19 +239,38 @@ class ClusterBootstrap:
             yield self.counts[start : start + _CHUNK][:, codes].astype(float)
 
     def interval(self, values: np.ndarray) -> list[float]:
-        """Percentile interval of resampled values (NaN resamples left out; [nan, nan] if all are)."""
-        values = np.asarray(values, dtype=float)
-        values = values[~np.isnan(values)]
+        """Percentile interval of resampled values: the r-th smallest and r-th largest of the n
+        values that are not NaN (dropped resamples), r = ``interval_rank(n, level)`` but at least 1
+        (so fewer than 2 / (1 - level) - 1 values give their range); [nan, nan] if all are NaN."""
+        values = np.sort(np.asarray(values, dtype=float)[~np.isnan(np.asarray(values, dtype=float))])
         if not len(values):
             return [float("nan"), float("nan")]
-        tail = (1 - self.level) / 2 * 100
-        low, high = np.percentile(values, [tail, 100 - tail])
-        return [float(low), float(high)]
+        rank = max(1, interval_rank(len(values), self.level))
+        return [float(values[rank - 1]), float(values[len(values) - rank])]
 
     def resampled_metrics(self, labels, probabilities, unit_clusters, threshold: float) -> dict[str, np.ndarray]:
-        """Each metric on every resample (arrays of length n_resamples) at one level."""
-        parts = [weighted_metrics(labels, probabilities, threshold, weights) for weights in self.blocks(unit_clusters)]
+        """Each metric on every resample (arrays of length n_resamples) at one level; a resample
+        holding one class only is NaN in every metric (dropped: ``dropped`` counts them)."""
+        labels = np.asarray(labels, dtype=int)
+        probabilities = check_probabilities(probabilities)
+        parts = []
+        for weights in self.blocks(unit_clusters):
+            values = weighted_metrics(labels, probabilities, threshold, weights)
+            one_class = (weights @ (labels == 1) == 0) | (weights @ (labels != 1) == 0)
+            parts.append({key: np.where(one_class, np.nan, values[key]) for key in METRIC_KEYS})
         return {key: np.concatenate([part[key] for part in parts]) for key in METRIC_KEYS}
+
+    @staticmethod
+    def dropped(values: np.ndarray) -> int:
+        """How many resamples a statistic was undefined on (NaN: one class only), left out of its interval."""
+        return int(np.isnan(np.asarray(values, dtype=float)).sum())
+
+
+def interval_rank(n: int, level: float) -> int:
+    """Rank r of the percentile interval's bounds among n resampled values (r-th smallest, r-th
+    largest): floor((n + 1) (1 - level) / 2), so that the interval excludes 0 exactly when
+    ``bootstrap_p_value`` <= 1 - level. 0 when n is too small to resolve the level (n < 2 / (1 - level) - 1)."""
+    return int(np.floor((n + 1) * (1 - level) / 2 + 1e-9))
 
 
 def patient_bootstrap(
@@ -230,21 +306,30 @@ def confidence_intervals(
     image_threshold: float = 0.5,
     seed: int = 0,
     level: float = 0.95,
+    source: str | None = None,
 ) -> dict:
     """metrics.json's ``ci``: patient-bootstrap percentile intervals of every study and image metric,
-    all from the same resamples: {"unit", "level", "resamples", "study": {metric: [lo, hi]}, "image": ...}."""
+    all from the same resamples: {"unit", "level", "resamples", "seed", "study": {metric: [lo, hi]}, "image": ...,
+    "dropped_resamples": {"study": {metric: n}, "image": ...}} (resamples of one class only, left out).
+    ``source`` (the run or file) names where invalid probabilities came from."""
+    check_predictions(predictions, source)
     bootstrap = patient_bootstrap(predictions, n_resamples, seed, level)
     values = level_resamples(predictions, bootstrap, threshold, image_threshold)
     result = {"unit": bootstrap.unit, "level": level, "resamples": bootstrap.n_resamples, "seed": seed}
     for level_name in LEVELS:
         result[level_name] = {key: bootstrap.interval(values[level_name][key]) for key in METRIC_KEYS}
+    result["dropped_resamples"] = {
+        level_name: {key: bootstrap.dropped(values[level_name][key]) for key in METRIC_KEYS} for level_name in LEVELS
+    }
     return result
 
 
 def bootstrap_p_value(deltas: np.ndarray) -> float:
     """Two-sided bootstrap p-value of 'no difference': twice the smaller share of resampled
-    differences on either side of 0, each share counted as (k + 1) / (n + 1), capped at 1.
-    (The smallest 1 - level at which the percentile interval of the difference excludes 0.)"""
+    differences on either side of 0, each share counted as (k + 1) / (n + 1), capped at 1 (NaN
+    resamples left out). ``ClusterBootstrap.interval`` of the same values excludes 0 exactly when
+    p <= 1 - level. Its smallest value, 2 / (n + 1) (no difference on the other side), is an upper
+    bound: ``p_value_is_bound``."""
     deltas = np.asarray(deltas, dtype=float)
     deltas = deltas[~np.isnan(deltas)]
     if not len(deltas):
@@ -252,6 +337,14 @@ def bootstrap_p_value(deltas: np.ndarray) -> float:
     below = (np.sum(deltas <= 0) + 1) / (len(deltas) + 1)
     above = (np.sum(deltas >= 0) + 1) / (len(deltas) + 1)
     return float(min(1.0, 2 * min(below, above)))
+
+
+def p_value_is_bound(deltas: np.ndarray) -> bool:
+    """Whether ``bootstrap_p_value`` is at its floor 2 / (n + 1): every resampled difference on one
+    side of 0, so the resamples only say p <= that (more resamples would resolve a smaller p)."""
+    deltas = np.asarray(deltas, dtype=float)
+    deltas = deltas[~np.isnan(deltas)]
+    return bool(len(deltas)) and bool(min(np.sum(deltas <= 0), np.sum(deltas >= 0)) == 0)
 
 
 PAIRED_METRICS = {
@@ -272,8 +365,12 @@ def paired_differences(
 
     Each pair is (A predictions, B predictions) over the same images; on every resample the
     difference of each pair is taken and the pairs' differences are averaged, so the interval is
-    the one of the mean difference. Returns {metric: {"a", "b", "delta", "ci", "p", "per_pair"}}:
-    "a" and "b" are the point estimates averaged over pairs, "per_pair" each pair's own difference.
+    the one of the mean difference. Returns {metric: {"a", "b", "delta", "ci", "p", "p_is_bound",
+    "dropped_resamples", "per_pair"}}: "a" and "b" are the point estimates averaged over pairs,
+    "per_pair" each pair's own difference, "dropped_resamples" the resamples left out (one class
+    only). "p_is_bound": p is its floor 2 / (n + 1), read it as p <= that. With too few usable
+    resamples to resolve the level (fewer than 2 / (1 - level) - 1) "ci" is [nan, nan]: no p could
+    agree with any interval.
     """
     thresholds = thresholds or [(0.5, 0.5)] * len(pairs)
     image_thresholds = image_thresholds or [(0.5, 0.5)] * len(pairs)
@@ -297,12 +394,16 @@ def paired_differences(
     for name in metrics:
         a_value, b_value = np.mean(points[name], axis=0)
         mean_deltas = np.mean(deltas[name], axis=0)
+        dropped = bootstrap.dropped(mean_deltas)
+        resolvable = interval_rank(len(mean_deltas) - dropped, bootstrap.level) >= 1
         result[name] = {
             "a": float(a_value),
             "b": float(b_value),
             "delta": float(a_value - b_value),
-            "ci": bootstrap.interval(mean_deltas),
+            "ci": bootstrap.interval(mean_deltas) if resolvable else [float("nan"), float("nan")],
             "p": bootstrap_p_value(mean_deltas),
+            "p_is_bound": p_value_is_bound(mean_deltas),
+            "dropped_resamples": dropped,
             "per_pair": [float(a - b) for a, b in points[name]],
         }
     return result
@@ -312,7 +413,7 @@ def verdict(delta: float, ci: Sequence[float], level: float = 0.95, what: str = 
     """A difference and its interval in words, for readers who check it against the table."""
     low, high = ci
     if np.isnan(low) or np.isnan(high):
-        return f"{what}: {delta:+.3f}, no interval (undefined on some resamples)"
+        return f"{what}: {delta:+.3f}, no interval (too few resamples where it is defined)"
     span = f"{what} = {delta:+.3f}, {level:.0%} CI [{low:+.3f}, {high:+.3f}]"
     if low > 0:
         return f"{span}: the interval lies above 0, evidence that {what} > 0"

@@ -22,7 +22,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
-from tqdm.auto import tqdm
 
 from .augment import AugmentConfig, batch_augment, normalize
 from .cache import iterate_batches, prefetch
@@ -33,7 +32,8 @@ from .datasets import dataset_info, load_index
 from .evaluate import choose_threshold, compute_metrics, predict_batches, predictions_table
 from .io import atomic_write_text
 from .models import build_model, get_spec
-from .progress import ProgressLog
+from .progress import ProgressLog, progress_bar, progress_write, rounded
+from .runfolder import claim_run_folder
 from .runtime import Distributed, amp_dtype_for, init_distributed, resolve_device, seed_everything
 
 
@@ -59,6 +59,13 @@ def image_cache_for(index: pd.DataFrame, img_size: int, config: TrainConfig, dis
     if cache is not None:
         return cache
     return open_image_cache(index, img_size, config.data_root, config.cache_dir, False, config.dataset)
+
+
+def loader_generator(seed: int) -> torch.Generator:
+    """A DataLoader's own generator: each iterator it starts (every epoch, or once per process with
+    persistent workers) draws its worker seed from here, never from the global torch stream that
+    dropout uses, so num_workers, use_cache and a resume leave the results alone."""
+    return torch.Generator().manual_seed(seed)
 
 
 class _EpochOrder(Sampler):
@@ -93,6 +100,7 @@ class TrainingBatches:
                 drop_last=drop_last,
                 pin_memory=self.pin_memory,
                 persistent_workers=config.num_workers > 0,
+                generator=loader_generator(config.seed),
             )
 
     def steps(self, epoch_size: int) -> int:
@@ -129,7 +137,13 @@ def validation_predictions(
     """Predict every validation image exactly once, sharded over ranks and gathered on all."""
     spec = get_spec(config.model)
     shard = Subset(dataset, list(range(dist.rank, len(dataset), dist.world_size)))
-    loader = DataLoader(shard, batch_size=config.batch_size * 2, shuffle=False, num_workers=config.num_workers)
+    loader = DataLoader(
+        shard,
+        batch_size=config.batch_size * 2,
+        shuffle=False,
+        num_workers=config.num_workers,
+        generator=loader_generator(config.seed),
+    )
     outputs = predict_batches(getattr(model, "module", model), loader, device, spec.mean, spec.std, amp_dtype)
     gathered = dist.all_gather(outputs)
     merged = {key: np.concatenate([part[key] for part in gathered]) for key in outputs}
@@ -230,14 +244,16 @@ def check_resumable(out_dir: str | Path, config: TrainConfig) -> None:
         raise ConfigMismatchError(describe_mismatch(Path(out_dir), differences))
 
 
-def fit(config: TrainConfig, resume: bool = False) -> FitResult:
-    """Train ``config.model``; returns the best epoch's validation metrics and the history."""
+def fit(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> FitResult:
+    """Train ``config.model``; returns the best epoch's validation metrics and the history. A folder
+    holding a trained run is refused unless ``resume`` or ``overwrite`` (see runfolder.claim_run_folder)."""
     dist = init_distributed()
     device = resolve_device(config.device, dist.local_rank)
     seed_everything(config.seed)
     spec = get_spec(config.model)
     img_size = config.img_size or spec.default_img_size
     out_dir = Path(config.out_dir)
+    claim_run_folder(out_dir, resume, overwrite, remove=dist.is_main)  # before anything is written
     if resume:
         check_resumable(out_dir, config)  # before config.json is overwritten
     if dist.is_main:
@@ -278,8 +294,10 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
             model, device_ids=[dist.local_rank] if device.type == "cuda" else None
         )
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # one-cycle: 20% warm-up; a tiny run (a few steps) still gets >= 2 warm-up steps, or torch divides by zero
+    total_steps = max(4, config.epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, pct_start=0.2, total_steps=max(1, config.epochs * steps_per_epoch)
+        optimizer, max_lr=config.lr, pct_start=min(0.5, max(0.2, 2 / total_steps)), total_steps=total_steps
     )
     amp_dtype = amp_dtype_for(device, config.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
@@ -327,7 +345,7 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
             order = torch.randperm(len(train_set), generator=shuffle_generator).tolist()
         model.train()
         started, seen, loss_sum = time.perf_counter(), 0, 0.0
-        bar = tqdm(
+        bar = progress_bar(
             training_batches.epoch(order),
             total=steps_per_epoch,
             desc=f"{config.model} epoch {epoch}/{config.epochs}",
@@ -361,7 +379,7 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
 
         predictions = validation_predictions(evaluated, val_set, config, device, amp_dtype, dist)
         progress_log.update(epoch, steps_per_epoch, force=True)
-        metrics = compute_metrics(predictions)
+        metrics = compute_metrics(predictions, source=f"{out_dir.name} epoch {epoch} (diverged?) validation")
         val_loss = validation_loss(predictions, weights, config)
         score = selection_score(metrics, val_loss, config.selection_metric)
         row = {
@@ -421,9 +439,9 @@ def fit(config: TrainConfig, resume: bool = False) -> FitResult:
             )
             atomic_write_text(out_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
             if config.verbose:
-                tqdm.write(
+                progress_write(
                     f"{config.model} epoch {epoch}: loss {row['train_loss']:.4f}, val loss {val_loss:.4f}, val study AUROC "
-                    f"{metrics['study']['auroc']}, kappa {metrics['study']['kappa']:.3f}"
+                    f"{rounded(metrics['study']['auroc'])}, kappa {rounded(metrics['study']['kappa'])}"
                     f"{' (best)' if improved else ''}, {row['images_per_second']:.0f} img/s"
                 )
     dist.barrier()

@@ -1,5 +1,6 @@
 """Checkpoints are read with weights_only=True: a planted pickle payload is refused unrun by predict,
-evaluate and train --resume; checkpoints written by the save path (old numpy RNG state included) load."""
+evaluate and train --resume; checkpoints written by the save path (old numpy RNG state included) load.
+Local ImageNet weights files (--weights) likewise, whatever torch's own default."""
 
 from __future__ import annotations
 
@@ -160,3 +161,48 @@ def test_save_checkpoint_names_a_value_that_is_not_plain(tmp_path):
     with pytest.raises(TypeError, match=r"checkpoint\['extra'\]\['when'\].*Path"):
         save_untrained_checkpoint(tmp_path / "best.pt", extra={"when": Path("x")})
     assert not (tmp_path / "best.pt").exists()
+
+
+# --- local ImageNet weights files (--weights) ------------------------------------------------------
+
+
+def plant_weights_payload(path: Path, marker: Path) -> Path:
+    """A resnet18 weights file in a training-checkpoint wrapper whose extra entry carries a payload."""
+    import timm
+
+    state = timm.create_model("resnet18", pretrained=False).state_dict()
+    torch.save({"state_dict": state, "best_metric": CreatesFile(marker)}, path)
+    return path
+
+
+def test_weights_file_with_a_payload_is_refused_unrun_even_where_torch_load_defaults_to_unsafe(tmp_path, monkeypatch):
+    """torch < 2.6 (allowed by pyproject) unpickles by default: simulated by a torch.load whose default is
+    weights_only=False. build_model still refuses the file, names it, and the payload never runs."""
+    from mura_utils.models import build_model
+    from mura_utils.weights import WeightsFileError
+
+    marker = tmp_path / "payload_ran"
+    path = plant_weights_payload(tmp_path / "resnet18.pth", marker)
+    real_load = torch.load
+
+    def load_with_old_default(*args, weights_only=False, **kwargs):
+        return real_load(*args, weights_only=weights_only, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load_with_old_default)
+    with pytest.raises(WeightsFileError) as caught:
+        build_model("resnet18", pretrained=True, weights_path=str(path))
+    message = str(caught.value)
+    assert str(path) in message and "non-weight objects" in message and "nothing from this file was run" in message
+    assert not marker.exists()
+    load_with_old_default(path)  # control: the old default runs it, so the refusal above is not vacuous
+    assert marker.exists()
+
+
+def test_cli_train_refuses_a_weights_file_with_a_payload(tiny_mura, tmp_path, capsys):
+    marker = tmp_path / "payload_ran"
+    path = plant_weights_payload(tmp_path / "resnet18.pth", marker)
+    argv = [arg for arg in train_argv(tiny_mura, tmp_path / "run", 1) if arg != "--no-pretrained"]
+    assert cli_main([*argv, "--model", "resnet18", "--weights", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert str(path) in error and "non-weight objects" in error
+    assert not marker.exists() and not (tmp_path / "run" / "best.pt").exists()

@@ -100,3 +100,67 @@ def test_one_reader_for_report_and_compare_names_the_file_it_refuses(tmp_path):
     with pytest.raises(ValueError, match=r"test_predictions\.csv: missing column\(s\) \['body_part'\]"):
         load_run(folder)
     assert load_evaluation(folder).predictions["patient"].iloc[0] == "00000" and "body_part" in REQUIRED_COLUMNS
+
+
+def test_smallest_p_is_written_as_a_bound(tmp_path, capsys):
+    """A is better on every one of 999 resamples: p is its floor 2/1000, a bound, never "p = 0.002"."""
+    table = predictions()
+    a = run_folder(tmp_path / "a", table, 0.5)
+    b = run_folder(tmp_path / "b", table.assign(probability=1 - table["probability"]), 0.5)  # reversed ranking
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "out"), "--bootstrap", "999"]) == 0
+    result = json.loads((tmp_path / "out" / "compare.json").read_text())
+    auroc = result["metrics"]["study_auroc"]
+    assert auroc["p"] == pytest.approx(0.002) and auroc["p_is_bound"] is True and auroc["ci"][0] > 0
+    markdown = (tmp_path / "out" / "compare.md").read_text()
+    assert "| ≤ 0.002 |" in markdown and "| 0.002 |" not in markdown
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("study_auroc: A - B = ")]
+    assert printed[0].endswith("p ≤ 0.002")  # the CLI line says it too
+    assert "Dropped resamples" not in markdown and all(v["dropped_resamples"] == 0 for v in result["metrics"].values())
+
+
+def test_p_and_interval_agree_in_compare_json(tmp_path):
+    """Two close models: whatever the outcome, an interval that excludes 0 never comes with p > 0.05."""
+    table = predictions(n_studies=200, seed=1)
+    noisy = table.assign(
+        probability=np.clip(table["probability"] + np.random.default_rng(2).normal(0, 0.05, 400), 0, 1)
+    )
+    a, b = run_folder(tmp_path / "a", table, 0.5), run_folder(tmp_path / "b", noisy, 0.5)
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "out"), "--bootstrap", "300"]) == 0
+    for value in json.loads((tmp_path / "out" / "compare.json").read_text())["metrics"].values():
+        low, high = value["ci"]
+        assert (low > 0 or high < 0) == (value["p"] <= 0.05)
+
+
+def single_study_patients(n_patients: int = 6) -> pd.DataFrame:
+    """One study per patient, half of them normal: some patient resamples hold one class only."""
+    table = predictions(n_studies=2 * n_patients).iloc[::4].reset_index(drop=True)  # one image per patient
+    return table.assign(label=[0, 1] * (n_patients // 2))
+
+
+def test_dropped_resamples_are_counted_and_said(tmp_path):
+    table = single_study_patients()
+    a = run_folder(tmp_path / "a", table, 0.5)
+    b = run_folder(tmp_path / "b", table.assign(probability=table["probability"][::-1].to_numpy()), 0.5)
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "out"), "--bootstrap", "400"]) == 0
+    result = json.loads((tmp_path / "out" / "compare.json").read_text())
+    dropped = {name: value["dropped_resamples"] for name, value in result["metrics"].items()}
+    assert len(set(dropped.values())) == 1 and 0 < dropped["study_auroc"] < 400  # the same resamples for every metric
+    markdown = (tmp_path / "out" / "compare.md").read_text()
+    assert f"**Dropped resamples:** {dropped['study_auroc']} of 400 held one class only" in markdown
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "few"), "--bootstrap", "20"]) == 0
+    few = json.loads((tmp_path / "few" / "compare.json").read_text())["metrics"]["study_kappa"]
+    assert np.isnan(few["ci"]).all() and few["p"] > 0.05
+    assert (
+        "**No interval:** a 95% interval needs at least 39 usable resamples"
+        in (tmp_path / "few" / "compare.md").read_text()
+    )
+
+
+def test_compare_refuses_nan_probabilities_naming_the_file(tmp_path, capsys):
+    table = predictions()
+    table.loc[[4, 9], "probability"] = np.nan  # a diverged model
+    a, b = run_folder(tmp_path / "a", predictions(), 0.5), run_folder(tmp_path / "b", table, 0.5)
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "out"), "--bootstrap", "50"]) == 2
+    error = capsys.readouterr().err
+    assert str(b / "test_predictions.csv") in error and "2 of 120 probabilities" in error and "2 NaN" in error
+    assert table["path"][4] in error and not (tmp_path / "out").exists()

@@ -65,7 +65,7 @@ def test_pretrained_offline_fails_fast_with_a_way_out(monkeypatch):
 
 
 def test_local_weights_file_sums_rgb_kernels_into_one_channel(tmp_path):
-    """weights_path goes through timm's loader, which adapts the 3-channel stem by summing."""
+    """weights_path is read as tensors and handed to timm's loader, which adapts the 3-channel stem by summing."""
     rgb = timm.create_model("resnet50", pretrained=False, num_classes=1000)
     weights = tmp_path / "resnet50_rgb.pth"
     torch.save(rgb.state_dict(), weights)
@@ -74,6 +74,37 @@ def test_local_weights_file_sums_rgb_kernels_into_one_channel(tmp_path):
     assert stem.shape[1] == 1
     torch.testing.assert_close(stem, rgb.conv1.weight.sum(dim=1, keepdim=True))
     torch.testing.assert_close(model.backbone.layer4[0].conv1.weight, rgb.layer4[0].conv1.weight)
+
+
+def test_safetensors_and_wrapped_weights_files_load_with_summed_stem(tmp_path):
+    """A timm model.safetensors, a training checkpoint's {"state_dict": ...} and a DDP {"model": {"module.*"}}
+    all give the same one-channel model: stem summed, classifier dropped, nothing kept in pretrained_cfg."""
+    from safetensors.torch import save_file
+
+    rgb = timm.create_model("resnet18", pretrained=False, num_classes=1000)
+    state = rgb.state_dict()
+    save_file(state, tmp_path / "model.safetensors")
+    torch.save({"epoch": 90, "state_dict": state}, tmp_path / "checkpoint.pth")
+    torch.save({"model": {f"module.{key}": value for key, value in state.items()}}, tmp_path / "ddp.pt")
+    for name in ("model.safetensors", "checkpoint.pth", "ddp.pt"):
+        backbone = build_model("resnet18", pretrained=True, weights_path=str(tmp_path / name)).backbone
+        torch.testing.assert_close(backbone.conv1.weight, rgb.conv1.weight.sum(dim=1, keepdim=True))
+        torch.testing.assert_close(backbone.layer4[1].conv2.weight, rgb.layer4[1].conv2.weight)
+        assert "fc.weight" not in backbone.state_dict() and "state_dict" not in backbone.pretrained_cfg
+
+
+def test_weights_file_that_is_not_a_state_dict_is_named(tmp_path):
+    from mura_utils.weights import WeightsFileError
+
+    torch.save({"conv1.weight": torch.zeros(1), "arch": "resnet18"}, tmp_path / "odd.pth")
+    with pytest.raises(WeightsFileError, match=r"odd\.pth: entry 'arch' is a str, not a tensor"):
+        build_model("resnet18", pretrained=True, weights_path=str(tmp_path / "odd.pth"))
+    (tmp_path / "broken.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(WeightsFileError, match=r"broken\.safetensors: not a readable safetensors file"):
+        build_model("resnet18", pretrained=True, weights_path=str(tmp_path / "broken.safetensors"))
+    (tmp_path / "broken.pth").write_bytes(b"not a pickle")
+    with pytest.raises(WeightsFileError, match=r"broken\.pth: not a readable PyTorch weights file"):
+        build_model("resnet18", pretrained=True, weights_path=str(tmp_path / "broken.pth"))
 
 
 def test_missing_weights_file_is_named(tmp_path):

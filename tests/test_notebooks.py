@@ -44,6 +44,7 @@ def demo_reports(tmp_path_factory):
         base / "reports",
         "demo",
         {"epochs": 1, "img_size": 32, "n_resamples": 20, "cam_per_group": 1, "progress": False},
+        runs_dir=base / "runs",  # trained runs apart from the reports
     )
 
 
@@ -106,7 +107,7 @@ def test_comparison_table_has_all_models_variants_and_ensemble(demo_reports):
 def test_report_matches_mura_evaluate_on_the_same_checkpoint(demo_reports):
     from mura_utils.evaluate import evaluate_checkpoint
 
-    run = Path(demo_reports) / "runs" / "custom_cnn_multitask_seed0"
+    run = Path(demo_reports).parent / "runs" / "custom_cnn_multitask_seed0"
     info = json.loads((run / "run.json").read_text())
     _, metrics = evaluate_checkpoint(
         run / "best.pt", info["data_root"], "valid", device="cpu", progress=False, use_cache=False
@@ -134,6 +135,7 @@ def test_failing_notebook_stops_with_its_name_and_cell(tmp_path, tiny_mura):
             "demo",
             notebooks=("00_data_overview", "05_comparison"),
             notebook_dir=notebooks,
+            runs_dir=tmp_path / "runs",
         )
     assert (tmp_path / "reports" / "runs" / "00_data_overview.ipynb").is_file()
     assert not (tmp_path / "reports" / "runs" / "05_comparison.ipynb").exists()
@@ -142,7 +144,7 @@ def test_failing_notebook_stops_with_its_name_and_cell(tmp_path, tiny_mura):
 
 def test_unknown_parameter_is_refused(tmp_path, tiny_mura):
     with pytest.raises(ReproduceError, match="epoch"):
-        reproduce(tiny_mura, tmp_path / "reports", "demo", {"epoch": 3})
+        reproduce(tiny_mura, tmp_path / "reports", "demo", {"epoch": 3}, runs_dir=tmp_path / "runs")
 
 
 def test_error_analysis_notebook_writes_static_figures_under_papermill(demo_reports):

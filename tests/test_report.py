@@ -84,9 +84,16 @@ def fabricate_run(
     folder_name: str | None = None,
     checkpoint: bool = True,
     tta: bool = False,
+    recorded_seed: int | None = None,
+    settings: dict | None = None,
+    dataset: dict | None = None,
 ) -> Path:
-    """A run folder as mura_utils.experiment writes it, with label-correlated probabilities."""
+    """A run folder as mura_utils.experiment writes it, with label-correlated probabilities drawn
+    with ``seed``; run.json and config.json record ``recorded_seed`` (default ``seed``), the
+    TrainConfig ``settings`` (img_size 32, 3 epochs, unpretrained unless given) and ``dataset``
+    (run.json "dataset"; None: no key, as runs of older versions)."""
     rng = np.random.default_rng(seed)
+    recorded_seed = seed if recorded_seed is None else recorded_seed
     folder = runs_dir / (folder_name or f"{model}_{variant}")
     folder.mkdir(parents=True)
     predictions = index.copy()
@@ -118,6 +125,21 @@ def fabricate_run(
         }
     )
     history.to_csv(folder / "history.csv", index=False)
+    multitask = variant == "multitask"
+    config = TrainConfig(
+        **{
+            "model": model,
+            "multitask": multitask,
+            "pretrained": False,
+            "img_size": 32,
+            "epochs": 3,
+            "seed": recorded_seed,
+            "data_root": str(runs_dir),
+            "out_dir": str(folder),
+            **(settings or {}),
+        }
+    )
+    config.save(folder / "config.json")
     info = {
         "run_name": folder.name,
         "model": model,
@@ -127,17 +149,17 @@ def fabricate_run(
         "images_per_second": 50.0,
         "best_epoch": 2,
         "threshold": 0.45,
-        "img_size": 32,
-        "epochs": 3,
-        "pretrained": False,
-        "seed": seed,
-        "data_root": str(runs_dir),
+        "img_size": config.img_size,
+        "epochs": config.epochs,
+        "pretrained": config.pretrained,
+        "seed": recorded_seed,
+        "data_root": config.data_root,
         "synthetic": synthetic,
+        **({"dataset": dataset} if dataset is not None else {}),
     }
     (folder / "run.json").write_text(json.dumps(info))
     if not checkpoint:
         return folder
-    multitask = variant == "multitask"
     save_checkpoint(
         folder / "best.pt",
         build_model("custom_cnn", pretrained=False, multitask=multitask),
@@ -155,7 +177,7 @@ def runs_dir(tmp_path_factory) -> Path:
     index = write_test_images(root / "images")
     runs = root / "runs"
     for seed, (model, variant) in enumerate((m, v) for m in MODELS for v in VARIANTS):
-        fabricate_run(runs, index, model, variant, seed, synthetic=False)
+        fabricate_run(runs, index, model, variant, seed, synthetic=False, recorded_seed=0)  # all seed 0
     (runs / "notes").mkdir()  # a folder without run.json is not a run
     return runs
 
@@ -465,12 +487,19 @@ def test_one_seed_ablation_is_the_difference_of_the_table_rows(runs, table):
     assert "one seed per variant" in ablation_markdown(ablation, N_RESAMPLES)
 
 
+def only_experiment(groups: dict, model: str, variant: str) -> list[Run]:
+    """The runs of the one experiment of ``model``/``variant`` in ``seed_groups``' result."""
+    matches = [members for (m, v, _), members in groups.items() if (m, v) == (model, variant)]
+    assert len(matches) == 1, f"{model} {variant}: {len(matches)} experiments"
+    return matches[0]
+
+
 def test_seed_groups_order_seeds_as_numbers(tmp_path):
     index = write_test_images(tmp_path / "images", n_studies=6)
     for seed in (10, 2, 1):
         fabricate_run(tmp_path / "runs", index, "custom_cnn", "multitask", seed, False, f"run{seed}", False)
     groups = seed_groups(load_runs(tmp_path / "runs"))
-    assert [run.seed for run in groups["custom_cnn", "multitask"]] == [1, 2, 10]
+    assert [run.seed for run in only_experiment(groups, "custom_cnn", "multitask")] == [1, 2, 10]
 
 
 @pytest.fixture(scope="module")
@@ -495,7 +524,7 @@ def test_a_seed_in_two_folders_counts_once_and_the_report_says_which_was_left_ou
     with pytest.warns(UserWarning, match="custom_cnn_multitask: repeats seed 0"):
         groups = seed_groups(every_folder)
     for variant in VARIANTS:
-        assert [run.path.name for run in groups["custom_cnn", variant]] == [
+        assert [run.path.name for run in only_experiment(groups, "custom_cnn", variant)] == [
             f"custom_cnn_{variant}_seed0",
             f"custom_cnn_{variant}_seed1",
         ]
@@ -538,7 +567,7 @@ def test_tta_sentences_name_the_variant_like_the_table_rows(runs):
     sentences = [line for line in text.splitlines() if line.startswith("- ")]
     assert len(sentences) == 4 and len(set(line.split(":")[0] for line in sentences)) == 4
     for variant in ("multi-task", "single-task"):
-        assert sum(line.startswith(f"- Custom CNN · {variant}, Study κ:") for line in sentences) == 1
+        assert sum(line.startswith(f"- Custom CNN · {variant}, Study κ (1 pair, seed 0):") for line in sentences) == 1
 
 
 def test_a_run_without_a_grad_cam_layer_is_listed_and_the_report_still_written(runs_dir, tmp_path, monkeypatch):

@@ -31,7 +31,9 @@ TIMING = ["train_seconds", "images_per_second"]
 
 def reproduce_command(data_root: Path, out: Path, notebooks: tuple[str, ...] = NOTEBOOKS) -> list[str]:
     """The same `reproduce` call as a separate process (notebooks 01 and 02 only, to stay fast)."""
-    call = f"reproduce({str(data_root)!r}, {str(out)!r}, 'demo', {SETTINGS!r}, notebooks={notebooks!r})"
+    runs_dir = str(out / "runs")  # runs and executed notebooks side by side, as the assertions read them
+    call = f"reproduce({str(data_root)!r}, {str(out)!r}, 'demo', {SETTINGS!r}, notebooks={notebooks!r}, "
+    call += f"runs_dir={runs_dir!r})"
     return [sys.executable, "-c", f"from mura_utils.pipeline import reproduce; {call}"]
 
 
@@ -101,7 +103,7 @@ def test_killed_reproduce_continues_and_matches_an_uninterrupted_run(sample, tmp
 
     # a changed setting over finished runs: refused, naming it, before anything is written
     checkpoints = file_bytes(runs_dir, "*/*.pt")
-    arguments = ["reproduce", "--data-root", str(sample), "--out", str(out)]
+    arguments = ["reproduce", "--data-root", str(sample), "--out", str(out), "--runs-dir", str(runs_dir)]
     for name, value in {**SETTINGS, "epochs": 3}.items():
         arguments += ["-p", name, json.dumps(value)]
     capsys.readouterr()
@@ -118,7 +120,9 @@ def test_restart_deletes_only_planned_run_folders(tmp_path, tiny_mura):
     for folder in (planned, own):
         TrainConfig(epochs=7, out_dir=str(folder)).save(folder / "config.json")
         (folder / "last.pt").write_bytes(b"")  # trained: a folder holding only config.json would be trained afresh
-    plan = plan_runs(tiny_mura, tmp_path / "reports", "demo", {"variants": ["multitask"]}, notebooks=NOTEBOOKS[:1])
+    plan = plan_runs(
+        tiny_mura, tmp_path / "reports", "demo", {"variants": ["multitask"]}, notebooks=NOTEBOOKS[:1], runs_dir=runs_dir
+    )
     [(config, status, differences)] = plan["01_custom_cnn"]
     requested = notebook_settings("demo", "01_custom_cnn")["epochs"]  # the demo's per-notebook setting
     assert status == "conflict" and differences["epochs"] == (7, requested)
@@ -146,7 +150,9 @@ def test_parameter_of_the_wrong_type_is_refused(tiny_mura, tmp_path, overrides, 
 
 
 def test_int_is_accepted_for_a_float_parameter(tiny_mura, tmp_path):
-    plan = plan_runs(tiny_mura, tmp_path, "full", {"lr": 1, "seeds": [3]}, notebooks=NOTEBOOKS)
+    plan = plan_runs(
+        tiny_mura, tmp_path, "full", {"lr": 1, "seeds": [3]}, notebooks=NOTEBOOKS, runs_dir=tmp_path / "runs"
+    )
     assert {config.lr for runs in plan.values() for config, _, _ in runs} == {1}
     assert {Path(config.out_dir).name for config, _, _ in plan["02_resnet50"]} == {
         "resnet50_multitask_seed3",
@@ -177,11 +183,19 @@ def test_training_notebook_passes_every_declared_train_setting(name):
 
 def test_dry_run_lists_runs_with_an_estimate_and_writes_nothing(tiny_mura, tmp_path, capsys):
     settings = {"epochs": 1, "img_size": 32, "batch_size": 8, "variants": ["multitask"], "seeds": [0, 1]}
-    reproduce(tiny_mura, tmp_path / "reports", "demo", settings, notebooks=("02_resnet50",), dry_run=True)
+    reproduce(
+        tiny_mura,
+        tmp_path / "reports",
+        "demo",
+        settings,
+        notebooks=("02_resnet50",),
+        dry_run=True,
+        runs_dir=tmp_path / "runs",
+    )
     printed = capsys.readouterr().out
     assert "02_resnet50: resnet50_multitask_seed0: train (~" in printed and "resnet50_multitask_seed1: train" in printed
     assert "training left, roughly" in printed
-    assert not (tmp_path / "reports").exists()
+    assert not (tmp_path / "reports").exists() and not (tmp_path / "runs").exists()
 
 
 def test_fit_reports_progress_to_the_file_named_by_the_environment(tiny_mura, tmp_path, monkeypatch):

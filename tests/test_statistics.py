@@ -8,15 +8,20 @@ import pytest
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 from mura_utils.statistics import (
+    METRIC_KEYS,
     ClusterBootstrap,
+    InvalidProbabilities,
     bootstrap_p_value,
     confidence_intervals,
+    interval_rank,
     level_resamples,
+    p_value_is_bound,
     paired_differences,
     patient_bootstrap,
     point_metrics,
     resample_counts,
     study_scores,
+    study_table,
     verdict,
     weighted_auroc,
     weighted_metrics,
@@ -70,12 +75,36 @@ def test_kappa_of_a_one_class_sample_is_defined_as_zero():
     assert metrics["kappa"] == 0.0 and metrics["auroc"] is None and metrics["specificity"] is None
     # one true class, mixed predictions: the formula itself gives 0
     assert point_metrics([1, 1, 1, 1], [0.9, 0.8, 0.1, 0.2])["kappa"] == 0.0
-    # and a resample holding one class never yields NaN kappa
+
+
+def test_one_class_resamples_are_dropped_from_every_metric_and_counted():
+    """A resample of one class is left out of every metric (not only AUROC: its kappa 0 is a
+    definition, not evidence), and metrics.json's ci says how many were left out."""
     bootstrap = ClusterBootstrap(["a", "b"], n_resamples=200, seed=0)
     values = bootstrap.resampled_metrics([1, 0], [0.9, 0.1], ["a", "b"], 0.5)
     one_class = (bootstrap.counts == 0).any(axis=1)
-    assert one_class.any() and (values["kappa"][one_class] == 0).all() and np.isnan(values["auroc"][one_class]).all()
-    assert not np.isnan(values["kappa"]).any()
+    assert 0 < one_class.sum() < 200
+    for key in METRIC_KEYS:
+        assert np.isnan(values[key][one_class]).all() and not np.isnan(values[key][~one_class]).any(), key
+        assert bootstrap.dropped(values[key]) == one_class.sum()
+    # six single-study patients: some resamples draw only normal or only abnormal patients
+    predictions = pd.DataFrame(
+        {
+            "path": [f"p{i}/image.png" for i in range(6)],
+            "patient": [f"p{i}" for i in range(6)],
+            "study": [f"p{i}/study1" for i in range(6)],
+            "label": [0, 0, 0, 1, 1, 1],
+            "probability": [0.1, 0.6, 0.3, 0.4, 0.8, 0.9],
+        }
+    )
+    ci = confidence_intervals(predictions, n_resamples=500, seed=1)
+    bootstrap = patient_bootstrap(predictions, n_resamples=500, seed=1)
+    drawn = bootstrap.counts[:, bootstrap.codes(predictions["patient"])]
+    expected = int(((drawn[:, :3].sum(axis=1) == 0) | (drawn[:, 3:].sum(axis=1) == 0)).sum())
+    assert expected > 0
+    assert ci["dropped_resamples"] == {level: {key: expected for key in METRIC_KEYS} for level in ("study", "image")}
+    kept = level_resamples(predictions, bootstrap)["study"]["kappa"]
+    assert ci["study"]["kappa"] == bootstrap.interval(kept[~np.isnan(kept)])
 
 
 def test_resamples_keep_a_patients_studies_and_images_together():
@@ -156,8 +185,65 @@ def test_paired_difference_is_the_difference_of_the_separate_metrics():
     assert low < high and 0 <= result["study_auroc"]["p"] <= 1
 
 
-def test_bootstrap_p_value_and_verdict():
-    assert bootstrap_p_value(np.zeros(99)) == 1.0
-    assert bootstrap_p_value(np.full(99, 0.1)) == pytest.approx(2 / 100)
+def test_p_value_and_interval_always_agree():
+    """The interval excludes 0 exactly when p <= 1 - level, for any number of resamples; with 999
+    resamples of which 25 are <= 0, p = 0.052 and the interval must include 0 (np.percentile's
+    interpolated 2.5% point lies above 0 there: the disagreement this replaces)."""
+    bootstrap = ClusterBootstrap(["a", "b"], n_resamples=1)
+    rng = np.random.default_rng(0)
+    checked = 0
+    for n in (39, 50, 99, 200, 999, 1000, 1234):
+        for shift in np.linspace(0, 4, 17):
+            deltas = np.round(rng.normal(shift, 1, n), 1)  # ties at 0 included
+            low, high = bootstrap.interval(deltas)
+            p = bootstrap_p_value(deltas)
+            assert (low > 0 or high < 0) == (p <= 0.05), (n, shift, low, high, p)
+            checked += p <= 0.05
+    assert checked > 20  # both outcomes were exercised
+    deltas = np.r_[-np.linspace(0.01, 0.25, 25), np.linspace(0.1, 1, 974)]
+    assert bootstrap_p_value(deltas) == pytest.approx(0.052) and bootstrap.interval(deltas)[0] <= 0
+    assert np.percentile(deltas, 2.5) > 0
+    deltas[0] = 0.05  # 24 of 999 <= 0: p = 0.05, and now the interval excludes 0
+    assert bootstrap_p_value(deltas) == pytest.approx(0.05) and bootstrap.interval(deltas)[0] > 0
+    assert interval_rank(999, 0.95) == 25 and interval_rank(38, 0.95) == 0 and interval_rank(39, 0.95) == 1
+
+
+def test_smallest_p_is_a_bound_and_too_few_resamples_give_no_interval():
+    assert bootstrap_p_value(np.full(999, 0.1)) == pytest.approx(0.002) and p_value_is_bound(np.full(999, 0.1))
+    assert not p_value_is_bound(np.r_[np.full(998, 0.1), -0.1]) and not p_value_is_bound(np.zeros(99))
+    a = planted_tree(n_patients=40)
+    b = a.assign(probability=0.5)  # uninformative: A is better on every resample
+    result = paired_differences([(a, b)], patient_bootstrap(a, n_resamples=999))["study_auroc"]
+    assert result["p"] == pytest.approx(2 / 1000) and result["p_is_bound"] and result["ci"][0] > 0
+    assert result["dropped_resamples"] == 0
+    few = paired_differences([(a, b)], patient_bootstrap(a, n_resamples=38))["study_auroc"]
+    assert np.isnan(few["ci"]).all() and few["p"] == pytest.approx(2 / 39)  # p > 0.05: no interval may exclude 0
+    assert "no interval" in verdict(few["delta"], few["ci"])
+
+
+def test_invalid_probabilities_are_an_error_never_a_score():
+    """A diverged model's NaN used to rank as the highest score (AUROC 1.0 here)."""
+    with pytest.raises(InvalidProbabilities, match=r"1 of 3 probabilities .*1 NaN.*position 1 \(nan\)"):
+        point_metrics([0, 1, 1], [0.2, np.nan, 0.7])
+    assert issubclass(InvalidProbabilities, ValueError)
+    for bad in (np.inf, -0.1, 1.5):
+        with pytest.raises(InvalidProbabilities):
+            weighted_metrics([0, 1, 1], [0.2, bad, 0.7], 0.5)
+    predictions = planted_tree(n_patients=10)
+    predictions.loc[[3, 5], "probability"] = [np.nan, np.inf]
+    expected = r"runs/x/test_predictions\.csv: 2 of 80 probabilities .*1 NaN, 1 infinite.*" + predictions["path"][3]
+    with pytest.raises(InvalidProbabilities, match=expected):
+        study_table(predictions, source="runs/x/test_predictions.csv")
+    with pytest.raises(InvalidProbabilities, match=expected):
+        confidence_intervals(predictions, n_resamples=10, source="runs/x/test_predictions.csv")
+    with pytest.raises(InvalidProbabilities, match="2 of 80"):
+        paired_differences([(predictions, planted_tree(n_patients=10))], patient_bootstrap(predictions, 10))
+    predictions["probability"] = np.linspace(-1, -0.1, 80)
+    first_five = r"image0\.png \(-1\), .*image1\.png \(-0\.988608\), .*s2/image0\.png \(-0\.95443\) and 75 more"
+    with pytest.raises(InvalidProbabilities, match=r"80 of 80 .*\(80 outside \[0, 1\]; .*" + first_five):
+        study_table(predictions)
+
+
+def test_verdict():
     assert "includes 0" in verdict(0.01, [-0.02, 0.04])
     assert "above 0" in verdict(0.05, [0.01, 0.09]) and "below 0" in verdict(-0.05, [-0.09, -0.01])

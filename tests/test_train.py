@@ -89,7 +89,7 @@ def test_early_stopping_only_when_asked(tiny_mura, tmp_path, monkeypatch):
 
 def test_training_batches_same_with_and_without_cache(tiny_mura, tmp_path):
     """The cache path (one gather per batch) and the DataLoader path (persistent workers decoding
-    PNGs) give the same batches for the same order, epoch after epoch."""
+    PNGs) give the same batches, each image in the same place, for the same order, epoch after epoch."""
     from mura_utils.data import MuraDataset, open_image_cache
 
     index = load_mura_index(tiny_mura, splits=("train",)).head(20)
@@ -105,11 +105,40 @@ def test_training_batches_same_with_and_without_cache(tiny_mura, tmp_path):
         pairs = list(zip(cached.epoch(order), decoded.epoch(order)))
         assert len(pairs) == len(index) // 6 == cached.steps(len(order)) == decoded.steps(len(order))  # drop_last
         for ours, theirs in pairs:
-            ours_sorted, theirs_sorted = ours["position"].argsort(), theirs["position"].argsort()
-            assert ours["position"][ours_sorted].tolist() == theirs["position"][theirs_sorted].tolist()
-            for key in ("image", "label", "body_part"):
-                assert torch.equal(ours[key][ours_sorted], theirs[key][theirs_sorted]), key
-        assert sorted(p for ours, _ in pairs for p in ours["position"].tolist()) == sorted(order[:18])
+            for key in ("position", "image", "label", "body_part"):
+                assert torch.equal(ours[key], theirs[key]), key
+        assert [p for ours, _ in pairs for p in ours["position"].tolist()] == order[:18]
+
+
+def same_training(first: Path, second: Path) -> None:
+    """Two run folders hold the same history (bar wall-clock timings) and bit-identical last weights."""
+    timing = ["train_seconds", "images_per_second"]
+    histories = [pd.read_csv(folder / "history.csv").drop(columns=timing) for folder in (first, second)]
+    pd.testing.assert_frame_equal(*histories, check_exact=True)
+    weights = [read_checkpoint(folder / "last.pt")["state_dict"] for folder in (first, second)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0]), "weights differ"
+
+
+def test_use_cache_changes_no_result(tiny_mura, tmp_path):
+    """use_cache is result-neutral: the same batches in the same order, each image augmented alike,
+    and the same dropout (the DataLoader draws no seed from the global torch stream)."""
+    fit(tiny_config(tiny_mura, tmp_path / "cached"))
+    fit(tiny_config(tiny_mura, tmp_path / "decoded", use_cache=False))
+    same_training(tmp_path / "cached", tmp_path / "decoded")
+
+
+def test_resume_with_workers_equals_the_uninterrupted_run(tiny_mura, tmp_path, monkeypatch):
+    """num_workers is result-neutral across a resume: persistent workers take their seed from the
+    loader's own generator, not from the global stream that dropout draws from."""
+    settings = {"use_cache": False, "num_workers": 1}
+    fit(tiny_config(tiny_mura, tmp_path / "straight", **settings))
+    interrupt_in_epoch(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_config(tiny_mura, tmp_path / "resumed", **settings))
+    monkeypatch.undo()
+    fit(tiny_config(tiny_mura, tmp_path / "resumed", **settings), resume=True)
+    same_training(tmp_path / "straight", tmp_path / "resumed")
 
 
 def test_fit_without_cache(tiny_mura, tmp_path):
@@ -174,8 +203,11 @@ def test_config_is_validated_at_construction(change, named):
 
 def test_crash_while_saving_never_leaves_a_half_written_best(tiny_mura, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    fit(tiny_config(tiny_mura, out, epochs=1))
-    before = (out / "best.pt").read_bytes()
+    interrupt_in_epoch(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_config(tiny_mura, out, epochs=2))
+    monkeypatch.undo()
+    before = {name: (out / name).read_bytes() for name in ("best.pt", "last.pt")}
 
     def exploding_save(obj, path, *args, **kwargs):
         Path(path).write_bytes(b"half a checkpoint")
@@ -183,8 +215,8 @@ def test_crash_while_saving_never_leaves_a_half_written_best(tiny_mura, tmp_path
 
     monkeypatch.setattr(checkpoint_module.torch, "save", exploding_save)
     with pytest.raises(KeyboardInterrupt):
-        fit(tiny_config(tiny_mura, out, epochs=1, seed=1))
-    assert (out / "best.pt").read_bytes() == before
+        fit(tiny_config(tiny_mura, out, epochs=2), resume=True)  # epoch 2 saves best.pt or last.pt: both crash
+    assert {name: (out / name).read_bytes() for name in before} == before
     assert not list(out.glob("*.tmp"))
 
 

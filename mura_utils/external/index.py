@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from mura_utils.imaging import IMAGE_SUFFIXES, read_grayscale
+from mura_utils.progress import progress_bar
 
 from .hashing import (
     DEFAULT_MAX_DISTANCE,
@@ -24,11 +25,6 @@ from .hashing import (
     image_descriptors,
 )
 from .layout import MAX_NESTING, SPLITS, list_files
-
-try:
-    from tqdm.auto import tqdm
-except ImportError:  # progress bars are a convenience, never a requirement
-    tqdm = None
 
 COLUMNS = [
     "path",
@@ -77,16 +73,20 @@ def _default_workers() -> int:
 
 def _hash_all(paths: list[str], num_workers: int, progress: bool) -> list[dict[str, Any]]:
     """Decoding dominates the cost, so spread it over processes; small jobs stay in-process."""
-    bar = (
-        (lambda it: tqdm(it, total=len(paths), desc="hashing images", unit="img", disable=not progress))
-        if tqdm is not None
-        else (lambda it: it)
-    )
+
+    def bar(items):
+        return progress_bar(items, total=len(paths), desc="hashing images", unit="img", disable=not progress)
+
     if num_workers <= 1 or len(paths) < 4 * num_workers:
         return list(bar(map(_hash_file, paths)))
     chunksize = max(1, min(64, len(paths) // (num_workers * 8)))
     with ProcessPoolExecutor(max_workers=num_workers) as pool:
         return list(bar(pool.map(_hash_file, paths, chunksize=chunksize)))
+
+
+def hash_files(paths: list[str], num_workers: int | None = None, progress: bool = False) -> list[dict[str, Any]]:
+    """sha1 and perceptual descriptors of every file (``readable``/``error`` per row), over processes."""
+    return _hash_all(list(paths), _default_workers() if num_workers is None else num_workers, progress)
 
 
 def group_duplicates(

@@ -1,12 +1,14 @@
 """`mura reproduce`: run the notebooks in order through papermill with one profile's parameters,
-keep every executed notebook under ``reports/runs/``, and stop at the first failing cell with a
+train into ``runs/<profile>`` (``--runs-dir``), keep the reports and every executed notebook under
+``reports/`` (executed notebooks in ``reports/runs/``), and stop at the first failing cell with a
 message naming the notebook and the cell. The only package that knows about papermill
 (``profiles``: what runs; ``plan``: what each run folder gets; ``run``: papermill and progress).
 
 It never deletes a finished run: before anything executes, it plans every training run of every
 notebook and checks each existing run folder. A finished run with the same settings is reused, an
-interrupted one resumes from last.pt, and a folder trained with other settings stops the whole
-command (naming the folder and the settings) with nothing changed on disk, unless ``restart``.
+interrupted one resumes from last.pt, and a folder trained with other settings, or a damaged run
+(a finished one without best.pt, an interrupted one without last.pt), stops the whole command
+(naming the folder and why) with nothing changed on disk, unless ``restart`` names it.
 So an interrupted ``mura reproduce`` continues when the same command is run again.
 """
 
@@ -14,11 +16,13 @@ from .plan import (
     _refuse_conflicts,  # noqa: F401 (tests use it)
     check_parameter_types,
     declared_defaults,
+    default_runs_dir,
     describe_plan,
     estimate_training_seconds,
     notebook_parameters,
     plan_notebook_runs,
     plan_runs,
+    restart_targets,
 )
 from .profiles import (
     FIXED_PARAMETERS,
@@ -40,6 +44,7 @@ __all__ = [
     "ReproduceError",
     "check_parameter_types",
     "declared_defaults",
+    "default_runs_dir",
     "describe_plan",
     "estimate_training_seconds",
     "notebook_parameters",
@@ -47,4 +52,5 @@ __all__ = [
     "plan_notebook_runs",
     "plan_runs",
     "reproduce",
+    "restart_targets",
 ]

@@ -6,19 +6,26 @@ from __future__ import annotations
 import ast
 import math
 import shutil
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
 from .profiles import FIXED_PARAMETERS, NOTEBOOK_DIR, NOTEBOOKS, PROFILES, ReproduceError, notebook_settings
 
 
-def notebook_parameters(data_root: Path, out: Path, profile: dict, external_root: Path | None) -> dict:
+def default_runs_dir(profile: str) -> Path:
+    """Where ``mura reproduce`` keeps trained runs unless told (relative to the current folder):
+    apart from the reports, which a rerun rebuilds in minutes, so cleaning reports never deletes them."""
+    return Path("runs") / profile
+
+
+def notebook_parameters(data_root: Path, out: Path, runs_dir: Path, profile: dict, external_root: Path | None) -> dict:
     """Everything a notebook may declare in its parameters cell (paths absolute); each notebook
     receives only the names it declares."""
     return {
         **profile,
         "data_root": str(data_root),
-        "runs_dir": str(out / "runs"),
+        "runs_dir": str(runs_dir),
         "reports_dir": str(out),
         "external_root": str(external_root) if external_root else "",
     }
@@ -87,15 +94,18 @@ def plan_runs(
     notebooks: tuple[str, ...] = NOTEBOOKS,
     external_root: str | Path | None = None,
     notebook_dir: str | Path = NOTEBOOK_DIR,
+    runs_dir: str | Path | None = None,
 ) -> dict[str, list[tuple]]:
     """{notebook: [(TrainConfig, status, differences), ...]} for every run the pipeline would
-    train, where status is train | resume | reuse | conflict (see experiment.run_status).
-    Checks the profile, the parameter names and their types; changes nothing on disk."""
+    train under ``runs_dir`` (default: ``default_runs_dir(profile)``), where status is train |
+    resume | reuse | conflict (see experiment.run_status). Checks the profile, the parameter names
+    and their types; changes nothing on disk."""
     from .. import experiment
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
     data_root, out = Path(data_root).resolve(), Path(out).resolve()
+    runs_dir = Path(runs_dir if runs_dir is not None else default_runs_dir(profile)).resolve()
     sources = [Path(notebook_dir) / f"{name}.ipynb" for name in notebooks]
     missing = [str(source) for source in sources if not source.is_file()]
     if missing:
@@ -109,7 +119,9 @@ def plan_runs(
     plan = {}
     for source in sources:
         settings = notebook_settings(profile, source.stem, overrides)
-        offered = notebook_parameters(data_root, out, settings, Path(external_root) if external_root else None)
+        offered = notebook_parameters(
+            data_root, out, runs_dir, settings, Path(external_root) if external_root else None
+        )
         try:
             configs = plan_notebook_runs(defaults[source.stem], offered)
         except ValueError as error:
@@ -118,23 +130,38 @@ def plan_runs(
     return plan
 
 
-def describe_plan(plan: dict[str, list[tuple]], runs_dir: Path, estimates: dict[str, float] | None = None) -> str:
-    """One line per run: what will happen to it (with a time estimate when given), then run
-    folders the plan does not produce."""
+def describe_plan(
+    plan: dict[str, list[tuple]], runs_dir: Path, estimates: dict[str, float] | None = None, out: Path | None = None
+) -> str:
+    """One line per run: what will happen to it (with a time estimate when given; a conflict says
+    why), then run folders the plan does not produce, and trained runs left in ``out``/runs by
+    versions that trained there."""
+    from ..experiment import describe_conflict
+
     lines, planned = [], set()
     for notebook, runs in plan.items():
-        for config, status, _ in runs:
+        for config, status, differences in runs:
             name = Path(config.out_dir).name
             planned.add(name)
             estimate = f" (~{_duration(estimates[name])})" if estimates and name in estimates else ""
-            lines.append(f"  {notebook}: {name}: {status}{estimate}")
+            reason = f": {describe_conflict(differences)}" if status == "conflict" else ""
+            lines.append(f"  {notebook}: {name}: {status}{estimate}{reason}")
     if estimates:
-        lines.append(f"  training left, roughly: {_duration(sum(estimates.values()))} (timed steps on this machine)")
+        lines.append(f"  training left, roughly: {_duration(sum(estimates.values()))} ({ESTIMATE_NOTE})")
     others = sorted(
         folder.name for folder in runs_dir.glob("*") if (folder / "run.json").is_file() and folder.name not in planned
     )
     if others:
         lines.append(f"  not planned, yet in {runs_dir} (the reports include them): {', '.join(others)}")
+    earlier = Path(out) / "runs" if out is not None else None
+    if earlier is not None and earlier.resolve() != runs_dir.resolve():
+        elsewhere = sorted(folder.name for folder in earlier.glob("*") if (folder / "run.json").is_file())
+        if elsewhere:
+            lines.append(
+                f"  note: {earlier} holds {len(elsewhere)} trained run(s) from a version that trained there "
+                f"({', '.join(elsewhere[:3])}{', ...' if len(elsewhere) > 3 else ''}): pass --runs-dir {earlier} "
+                f"to reuse them, or move them into {runs_dir}"
+            )
     return "\n".join(lines)
 
 
@@ -145,13 +172,20 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{max(minutes, 1)} min"
 
 
+ESTIMATE_NOTE = (
+    "on a CPU one small step per model is timed and scaled by pixels, so take it within a factor of 2 to 3, "
+    "mostly too high; data loading is left out"
+)
+
+
 def estimate_training_seconds(plan: dict[str, list[tuple]], data_root: str | Path) -> dict[str, float]:
     """{run folder: rough training seconds left} for the runs to train or resume: epochs left x
-    steps per epoch x one step timed on this machine's device (+10% for validation)."""
+    steps per epoch x one step's estimate on this machine's device (``experiment.estimate_seconds_per_step``:
+    a reduced step scaled up on a CPU, so a dry run answers in seconds) + 10% for validation."""
     from .. import experiment
-    from ..data import load_mura_index
+    from ..datasets import dataset_info, load_index
 
-    train_images = len(load_mura_index(data_root, splits=("train",)))
+    train_images = len(load_index(data_root, splits=(dataset_info(data_root).train_split,)))
     step_seconds: dict[tuple, float] = {}
     estimates = {}
     for runs in plan.values():
@@ -160,39 +194,66 @@ def estimate_training_seconds(plan: dict[str, list[tuple]], data_root: str | Pat
                 continue
             key = (config.model, config.img_size, config.batch_size, config.device, config.amp)
             if key not in step_seconds:
-                print(f"[mura reproduce] timing {config.model} steps at {config.img_size} px ...", flush=True)
-                step_seconds[key] = experiment.seconds_per_step(config)
+                print(f"[mura reproduce] timing a {config.model} step ...", flush=True)
+                step_seconds[key] = experiment.estimate_seconds_per_step(config)
             steps = math.ceil(train_images * (1 - config.val_fraction) / config.batch_size)
             estimates[Path(config.out_dir).name] = experiment.remaining_epochs(config) * steps * step_seconds[key] * 1.1
     return estimates
 
 
-def _refuse_conflicts(plan: dict[str, list[tuple]], restart: bool) -> None:
-    """Stop before anything runs when a run folder holds another experiment (or, with
-    ``restart``, delete the planned folders that are ours and start them afresh)."""
-    conflicts = [
-        (config, differences) for runs in plan.values() for config, status, differences in runs if status == "conflict"
-    ]
-    foreign = [config for config, differences in conflicts if "config.json" in differences]
-    if restart:
-        if foreign:
+def restart_targets(plan: dict[str, list[tuple]], restart: bool | Sequence[str]) -> list:
+    """The planned configs whose folders ``restart`` deletes: every planned folder that exists
+    (``True``) or the named runs' folders (a list of run folder names, each one the plan holds)."""
+    planned = {Path(config.out_dir).name: (config, status) for runs in plan.values() for config, status, _ in runs}
+    if restart is True:
+        names = list(planned)
+    else:
+        names = list(dict.fromkeys(restart or ()))
+        unknown = [name for name in names if name not in planned]
+        if unknown:
             raise ReproduceError(
-                "--restart deletes only run folders of mura_utils (with a config.json); these are not: "
-                + ", ".join(config.out_dir for config in foreign)
+                f"--restart names run(s) this command does not plan: {', '.join(unknown)}; "
+                f"planned: {', '.join(sorted(planned))}"
             )
-        for runs in plan.values():
-            for config, status, _ in runs:
-                if status != "train" and (Path(config.out_dir) / "config.json").is_file():
-                    shutil.rmtree(config.out_dir)
-        return
-    if conflicts:
-        from ..config import format_differences
+    return [planned[name][0] for name in names if planned[name][1] != "train"]
 
-        details = "\n".join(
-            f"  - {config.out_dir}: {format_differences(differences)}" for config, differences in conflicts
-        )
+
+def _refuse_conflicts(plan: dict[str, list[tuple]], restart: bool | Sequence[str] = False) -> None:
+    """Stop before anything runs when a run folder holds another experiment or a damaged run;
+    with ``restart`` (True: every planned run; or a list of run folder names), first delete those
+    planned folders that are ours, saying which, so they are trained afresh. Nothing is deleted
+    when any other conflict remains."""
+    from ..experiment import damaged_files, describe_conflict
+
+    targets = restart_targets(plan, restart)
+    chosen = {config.out_dir for config in targets}
+    foreign = [config.out_dir for config in targets if not (Path(config.out_dir) / "config.json").is_file()]
+    if foreign:
         raise ReproduceError(
-            f"{len(conflicts)} run folder(s) hold runs with other settings than this request:\n{details}\n"
-            "Nothing was changed. Run the same command as before to continue those runs, add --restart to "
-            "delete and retrain the planned runs, or choose another --out."
+            "--restart deletes only run folders of mura_utils (with a config.json); these are not: "
+            + ", ".join(foreign)
+            + ". Nothing was changed."
         )
+    conflicts = [
+        (config, differences)
+        for runs in plan.values()
+        for config, status, differences in runs
+        if status == "conflict" and config.out_dir not in chosen
+    ]
+    if conflicts:
+        details = "\n".join(
+            f"  - {config.out_dir}: {describe_conflict(differences)}" for config, differences in conflicts
+        )
+        names = " ".join(Path(config.out_dir).name for config, _ in conflicts)
+        damaged = any(damaged_files(differences) for _, differences in conflicts)
+        raise ReproduceError(
+            f"{len(conflicts)} run folder(s) cannot be used by this request:\n{details}\n"
+            "Nothing was changed. "
+            + ("Restore the missing files if you still have them, or " if damaged else "")
+            + "run the same command as before to continue those runs, "
+            f"add --restart {names} to delete and retrain them (--restart alone: every planned run), "
+            "or choose another --runs-dir."
+        )
+    for config in targets:
+        print(f"[mura reproduce] --restart: deleting {config.out_dir}", flush=True)
+        shutil.rmtree(config.out_dir)

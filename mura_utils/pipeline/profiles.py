@@ -31,6 +31,22 @@ PROFILES: dict[str, dict] = {
         "progress": False,
         "interactive": False,  # notebook 06: static figures, no widgets
     },
+    # cpu: real radiographs on 2 CPU cores (FracAtlas, a manifest), from scratch: every model of every
+    # notebook within ~3 hours; the per-notebook sizes and epochs below give each model what fits
+    "cpu": {
+        "epochs": 12,
+        "img_size": 128,
+        "batch_size": 32,
+        "pretrained": False,
+        "device": "cpu",
+        "n_resamples": 1000,
+        "cam_per_group": 3,
+        "seed": 0,
+        "seeds": [0],
+        "num_workers": 0,
+        "progress": False,
+        "interactive": False,
+    },
     # full: the settings for a real MURA run on one GPU (ImageNet weights need internet or --weights)
     "full": {
         "epochs": 20,
@@ -57,6 +73,11 @@ PROFILE_NOTEBOOK_OVERRIDES: dict[str, dict[str, dict]] = {
         "01_custom_cnn": {"img_size": 160, "epochs": 16, "batch_size": 16, "lr": 1e-3},
         "02_resnet50": {"img_size": 64, "epochs": 6, "batch_size": 16, "lr": 1e-3},
         "03_efficientnet_densenet": {"img_size": 80, "epochs": 8, "batch_size": 16, "lr": 1e-3},
+    },
+    "cpu": {
+        "01_custom_cnn": {"img_size": 160, "epochs": 16, "lr": 1e-3},
+        "02_resnet50": {"img_size": 96, "epochs": 6, "lr": 1e-3},
+        "03_efficientnet_densenet": {"img_size": 96, "epochs": 6, "lr": 1e-3},
     },
 }
 

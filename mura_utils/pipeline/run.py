@@ -11,12 +11,20 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
 from ..io import atomic_write_text
 from ..progress import PROGRESS_FILE_VARIABLE
-from .plan import _refuse_conflicts, describe_plan, estimate_training_seconds, notebook_parameters, plan_runs
+from .plan import (
+    _refuse_conflicts,
+    default_runs_dir,
+    describe_plan,
+    estimate_training_seconds,
+    notebook_parameters,
+    plan_runs,
+)
 from .profiles import (
     FIXED_PARAMETERS,
     NOTEBOOK_DIR,
@@ -28,11 +36,11 @@ from .profiles import (
 )
 
 
-def _kernel_for_this_python(runs_dir: Path) -> str:
+def _kernel_for_this_python(records_dir: Path) -> str:
     """A kernelspec that runs notebooks with *this* interpreter (the project's environment), so a
     stray user-level 'python3' kernel can never pick another environment."""
     name = "mura-reproduce"
-    spec_dir = runs_dir / ".jupyter" / "kernels" / name
+    spec_dir = records_dir / ".jupyter" / "kernels" / name
     spec_dir.mkdir(parents=True, exist_ok=True)
     spec = {
         # log level ERROR: the kernel's own start-up warnings (e.g. "running over TCP without encryption",
@@ -50,17 +58,15 @@ def _kernel_for_this_python(runs_dir: Path) -> str:
     }
     atomic_write_text(spec_dir / "kernel.json", json.dumps(spec))
     os.environ["JUPYTER_PATH"] = os.pathsep.join(
-        filter(None, [str(runs_dir / ".jupyter"), os.environ.get("JUPYTER_PATH")])
+        filter(None, [str(records_dir / ".jupyter"), os.environ.get("JUPYTER_PATH")])
     )
     return name
 
 
 def _with_live_progress(execute, progress_file: Path, notebook: str, to_train: list[str]) -> None:
     """Run ``execute`` (one notebook) in a thread while showing its training progress: a bar per
-    run with epoch, elapsed time and an estimate of what remains (tqdm), from ``progress_file``."""
-    from tqdm.auto import tqdm
-
-    from ..progress import ProgressFollower
+    run with epoch, elapsed time and an estimate of what remains (progress_bar), from ``progress_file``."""
+    from ..progress import ProgressFollower, progress_bar
 
     outcome: dict = {}
 
@@ -86,7 +92,7 @@ def _with_live_progress(execute, progress_file: Path, notebook: str, to_train: l
                     done = (line["epoch"] - 1) * line["steps"] + line["step"]
                     total = line["epochs"] * line["steps"]
                     # a resumed run starts at its epoch: the rate (and what remains) counts from there
-                    bar = tqdm(total=total, initial=done, desc=f"{notebook}: {run}{position}", unit="step")
+                    bar = progress_bar(total=total, initial=done, desc=f"{notebook}: {run}{position}", unit="step")
                 bar.n = (line["epoch"] - 1) * line["steps"] + line["step"]
                 bar.set_postfix_str(f"epoch {line['epoch']}/{line['epochs']}", refresh=False)
                 bar.refresh()
@@ -105,24 +111,28 @@ def reproduce(
     notebooks: tuple[str, ...] = NOTEBOOKS,
     external_root: str | Path | None = None,
     notebook_dir: str | Path = NOTEBOOK_DIR,
-    restart: bool = False,
+    restart: bool | Sequence[str] = False,
     dry_run: bool = False,
+    runs_dir: str | Path | None = None,
 ) -> Path:
-    """Execute ``notebooks`` in order with ``profile`` (+ ``overrides``); returns the reports folder.
-    Finished runs are reused, interrupted ones resumed; ``restart`` retrains the planned runs;
-    ``dry_run`` only prints the plan."""
-
-    plan = plan_runs(data_root, out, profile, overrides, notebooks, external_root, notebook_dir)
+    """Execute ``notebooks`` in order with ``profile`` (+ ``overrides``); returns the reports folder
+    ``out`` (tables, figures, and under runs/ the executed notebooks and reproduce.json). Trained
+    runs go to ``runs_dir`` (default ``runs/<profile>``), apart from the reports. Finished runs are
+    reused, interrupted ones resumed; ``restart`` (True, or run folder names) deletes and retrains
+    planned runs; ``dry_run`` only prints the plan."""
+    runs_dir = Path(runs_dir if runs_dir is not None else default_runs_dir(profile)).resolve()
+    plan = plan_runs(data_root, out, profile, overrides, notebooks, external_root, notebook_dir, runs_dir)
     data_root, out = Path(data_root).resolve(), Path(out).resolve()
-    runs_dir = out / "runs"
+    records_dir = out / "runs"  # executed notebooks and reproduce.json: part of the reports
     estimates = estimate_training_seconds(plan, data_root) if dry_run else None
-    print(f"[mura reproduce] plan ({profile} profile):\n{describe_plan(plan, runs_dir, estimates)}", flush=True)
+    print(f"[mura reproduce] plan ({profile} profile):\n{describe_plan(plan, runs_dir, estimates, out)}", flush=True)
     if dry_run:
         return out
     _refuse_conflicts(plan, restart)
     runs_dir.mkdir(parents=True, exist_ok=True)
+    records_dir.mkdir(parents=True, exist_ok=True)
     parameters = {**PROFILES[profile], **(overrides or {})}
-    kernel = _kernel_for_this_python(runs_dir)
+    kernel = _kernel_for_this_python(records_dir)
     from .. import __version__
     from ..report import git_commit
 
@@ -130,6 +140,7 @@ def reproduce(
         "profile": profile,
         "parameters": parameters,
         "data_root": str(data_root),
+        "runs_dir": str(runs_dir),
         "external_root": str(external_root) if external_root else None,
         "package_version": __version__,
         "git_commit": git_commit(),
@@ -140,10 +151,14 @@ def reproduce(
         "runs": {Path(config.out_dir).name: status for runs in plan.values() for config, status, _ in runs},
         "notebook_seconds": {},
     }
-    atomic_write_text(runs_dir / "reproduce.json", json.dumps(provenance, indent=2))
+    atomic_write_text(records_dir / "reproduce.json", json.dumps(provenance, indent=2))
     offered_by_notebook = {
         name: notebook_parameters(
-            data_root, out, notebook_settings(profile, name, overrides), Path(external_root) if external_root else None
+            data_root,
+            out,
+            runs_dir,
+            notebook_settings(profile, name, overrides),
+            Path(external_root) if external_root else None,
         )
         for name in notebooks
     }
@@ -154,7 +169,7 @@ def reproduce(
     os.environ[PROGRESS_FILE_VARIABLE] = str(progress_file)  # the kernels inherit it
     try:
         _execute_notebooks(
-            notebooks, notebook_dir, runs_dir, kernel, offered_by_notebook, plan, progress_file, provenance
+            notebooks, notebook_dir, records_dir, kernel, offered_by_notebook, plan, progress_file, provenance
         )
     finally:
         if earlier_variable is None:
@@ -163,20 +178,21 @@ def reproduce(
             os.environ[PROGRESS_FILE_VARIABLE] = earlier_variable
         shutil.rmtree(progress_folder, ignore_errors=True)
     provenance["finished_utc"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    atomic_write_text(runs_dir / "reproduce.json", json.dumps(provenance, indent=2))
+    atomic_write_text(records_dir / "reproduce.json", json.dumps(provenance, indent=2))
     return out
 
 
 def _execute_notebooks(
-    notebooks, notebook_dir, runs_dir, kernel, offered_by_notebook, plan, progress_file, provenance
+    notebooks, notebook_dir, records_dir, kernel, offered_by_notebook, plan, progress_file, provenance
 ) -> None:
-    """Each notebook in turn through papermill; its wall time goes into reproduce.json."""
+    """Each notebook in turn through papermill, executed copy in ``records_dir``; its wall time goes
+    into reproduce.json."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     for name in notebooks:
         source = Path(notebook_dir) / f"{name}.ipynb"
-        executed = runs_dir / f"{name}.ipynb"
+        executed = records_dir / f"{name}.ipynb"
         print(f"[mura reproduce] running {source.name} ...", flush=True)
         declared = set(papermill.inspect_notebook(str(source))) - set(FIXED_PARAMETERS)
         offered = offered_by_notebook[name]
@@ -205,4 +221,4 @@ def _execute_notebooks(
                 f"The executed notebook with the error is at {executed}"
             ) from None
         provenance["notebook_seconds"][name] = round(time.perf_counter() - started, 1)
-        atomic_write_text(runs_dir / "reproduce.json", json.dumps(provenance, indent=2))
+        atomic_write_text(records_dir / "reproduce.json", json.dumps(provenance, indent=2))

@@ -8,6 +8,10 @@ concern: ``runs`` (loading, seeds, ensembles), ``tables`` (comparison table, mar
 ``ablation`` (paired multi-task and TTA differences), ``figures``, ``galleries`` (Grad-CAM) and
 ``index`` (index.md, ``write_report``). Intervals come from ``mura_utils.statistics``: whole
 patients resampled, the same resamples for every row and difference.
+
+An experiment is a model, a variant and every other training setting (config.json) but the seed:
+seeds of one experiment are averaged and paired, different experiments never are. A report covers
+runs of one dataset (run.json "dataset"; MURA for older runs) and speaks its words.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from ..compare import TEXT_COLUMNS
 from .ablation import PAIRED_COLUMNS, ablation_markdown, ablation_table, paired_markdown, tta_table
 from .figures import (
     STYLE,
+    body_part_kappas,
     model_colors,
     plot_ablation,
     plot_confusion_matrices,
@@ -24,12 +29,13 @@ from .figures import (
     plot_roc,
     plot_training_curves,
 )
-from .galleries import GROUPS, cam_gallery, gallery_cases
+from .galleries import GROUPS, cam_gallery, gallery_cases, gallery_groups
 from .index import BASELINES, git_commit, write_report
 from .runs import (
     ENSEMBLE_NAME,
     MODEL_LABELS,
     MODEL_ORDER,
+    MURA_DATASET,
     REQUIRED_COLUMNS,
     VARIANT_LABELS,
     Run,
@@ -39,7 +45,11 @@ from .runs import (
     load_run,
     load_runs,
     mean_predictions,
+    name_settings,
+    report_dataset,
     representatives,
+    run_dataset,
+    run_settings,
     seed_ensemble_run,
     seed_groups,
     tta_run,
@@ -64,6 +74,7 @@ __all__ = [
     "HEADLINE",
     "MODEL_LABELS",
     "MODEL_ORDER",
+    "MURA_DATASET",
     "REQUIRED_COLUMNS",
     "STYLE",
     "TABLE_COLUMNS",
@@ -72,6 +83,12 @@ __all__ = [
     "Run",
     "ablation_markdown",
     "ablation_table",
+    "body_part_kappas",
+    "gallery_groups",
+    "name_settings",
+    "report_dataset",
+    "run_dataset",
+    "run_settings",
     "mean_predictions",
     "paired_markdown",
     "report_bootstrap",

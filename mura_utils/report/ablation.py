@@ -2,8 +2,10 @@
 head help?) and test-time augmentation minus plain predictions, each with a patient-bootstrap
 interval on the report's shared resamples, and in words.
 
-Runs are paired by training seed (run.json "seed"); with several seeds the per-seed differences
-are averaged on every resample, so the interval is the one of the seed-averaged difference.
+Runs are paired by training seed (run.json "seed") within one experiment: a multi-task run pairs
+only with the single-task run of the same seed and the same other settings (image size, epochs,
+learning rate, pretraining, data, ...). With several seeds the per-seed differences are averaged on
+every resample, so the interval is the one of the seed-averaged difference.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..statistics import ClusterBootstrap, paired_differences, verdict
-from .runs import MODEL_LABELS, VARIANT_LABELS, Run, _seed_order, seed_groups
+from .runs import MODEL_LABELS, VARIANT_LABELS, Run, _folder_name, _seed_order, seed_groups
 from .tables import markdown_table
 
 PAIRED = ("study_kappa", "study_auroc")
@@ -22,6 +24,7 @@ METRIC_LABELS = {"study_kappa": "Study κ", "study_auroc": "Study AUROC", "image
 PAIRED_COLUMNS = [
     "model",
     "variant",
+    "settings",
     "comparison",
     "metric",
     "pairs",
@@ -49,6 +52,7 @@ def _rows(
     model: str,
     variant: str,
     comparison: str,
+    settings: str = "",
 ) -> list[dict]:
     """One row per metric for A - B over ``pairs`` (run A, run B, A's and B's predictions)."""
     result = paired_differences([(a, b) for _, _, a, b in pairs], bootstrap, metrics=PAIRED)
@@ -63,6 +67,7 @@ def _rows(
             {
                 "model": model,
                 "variant": variant,
+                "settings": settings,
                 "comparison": comparison,
                 "metric": metric,
                 "pairs": len(pairs),
@@ -82,44 +87,57 @@ def _rows(
 
 
 def ablation_table(runs: Sequence[Run], bootstrap: ClusterBootstrap) -> pd.DataFrame:
-    """Per model with both variants: multi-task minus single-task study κ and AUROC (threshold 0.5),
-    runs paired by seed; seeds trained for one variant only are left out of the pairing (one run
-    per variant pairs whatever its seed)."""
+    """Per experiment trained in both variants: multi-task minus single-task study κ and AUROC
+    (threshold 0.5). A pair is two runs of one model with the same seed and the same other settings
+    (``seed_groups``); runs of a model trained in both variants without such a partner are left out
+    and listed in ``table.attrs["unpaired"]`` ({folder: why}), which ``ablation_markdown`` prints."""
     groups = seed_groups(runs)
-    rows = []
-    for (model, variant), multitask in groups.items():
-        single = groups.get((model, "single_task"))
-        if variant != "multitask" or not single:
+    both = {m for m, v, _ in groups if v == "multitask"} & {m for m, v, _ in groups if v == "single_task"}
+    rows, unpaired = [], {}
+    for (model, variant, settings), members in groups.items():
+        other = groups.get((model, "single_task" if variant == "multitask" else "multitask", settings), [])
+        partners = {_seed_order(run.seed): run for run in other}
+        for run in members:
+            if model in both and _seed_order(run.seed) not in partners:
+                other_variant = VARIANT_LABELS["single_task" if variant == "multitask" else "multitask"]
+                unpaired[_folder_name(run)] = f"no {other_variant} run with seed {run.seed} and the same settings"
+        if variant != "multitask" or not other:
             continue
-        by_seed = {_seed_order(run.seed): run for run in single}
-        pairs = [(a, by_seed[_seed_order(a.seed)]) for a in multitask if _seed_order(a.seed) in by_seed]
-        if not pairs and len(multitask) == len(single) == 1:
-            pairs = [(multitask[0], single[0])]  # one run per variant (seeds differ or unrecorded)
+        pairs = [(a, partners[_seed_order(a.seed)]) for a in members if _seed_order(a.seed) in partners]
         for a, b in pairs:
             _check_same_images(a, b)
         if pairs:
             pairs_with_tables = [(a, b, a.predictions, b.predictions) for a, b in pairs]
-            rows += _rows(pairs_with_tables, bootstrap, model, "", "multi-task − single-task")
-    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+            rows += _rows(pairs_with_tables, bootstrap, model, "", "multi-task − single-task", members[0].setting)
+    table = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+    table.attrs["unpaired"] = unpaired
+    return table
 
 
 def tta_table(runs: Sequence[Run], bootstrap: ClusterBootstrap) -> pd.DataFrame:
-    """Per (model, variant) whose runs have TTA predictions: TTA minus plain, paired on the same
-    runs (seeds averaged). Empty when no run has test_predictions_tta.csv."""
+    """Per experiment (model, variant, settings) whose runs have TTA predictions: TTA minus plain,
+    paired on the same runs (seeds averaged). Empty when no run has test_predictions_tta.csv."""
     rows = []
-    for (model, variant), members in seed_groups(runs).items():
+    for (model, variant, _), members in seed_groups(runs).items():
         with_tta = [run for run in members if run.tta_predictions is not None]
         if with_tta:
             pairs = [(run, run, run.tta_predictions, run.predictions) for run in with_tta]
-            rows += _rows(pairs, bootstrap, model, variant, "TTA − plain")
+            rows += _rows(pairs, bootstrap, model, variant, "TTA − plain", members[0].setting)
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
 
 def _model_label(row: pd.Series) -> str:
     """'Custom CNN · multi-task' where the row is about one variant (TTA), 'Custom CNN' where it
-    compares the variants (ablation)."""
+    compares the variants (ablation), then the experiment's settings ('· img_size 128') if any."""
     model = MODEL_LABELS.get(row["model"], row["model"])
-    return f"{model} · {VARIANT_LABELS.get(row['variant'], row['variant'])}" if row["variant"] else model
+    label = f"{model} · {VARIANT_LABELS.get(row['variant'], row['variant'])}" if row["variant"] else model
+    settings = row.get("settings", "")
+    return label if settings is None or pd.isna(settings) or not settings else f"{label} · {settings}"
+
+
+def _pairs_text(row: pd.Series) -> str:
+    pairs = int(row["pairs"])
+    return f"{pairs} pair{'s' if pairs != 1 else ''}, seed{'s' if pairs != 1 else ''} {row['seeds']}"
 
 
 def paired_markdown(table: pd.DataFrame, level: float = 0.95) -> str:
@@ -142,16 +160,29 @@ def paired_markdown(table: pd.DataFrame, level: float = 0.95) -> str:
             ]
         )
     words = [
-        f"- {_model_label(row)}, {METRIC_LABELS.get(row['metric'], row['metric'])}: {row['verdict']}."
+        f"- {_model_label(row)}, {METRIC_LABELS.get(row['metric'], row['metric'])} ({_pairs_text(row)}): "
+        f"{row['verdict']}."
         for _, row in table.iterrows()
     ]
     return markdown_table(header, rows, [False, False, False] + [True] * 5) + "\n" + "\n".join(words) + "\n"
 
 
 def ablation_markdown(table: pd.DataFrame, resamples: int, level: float = 0.95) -> str:
-    """The ablation section: what was compared, the paired differences, and how sure they are."""
+    """The ablation section: what was compared, how many pairs, the paired differences, how sure
+    they are, and which runs found no partner (same model, seed and settings, other variant)."""
+    unpaired = table.attrs.get("unpaired", {})
+    left_out = (
+        "\nNot paired (no run of the other variant with the same seed and settings): "
+        + "; ".join(f"`{folder}` ({why})" for folder, why in unpaired.items())
+        + ".\n"
+        if unpaired
+        else ""
+    )
     if table.empty:
-        return "No model was trained in both variants with a shared seed, so there is no paired ablation.\n"
+        return (
+            "No model was trained in both variants with a shared seed and the same other settings, "
+            "so there is no paired ablation.\n" + left_out
+        )
     caveats = []
     if (table["pairs"] == 1).any():
         caveats.append(
@@ -165,11 +196,15 @@ def ablation_markdown(table: pd.DataFrame, resamples: int, level: float = 0.95) 
             "over test patients; the per-seed range shows how much training randomness moves it."
         )
     caveat = "".join(caveats)
+    experiments = table.drop_duplicates(["model", "settings"])
+    used = ", ".join(f"{_model_label(row)}: {_pairs_text(row)}" for _, row in experiments.iterrows())
     return (
-        "A = multi-task (with the body-part head), B = single-task, same model and seed, threshold 0.5. "
+        "A = multi-task (with the body-part head), B = single-task, same model, seed and other settings, "
+        f"threshold 0.5. Pairs used: {used}. "
         f"{resamples} patient resamples shared by both sides (paired); with several seeds the per-seed "
         f"differences are averaged on each resample. p: two-sided bootstrap p-value.{caveat}\n\n"
         + paired_markdown(table, level)
+        + left_out
     )
 
 

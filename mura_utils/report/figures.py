@@ -1,5 +1,6 @@
 """The report's figures: ROC, per-body-part kappa, confusion matrices, training curves,
-reliability and the multi-task ablation. Figures live outside pyplot (no global state)."""
+reliability and the multi-task ablation. Figures live outside pyplot (no global state). Titles,
+class names and body parts come from the runs' dataset (run.json "dataset"; MURA for older runs)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,10 @@ from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss, confusion_matrix, roc_curve
 
-from ..constants import BODY_PARTS
-from ..evaluate import binary_metrics, compute_metrics, study_table
+from ..evaluate import binary_metrics, study_table
 from ..io import atomic_path
 from ..statistics import point_metrics
-from .runs import MODEL_LABELS, MODEL_ORDER, Run
+from .runs import MODEL_LABELS, MODEL_ORDER, Run, dataset_short_name, report_dataset
 
 STYLE = {
     "figure.facecolor": "white",
@@ -82,11 +82,26 @@ def model_colors(models: Iterable[str]) -> dict[str, tuple | str]:
     return colors
 
 
-def _line_style(run: Run, colors: dict) -> dict:
-    """Same colour for one model's two variants; single-task dashed, the ensemble thick black."""
+# line styles and bar hatches of a model's first, second, ... settings (see runs.name_settings)
+MULTITASK_LINES = ("-", "-.", (0, (1, 1.5)), (0, (6, 1.5, 1, 1.5, 1, 1.5)))
+SINGLE_TASK_LINES = ("--", (0, (3, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 3)))
+MULTITASK_HATCHES = (None, "..", "xx", "oo")
+SINGLE_TASK_HATCHES = ("///", "\\\\\\", "++", "--")
+
+
+def _setting_rank(run: Run, runs: Sequence[Run]) -> int:
+    """0 for a model's first settings (the only ones, usually), 1 for its second, ... in name order."""
+    settings = sorted({other.setting for other in runs if other.model == run.model})
+    return settings.index(run.setting) if run.setting in settings else 0
+
+
+def _line_style(run: Run, colors: dict, runs: Sequence[Run] = ()) -> dict:
+    """Same colour for one model's two variants; single-task dashed, the ensemble thick black; a
+    model's runs with other settings (image size, ...) in other dash patterns."""
+    lines = MULTITASK_LINES if run.multitask else SINGLE_TASK_LINES
     return {
         "color": colors[run.model],
-        "linestyle": "-" if run.multitask else "--",
+        "linestyle": lines[_setting_rank(run, runs) % len(lines)],
         "linewidth": 2.2 if run.model == "ensemble" else 1.5,
     }
 
@@ -95,6 +110,44 @@ def _labels(runs: Sequence[Run]) -> list[str]:
     """Legend names; two runs of the same model and variant (other seeds) get their run names."""
     labels = [run.label for run in runs]
     return [f"{label} [{run.name}]" if labels.count(label) > 1 else label for label, run in zip(labels, runs)]
+
+
+def _test_set(runs: Sequence[Run]) -> str:
+    """'MURA valid', 'FracAtlas test': the runs' dataset and test split, for titles."""
+    dataset = report_dataset(runs)
+    return f"{dataset_short_name(dataset)} {dataset['test_split']}"
+
+
+def body_part_kappas(runs: Sequence[Run], threshold: float = 0.5) -> pd.DataFrame:
+    """Study-level Cohen's kappa per body part (rows, in the dataset's order; a part the test set
+    has but the dataset does not list comes last) and run (columns, run names), and the number of
+    studies per part (column ``studies``, from the first run that has the part)."""
+    dataset = report_dataset(runs)
+    tables = [study_table(run.predictions) for run in runs]
+    present = list(dict.fromkeys(str(part) for table in tables for part in table["body_part"]))
+    parts = [part for part in dataset["body_parts"] if part in present]
+    parts += sorted(part for part in present if part not in parts)
+    result = pd.DataFrame(index=pd.Index(parts, name="body_part"))
+    result["studies"] = [
+        next(
+            (
+                int((table["body_part"].astype(str) == part).sum())
+                for table in tables
+                if part in set(table["body_part"].astype(str))
+            ),
+            0,
+        )
+        for part in parts
+    ]
+    for run, table in zip(runs, tables):
+        kappas = []
+        for part in parts:
+            studies = table[table["body_part"].astype(str) == part]
+            kappas.append(
+                binary_metrics(studies["label"], studies["probability"], threshold)["kappa"] if len(studies) else np.nan
+            )
+        result[run.name] = kappas
+    return result
 
 
 def _scores(run: Run, level: str) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +175,7 @@ def plot_roc(runs: Sequence[Run], level: str, path: str | Path, colors: dict | N
             false_positive,
             true_positive,
             label=f"{label} (AUROC {point_metrics(labels, probabilities)['auroc']:.3f})",
-            **_line_style(run, colors),
+            **_line_style(run, colors, runs),
         )
     axes.set(
         xlim=(0, 1),
@@ -130,7 +183,7 @@ def plot_roc(runs: Sequence[Run], level: str, path: str | Path, colors: dict | N
         aspect="equal",
         xlabel="False positive rate (1 − specificity)",
         ylabel="True positive rate (sensitivity)",
-        title=f"ROC, {level} level (MURA valid, n = {n_units} {'studies' if level == 'study' else 'images'})",
+        title=f"ROC, {level} level ({_test_set(runs)}, n = {n_units} {'studies' if level == 'study' else 'images'})",
     )
     axes.legend(loc="lower right")
     return _save(figure, path)
@@ -140,32 +193,33 @@ def plot_roc(runs: Sequence[Run], level: str, path: str | Path, colors: dict | N
 def plot_per_body_part_kappa(runs: Sequence[Run], path: str | Path, colors: dict | None = None) -> Path:
     """Grouped bars of study-level Cohen's kappa (threshold 0.5): body part x model."""
     colors = colors or model_colors(run.model for run in runs)
-    per_run = [compute_metrics(run.predictions, 0.5)["per_body_part"] for run in runs]
-    parts = [part for part in BODY_PARTS if any(part in metrics for metrics in per_run)]
+    kappas_per_part = body_part_kappas(runs)
+    parts = list(kappas_per_part.index)
     figure = _figure(max(7.5, 1.3 * len(parts) + 3), 4.4)
     axes = figure.subplots()
     width = 0.8 / max(len(runs), 1)
     positions = np.arange(len(parts))
-    for i, (run, label, metrics) in enumerate(zip(runs, _labels(runs), per_run)):
-        kappas = [metrics.get(part, {}).get("study_kappa", np.nan) for part in parts]
+    for i, (run, label) in enumerate(zip(runs, _labels(runs))):
+        kappas = kappas_per_part.iloc[:, 1 + i].to_numpy(dtype=float)  # by position: run names may repeat
         axes.bar(
             positions - 0.4 + width * (i + 0.5),
             kappas,
             width,
             label=label,
             color=colors[run.model],
-            hatch=None if run.multitask else "///",
+            hatch=(MULTITASK_HATCHES if run.multitask else SINGLE_TASK_HATCHES)[_setting_rank(run, runs) % 4],
             edgecolor="white",
             linewidth=0.5,
         )
-    counts = [next((metrics[part]["studies"] for metrics in per_run if part in metrics), 0) for part in parts]
+    counts = kappas_per_part["studies"].tolist()
     axes.set_xticks(positions, [f"{part.title()}\n({count} studies)" for part, count in zip(parts, counts)])
     axes.axhline(0, color="0.3", linewidth=0.8)
     axes.grid(axis="x", visible=False)
     axes.set(
         ylabel="Cohen's κ (study level)",
         xlabel="Body part",
-        title="Study-level Cohen's κ per body part (threshold 0.5)",
+        title="Study-level Cohen's κ per body part (threshold 0.5)"
+        + ("" if report_dataset(runs)["name"] == "mura" else f", {_test_set(runs)}"),
     )
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
     return _save(figure, path)
@@ -178,7 +232,8 @@ def plot_confusion_matrices(runs: Sequence[Run], path: str | Path, threshold: fl
     rows = int(np.ceil(len(runs) / columns)) or 1
     figure = _figure(3.3 * columns, 3.1 * rows)
     grid = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
-    names = ["normal", "abnormal"]
+    dataset = report_dataset(runs)
+    names = [dataset["negative_label"], dataset["positive_label"]]
     for axes, run, label in zip(grid, runs, _labels(runs)):
         studies = study_table(run.predictions)
         counts = confusion_matrix(studies["label"], (studies["probability"] >= threshold).astype(int), labels=[0, 1])
@@ -201,7 +256,7 @@ def plot_confusion_matrices(runs: Sequence[Run], path: str | Path, threshold: fl
         axes.grid(False)
     for axes in grid[len(runs) :]:
         axes.set_visible(False)
-    figure.suptitle(f"Study-level confusion matrices (MURA valid, threshold {threshold:g})")
+    figure.suptitle(f"Study-level confusion matrices ({_test_set(runs)}, threshold {threshold:g})")
     return _save(figure, path)
 
 
@@ -215,7 +270,7 @@ def plot_training_curves(runs: Sequence[Run], path: str | Path, colors: dict | N
         history = run.history
         if history.empty or "epoch" not in history:
             continue
-        style = _line_style(run, colors)
+        style = _line_style(run, colors, runs)
         if "train_loss" in history:
             loss_axes.plot(history["epoch"], history["train_loss"], marker="o", markersize=3, label=label, **style)
         if "val_study_auroc" in history:
@@ -238,13 +293,18 @@ def plot_training_curves(runs: Sequence[Run], path: str | Path, colors: dict | N
     handles, labels = loss_axes.get_legend_handles_labels()
     if handles:
         figure.legend(handles, labels, loc="outside lower center", ncol=min(4, len(handles)))
-    figure.suptitle("Training curves (validation = patient-level split of MURA train)")
+    dataset = report_dataset(runs)
+    figure.suptitle(
+        "Training curves (validation = patient-level split of MURA train)"
+        if dataset["name"] == "mura"
+        else f"Training curves ({dataset_short_name(dataset)}; validation = the runs' validation split)"
+    )
     return _save(figure, path)
 
 
 @_styled
 def plot_reliability(runs: Sequence[Run], path: str | Path, n_bins: int = 10, colors: dict | None = None) -> Path:
-    """Study-level calibration: observed abnormal fraction per probability bin vs the diagonal."""
+    """Study-level calibration: observed positive (abnormal) fraction per probability bin vs the diagonal."""
     colors = colors or model_colors(run.model for run in runs)
     figure = _figure(6.2, 5.4)
     axes = figure.subplots()
@@ -259,14 +319,14 @@ def plot_reliability(runs: Sequence[Run], path: str | Path, n_bins: int = 10, co
             marker="o",
             markersize=4,
             label=f"{label} (Brier {brier:.3f})",
-            **_line_style(run, colors),
+            **_line_style(run, colors, runs),
         )
     axes.set(
         xlim=(0, 1),
         ylim=(-0.02, 1.02),
         aspect="equal",
         xlabel="Mean predicted probability (study)",
-        ylabel="Observed fraction abnormal",
+        ylabel=f"Observed fraction {report_dataset(runs)['positive_label']}",
         title=f"Reliability, study level ({n_bins} equal-width bins)",
     )
     figure.legend(loc="outside lower center", ncol=2)
@@ -277,13 +337,17 @@ def plot_reliability(runs: Sequence[Run], path: str | Path, n_bins: int = 10, co
 def plot_ablation(ablation: pd.DataFrame, path: str | Path, colors: dict | None = None) -> Path:
     """Multi-task minus single-task per model (study AUROC and kappa): the paired difference with
     its patient-bootstrap 95% CI; a bar crossing 0 means no evidence either way."""
-    models = sorted(ablation["model"].unique(), key=lambda m: (MODEL_ORDER.index(m) if m in MODEL_ORDER else 99, m))
-    colors = colors or model_colors(models)
-    figure = _figure(max(8, 1.6 * len(models) + 4), 4.2)
+    settings = ablation["settings"].fillna("") if "settings" in ablation else pd.Series("", index=ablation.index)
+    experiments = sorted(
+        set(zip(ablation["model"], settings)),
+        key=lambda e: (MODEL_ORDER.index(e[0]) if e[0] in MODEL_ORDER else 99, e[0], e[1]),
+    )  # one point per (model, settings): runs of other settings are other experiments
+    colors = colors or model_colors(model for model, _ in experiments)
+    figure = _figure(max(8, 1.6 * len(experiments) + 4), 4.2)
     panels = figure.subplots(1, 2)
     for axes, metric, title in zip(panels, ("study_auroc", "study_kappa"), ("Study AUROC", "Study Cohen's κ")):
-        for x, model in enumerate(models):
-            match = ablation[(ablation["model"] == model) & (ablation["metric"] == metric)]
+        for x, (model, setting) in enumerate(experiments):
+            match = ablation[(ablation["model"] == model) & (settings == setting) & (ablation["metric"] == metric)]
             if match.empty:
                 continue
             row = match.iloc[0]
@@ -300,8 +364,9 @@ def plot_ablation(ablation: pd.DataFrame, path: str | Path, colors: dict | None 
                 va="center",
             )
         axes.axhline(0, color="0.3", linewidth=0.8, linestyle="--")
-        axes.set_xticks(range(len(models)), [MODEL_LABELS.get(m, m) for m in models])
-        axes.set_xlim(-0.6, len(models) - 0.4)
+        names = [MODEL_LABELS.get(m, m) + (f"\n{setting}" if setting else "") for m, setting in experiments]
+        axes.set_xticks(range(len(experiments)), names)
+        axes.set_xlim(-0.6, len(experiments) - 0.4)
         axes.grid(axis="x", visible=False)
         axes.set(ylabel=f"{title}: multi-task − single-task", title=title)
         if ablation.empty:

@@ -10,11 +10,17 @@ import pandas as pd
 from .figures import _figure, _save, _styled
 from .runs import MODEL_LABELS, Run
 
-GROUPS = {
-    "TP": "True positives\n(abnormal, flagged)",
-    "FP": "False positives\n(normal, flagged)",
-    "FN": "False negatives\n(abnormal, missed)",
-}
+
+def gallery_groups(positive: str = "abnormal", negative: str = "normal") -> dict[str, str]:
+    """Row labels of a gallery in the dataset's words ('fractured, flagged')."""
+    return {
+        "TP": f"True positives\n({positive}, flagged)",
+        "FP": f"False positives\n({negative}, flagged)",
+        "FN": f"False negatives\n({positive}, missed)",
+    }
+
+
+GROUPS = gallery_groups()  # MURA's
 
 
 def gallery_cases(predictions: pd.DataFrame, threshold: float, per_group: int = 3) -> pd.DataFrame:
@@ -76,10 +82,13 @@ def cam_gallery(run: Run, path: str | Path, per_group: int = 3, img_size: int | 
         mean, std = checkpoint_normalization(checkpoint)
         heatmaps = gradcam_heatmaps(model, model_name, torch.from_numpy(grays).unsqueeze(1), mean=mean, std=std)
 
+    dataset = run.dataset
+    positive, negative = dataset["positive_label"], dataset["negative_label"]
+    groups = gallery_groups(positive, negative)
     columns = max(per_group, 1)
-    figure = _figure(2.3 * columns + 1.2, 2.45 * len(GROUPS) + 0.9)
-    grid = figure.subplots(len(GROUPS), columns, squeeze=False)
-    for row, (group, row_label) in enumerate(GROUPS.items()):
+    figure = _figure(2.3 * columns + 1.2, 2.45 * len(groups) + 0.9)
+    grid = figure.subplots(len(groups), columns, squeeze=False)
+    for row, (group, row_label) in enumerate(groups.items()):
         positions = np.flatnonzero(cases["group"].to_numpy() == group)
         for column in range(columns):
             axes = grid[row, column]
@@ -98,20 +107,21 @@ def cam_gallery(run: Run, path: str | Path, per_group: int = 3, img_size: int | 
                 continue
             case = cases.iloc[positions[column]]
             axes.imshow(overlay(grays[positions[column]], heatmaps[positions[column]]))
-            truth = "abnormal" if case["label"] == 1 else "normal"
+            truth = positive if case["label"] == 1 else negative
             axes.set_title(
                 f"study p = {case['study_probability']:.2f}, image p = {case['probability']:.2f}\n"
                 f"{truth} · {str(case['body_part']).title()}",
                 fontsize=8,
             )
+    head = "abnormality head" if dataset["name"] == "mura" else f"{positive!r} score"
     figure.suptitle(
-        f"Grad-CAM, abnormality head: {MODEL_LABELS.get(model_name, model_name)} "
+        f"Grad-CAM, {head}: {MODEL_LABELS.get(model_name, model_name)} "
         f"({'multi-task' if checkpoint.get('multitask') else 'single-task'})\nrun {run.name}",
         fontsize=10,
     )
     figure.supxlabel(
         f"study threshold {threshold:.2f} (chosen on validation studies); most confident studies first,\n"
-        "each by its highest-scoring image; red = regions that raise the abnormal score",
+        f"each by its highest-scoring image; red = regions that raise the {positive} score",
         fontsize=8,
         color="0.3",
     )

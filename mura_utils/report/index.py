@@ -27,9 +27,12 @@ from .runs import (
     MODEL_LABELS,
     VARIANT_LABELS,
     Run,
+    dataset_short_name,
     drop_repeated_seeds,
     ensemble_run,
     load_runs,
+    name_settings,
+    report_dataset,
     representatives,
     warn_left_out,
 )
@@ -93,7 +96,7 @@ def _runs_markdown(runs: Sequence[Run]) -> str:
             [
                 run.name,
                 MODEL_LABELS.get(run.model, run.model),
-                VARIANT_LABELS.get(run.variant, run.variant),
+                VARIANT_LABELS.get(run.variant, run.variant) + (f" · {run.setting}" if run.setting else ""),
                 str(info.get("pretrained", "—")),
                 str(info.get("img_size", "—")),
                 f"{info.get('epochs', '—')} ({info.get('best_epoch', '—')})",
@@ -103,6 +106,19 @@ def _runs_markdown(runs: Sequence[Run]) -> str:
             ]
         )
     return markdown_table(header, rows)
+
+
+def _baselines_markdown() -> list[str]:
+    """'The bar': earlier MURA results (MURA reports only: they say nothing about other datasets)."""
+    return [
+        "## The bar: earlier results",
+        "",
+        "What the earlier notebooks reported on MURA valid (their AUROC and κ as the notebooks computed "
+        "them), and the MURA paper (Rajpurkar et al., 2018) on its hidden test set (study level; "
+        "not comparable one to one with MURA valid).",
+        "",
+        markdown_table(["Model", "Image accuracy", "AUROC", "Cohen's κ"], BASELINES, [False, True, True, True]),
+    ]
 
 
 def _index_markdown(
@@ -121,34 +137,52 @@ def _index_markdown(
     def link(key: str) -> str:
         return written[key].relative_to(out_dir).as_posix()
 
+    dataset = report_dataset(runs)
+    name, mura = dataset_short_name(dataset), dataset["name"] == "mura"
+    positive, negative = dataset["positive_label"], dataset["negative_label"]
     lines = []
     if synthetic:
         lines += [
             "> **SYNTHETIC SAMPLE — these numbers say nothing about real radiographs.** "
-            "The data are the embedded synthetic sample, not MURA; the report only shows that the "
+            f"The data are the embedded synthetic sample, not {name}; the report only shows that the "
             "pipeline runs end to end.",
             "",
         ]
     data_roots = sorted({str(run.info.get("data_root")) for run in runs if run.info.get("data_root")})
-    test_splits = sorted({str(run.info.get("test_split", "valid")) for run in runs})
+    test_splits = sorted({str(run.info.get("test_split", dataset["test_split"])) for run in runs})
+    source = []
+    if not synthetic and dataset.get("citation"):
+        licence = f" Licence: {dataset['licence']}." if dataset.get("licence") else ""
+        source = [f"- **Source:** {dataset['title']}. Cite: {dataset['citation']}.{licence}"]
+    if mura:
+        held_out = "patient-level validation split of MURA *train*"
+        label = (
+            "- **Label:** MURA's positive class is **abnormal**: fractures, but also hardware, degenerative "
+            "joint disease, lesions and other findings. It is not a fracture-only label."
+        )
+    else:
+        held_out = "validation split of the training data"
+        label = f"- **Label:** {name}'s positive class is **{positive}**, its negative class **{negative}**."
     lines += [
-        "# MURA abnormality detection: model comparison",
+        "# MURA abnormality detection: model comparison"
+        if mura
+        else f"# {name}: model comparison ({positive} vs {negative})",
         "",
         f"- **Generated:** {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- **Code:** commit `{git_commit()}`, mura_utils {__version__}",
         f"- **Data:** {data_description}"
         + (f" (data_root: {', '.join(f'`{r}`' for r in data_roots)})" if data_roots else ""),
-        f"- **Test set:** MURA *{', '.join(test_splits)}* (held out; thresholds and model selection used a "
-        "patient-level validation split of MURA *train*).",
-        "- **Label:** MURA's positive class is **abnormal**: fractures, but also hardware, degenerative "
-        "joint disease, lesions and other findings. It is not a fracture-only label.",
+        *source,
+        f"- **Test set:** {name} *{', '.join(test_splits)}* (held out; thresholds and model selection used a "
+        f"{held_out}).",
+        label,
         "",
         "## Runs",
         "",
         _runs_markdown(runs),
         *(
             [
-                "Left out (run folders that repeat another folder's model, variant and seed; counting them "
+                "Left out (run folders that repeat another folder's model, variant, settings and seed; counting them "
                 "would make one seed look like two): "
                 + "; ".join(f"`{folder}` ({why})" for folder, why in left_out.items())
                 + ".",
@@ -162,20 +196,14 @@ def _index_markdown(
         f"Full table: [comparison.md]({link('comparison_md')}), "
         f"all columns: [comparison.csv]({link('comparison_csv')}).",
         "",
-        comparison_markdown(table),
+        comparison_markdown(table, dataset),
         "The ensemble averages the multi-task runs' image probabilities (so also their study "
         "probabilities); its parameters and training time are the members' sums.",
         "",
         *(paired or {}).values(),
         f"Paired differences as files: [ablation.md]({link('ablation_md')}), [ablation.csv]({link('ablation_csv')}).",
         "",
-        "## The bar: earlier results",
-        "",
-        "What the earlier notebooks reported on MURA valid (their AUROC and κ as the notebooks computed "
-        "them), and the MURA paper (Rajpurkar et al., 2018) on its hidden test set (study level; "
-        "not comparable one to one with MURA valid).",
-        "",
-        markdown_table(["Model", "Image accuracy", "AUROC", "Cohen's κ"], BASELINES, [False, True, True, True]),
+        *(_baselines_markdown() if mura else []),
         "## Figures",
         "",
     ]
@@ -205,8 +233,9 @@ def _index_markdown(
         "## Grad-CAM galleries",
         "",
         "Images the model flagged correctly (TP), flagged wrongly (FP) and missed (FN) at the run's "
-        "validation threshold. Grad-CAM shows where the abnormality score is sensitive, "
-        "not where a finding is.",
+        "validation threshold. Grad-CAM shows where the "
+        + ("abnormality" if mura else f"{positive!r}")
+        + " score is sensitive, not where a finding is.",
         "",
     ]
     for run in runs:
@@ -233,9 +262,13 @@ def write_report(
     there are several seeds.
 
     ``synthetic`` is also switched on when any run.json says its data was the synthetic sample,
-    so a report of synthetic numbers can never go out without the warning. Run folders that repeat
-    another's (model, variant, seed) are left out, with a warning and a line in index.md (see
-    ``drop_repeated_seeds``). Returns the paths.
+    so a report of synthetic numbers can never go out without the warning; real data get their
+    citation and licence line instead. Titles, class names and body parts follow the runs' dataset
+    (run.json "dataset"); runs of several datasets are refused, naming their folders. Runs of one
+    model trained with other settings (image size, epochs, ...) are separate experiments: separate
+    rows and curves, named by what differs, never averaged or paired. Run folders that repeat
+    another's (model, variant, settings, seed) are left out, with a warning and a line in index.md
+    (see ``drop_repeated_seeds``). Returns the paths.
     """
     from ..checkpoint import CheckpointError
     from ..imaging import ImageReadError
@@ -244,14 +277,16 @@ def write_report(
     runs = load_runs(runs_dir)
     if not runs:
         raise ValueError(f"{runs_dir}: no run folders (with run.json) to report on")
+    dataset = report_dataset(runs)  # refuses runs of several datasets before anything is written
     runs, left_out = drop_repeated_seeds(runs)
     warn_left_out(left_out)
+    name_settings(runs)
     synthetic = bool(synthetic or any(run.info.get("synthetic") for run in runs))
     ensemble = ensemble_run(runs)
     everyone = runs + ([ensemble] if ensemble is not None else [])
     bootstrap = report_bootstrap(everyone, n_resamples, seed)
     table = comparison_table(everyone, bootstrap=bootstrap)
-    written = write_comparison(table, out_dir)
+    written = write_comparison(table, out_dir, dataset)
     ablation, tta = ablation_table(runs, bootstrap), tta_table(runs, bootstrap)
     paired = {"ablation": "## Ablation: does the body-part head help?\n\n" + ablation_markdown(ablation, n_resamples)}
     if not tta.empty:

@@ -1,19 +1,22 @@
-"""Finished training runs as Python objects: run folders (run.json, test predictions, history,
-optional test-time-augmentation predictions), grouped by (model, variant) over seeds, and the
-ensembles built from them (over seeds of one model; over the multi-task models)."""
+"""Finished training runs as Python objects: run folders (run.json, config.json, test predictions,
+history, optional test-time-augmentation predictions), grouped by model, variant and every other
+training setting over seeds, and the ensembles built from them (over seeds of one experiment; over
+the multi-task models). Runs of different datasets are never pooled."""
 
 from __future__ import annotations
 
 import json
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..compare import read_predictions  # one reader of prediction CSVs for report and compare
+from ..config import _PATH_FIELDS, RESULT_NEUTRAL_FIELDS, TrainConfig
+from ..constants import BODY_PARTS, NEGATIVE_LABEL, POSITIVE_LABEL
 
 ENSEMBLE_NAME = "ensemble (multi-task mean)"
 MODEL_ORDER = ("custom_cnn", "resnet50", "densenet169", "efficientnet_b0")
@@ -26,6 +29,28 @@ MODEL_LABELS = {
 }
 VARIANT_LABELS = {"multitask": "multi-task", "single_task": "single-task"}
 REQUIRED_COLUMNS = ("path", "body_part", "study", "label", "probability")
+# run.json "dataset" of runs written before datasets were recorded: they all trained on MURA
+MURA_DATASET = {
+    "name": "mura",
+    "title": "MURA-v1.1",
+    "body_parts": list(BODY_PARTS),
+    "positive_label": POSITIVE_LABEL,
+    "negative_label": NEGATIVE_LABEL,
+    "has_patients": True,
+    "test_split": "valid",
+    "citation": "",
+    "licence": "",
+    "has_boxes": False,
+}
+DATASET_REQUIRED = ("name", "title", "body_parts", "positive_label", "negative_label")
+# TrainConfig fields that name the experiment itself (model, variant, seed) rather than its settings
+NOT_SETTINGS = frozenset({"model", "multitask", "seed", "out_dir"}) | RESULT_NEUTRAL_FIELDS
+# run.json records what a run really used where config.json records what was asked for (img_size
+# None: the model's default; pretrained: ignored by custom_cnn; data_root: MURA-v1.1 or its parent;
+# dataset "auto": the one detected)
+EFFECTIVE_FIELDS = ("img_size", "pretrained", "data_root", "epochs")
+NO_CONFIG = "(no config.json)"  # the value of a setting of a run folder without config.json
+NOT_RECORDED = "(not recorded)"  # a setting that the run's config.json does not have (another version)
 
 
 @dataclass
@@ -41,6 +66,8 @@ class Run:
     path: Path | None = None
     tta_predictions: pd.DataFrame | None = None  # test_predictions_tta.csv, when the run has one
     kind: str = "run"  # "run" | "seed_ensemble" | "tta" | "ensemble"
+    settings: dict = field(default_factory=dict)  # what it was trained and tested with (see run_settings)
+    setting: str = ""  # what sets it apart from the same model's other experiments (see name_settings)
 
     @property
     def multitask(self) -> bool:
@@ -52,14 +79,124 @@ class Run:
         return self.info.get("seed")
 
     @property
+    def settings_key(self) -> str:
+        """The settings as one comparable value: runs with equal keys are one experiment over seeds."""
+        return json.dumps(self.settings, sort_keys=True, default=str)
+
+    @property
+    def dataset(self) -> dict:
+        """run.json's "dataset" (runs of older versions: MURA), with its test split from run.json."""
+        return run_dataset(self.info)
+
+    @property
     def label(self) -> str:
-        """How figures and tables name the run: 'ResNet50 · multi-task'."""
+        """How figures and tables name the run: 'ResNet50 · multi-task', 'ResNet50 · multi-task ·
+        img_size 128' where the same model was also trained with other settings."""
         if self.model == "ensemble":
             return MODEL_LABELS["ensemble"]
         base = f"{MODEL_LABELS.get(self.model, self.model)} · {VARIANT_LABELS.get(self.variant, self.variant)}"
+        base += f" · {self.setting}" if self.setting else ""
         if self.kind == "seed_ensemble":
             return f"{base} · {len(self.info.get('members', []))}-seed ensemble"
         return f"{base} + TTA" if self.kind == "tta" else base
+
+
+def run_dataset(info: dict, where: str = "run.json") -> dict:
+    """The dataset a run was trained and tested on, from run.json's "dataset" (MURA when absent:
+    runs written before datasets were recorded); raises naming ``where`` when a key is missing."""
+    recorded = info.get("dataset")
+    if recorded is None:
+        dataset = dict(MURA_DATASET)
+    elif not isinstance(recorded, dict) or any(key not in recorded for key in DATASET_REQUIRED):
+        raise ValueError(f'{where}: "dataset" must be an object with keys {list(DATASET_REQUIRED)}, got {recorded!r}')
+    else:
+        dataset = {"has_patients": True, "citation": "", "licence": "", "has_boxes": False, **recorded}
+        dataset["body_parts"] = [str(part) for part in recorded["body_parts"]]
+    dataset["test_split"] = str(info.get("test_split") or dataset.get("test_split") or "valid")
+    return dataset
+
+
+def dataset_short_name(dataset: dict) -> str:
+    """How the report's sentences name a dataset: 'MURA' (as before datasets were recorded), else its title."""
+    return "MURA" if dataset["name"] == "mura" else str(dataset["title"])
+
+
+def report_dataset(runs: Sequence[Run]) -> dict:
+    """The one dataset of ``runs`` (their test splits joined); raises naming the run folders of each
+    dataset when they were trained on different ones: a report never pools datasets."""
+    by_dataset: dict[tuple, list[Run]] = {}
+    for run in runs:
+        dataset = run.dataset
+        by_dataset.setdefault((dataset["name"], dataset["title"]), []).append(run)
+    if len(by_dataset) > 1:
+        folders = "; ".join(
+            f"{title} ({name}): {', '.join(_folder_name(run) for run in members)}"
+            for (name, title), members in by_dataset.items()
+        )
+        raise ValueError(
+            f"runs of {len(by_dataset)} datasets cannot share one report or ensemble ({folders}); "
+            "put each dataset's run folders in a runs folder of their own and report them separately"
+        )
+    datasets = [run.dataset for run in runs] or [run_dataset({})]
+    splits = ", ".join(dict.fromkeys(dataset["test_split"] for dataset in datasets))
+    body_parts = list(dict.fromkeys(part for dataset in datasets for part in dataset["body_parts"]))
+    return {**datasets[0], "test_split": splits, "body_parts": body_parts}
+
+
+def run_settings(folder: Path, info: dict) -> dict:
+    """What a run was trained and tested with, to tell experiments apart: config.json's TrainConfig
+    fields minus the model, variant, seed and RESULT_NEUTRAL_FIELDS (paths resolved; a field that
+    config.json predates at its default, the behaviour before it existed), run.json's effective
+    img_size, pretrained, data_root (not for a manifest: run.json records its folder, config.json the
+    file) and epochs in place of the requested ones, the dataset's name and the test split. Without
+    config.json the other fields are NO_CONFIG."""
+    path = folder / "config.json"
+    defaults = {item.name: item.default for item in fields(TrainConfig)}
+    if path.is_file():
+        try:
+            config = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path}: not a JSON config file ({error})") from error
+        if not isinstance(config, dict):
+            raise ValueError(f"{path}: a config file holds one JSON object of TrainConfig fields")
+        values = {**defaults, **config}
+        for name in _PATH_FIELDS:
+            if values.get(name):
+                values[name] = str(Path(values[name]).expanduser().resolve())
+    else:
+        values = dict.fromkeys(defaults, NO_CONFIG)
+    manifest = str(values.get("data_root") or "").lower().endswith(".csv")
+    effective = [name for name in EFFECTIVE_FIELDS if not (name == "data_root" and manifest)]
+    values.update((name, info[name]) for name in effective if info.get(name) is not None)
+    values["dataset"] = run_dataset(info)["name"]
+    values["test_split"] = str(info.get("test_split", "valid"))
+    return {name: value for name, value in values.items() if name not in NOT_SETTINGS}
+
+
+def _setting_text(name: str, value) -> str:
+    return f"{name} {value}" if value is not NOT_RECORDED else f"{name} not recorded"
+
+
+def name_settings(runs: Sequence[Run]) -> None:
+    """Set each run's ``setting``: the settings whose values differ between runs of its model
+    (either variant), e.g. 'img_size 128', so every experiment's rows and curves are told apart;
+    '' where the model was trained with one set of settings."""
+    by_model: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.kind == "run" and run.model != "ensemble":
+            by_model.setdefault(run.model, []).append(run)
+    for members in by_model.values():
+        names = list(dict.fromkeys(name for run in members for name in run.settings))
+        varying = [
+            name
+            for name in names
+            if len({json.dumps(run.settings.get(name, NOT_RECORDED), default=str) for run in members}) > 1
+        ]
+        for run in members:
+            values = {name: run.settings.get(name, NOT_RECORDED) for name in varying}
+            parts = [_setting_text(name, value) for name, value in values.items() if value != NO_CONFIG]
+            parts += ["no config.json"] if NO_CONFIG in values.values() else []
+            run.setting = " · ".join(parts)
 
 
 def _sort_key(run: Run) -> tuple:
@@ -86,6 +223,7 @@ def load_run(folder: str | Path) -> Run:
     history = pd.read_csv(history_path) if history_path.is_file() else pd.DataFrame()
     has_parts = "predicted_body_part" in predictions and predictions["predicted_body_part"].notna().any()
     variant = info.get("variant") or ("multitask" if has_parts else "single_task")
+    run_dataset(info, str(folder / "run.json"))  # a malformed "dataset" fails here, naming the file
     return Run(
         name=info.get("run_name", folder.name),
         model=info.get("model", "unknown"),
@@ -95,17 +233,21 @@ def load_run(folder: str | Path) -> Run:
         history=history,
         path=folder,
         tta_predictions=tta_predictions,
+        settings=run_settings(folder, info),
     )
 
 
 def load_runs(runs_dir: str | Path) -> list[Run]:
     """Every run folder under ``runs_dir`` (folders without run.json are skipped), ordered by model
-    and then multi-task before single-task, so tables and legends read the same way every time."""
+    and then multi-task before single-task, so tables and legends read the same way every time;
+    runs of a model trained with several settings are named by what differs (``name_settings``)."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"{runs_dir}: runs folder not found")
     folders = sorted(folder for folder in runs_dir.iterdir() if (folder / "run.json").is_file())
-    return sorted((load_run(folder) for folder in folders), key=_sort_key)
+    runs = sorted((load_run(folder) for folder in folders), key=_sort_key)
+    name_settings(runs)
+    return runs
 
 
 def mean_predictions(members: Sequence[Run], name: str) -> pd.DataFrame:
@@ -113,6 +255,7 @@ def mean_predictions(members: Sequence[Run], name: str) -> pd.DataFrame:
     the mean of its images', its study probability is the mean of theirs too."""
     if not members:
         raise ValueError(f"{name}: no runs to average")
+    report_dataset(members)  # never average runs of two datasets
     index_columns = [
         c for c in ("path", "split", "body_part", "patient", "study", "label") if c in members[0].predictions
     ]
@@ -174,20 +317,21 @@ def _newest_first(run: Run) -> tuple:
 
 
 def drop_repeated_seeds(runs: Sequence[Run]) -> tuple[list[Run], dict[str, str]]:
-    """Runs with one folder per (model, variant, seed), and {left-out folder: why}: ``mura reproduce``
-    writes ``<model>_<variant>_seed<k>`` next to older ``<model>_<variant>`` folders of the same seed,
-    which would otherwise count as extra seeds. Of repeats, the folder named by
-    ``experiment.run_folder_name`` is kept, else the one whose run.json is newest. Runs without a
-    recorded seed are all kept (they cannot be told apart)."""
+    """Runs with one folder per (model, variant, settings, seed), and {left-out folder: why}:
+    ``mura reproduce`` writes ``<model>_<variant>_seed<k>`` next to older ``<model>_<variant>``
+    folders of the same seed, which would otherwise count as extra seeds. Of repeats, the folder
+    named by ``experiment.run_folder_name`` is kept, else the one whose run.json is newest. Runs
+    without a recorded seed are all kept (they cannot be told apart); runs with other settings
+    (image size, epochs, ...) are other experiments, not repeats."""
     from ..experiment import run_folder_name
 
     repeats: dict[tuple, list[Run]] = {}
     for run in runs:
         if run.kind == "run" and run.model != "ensemble" and run.seed is not None:
-            repeats.setdefault((run.model, run.variant, _seed_order(run.seed)), []).append(run)
+            repeats.setdefault((run.model, run.variant, run.settings_key, _seed_order(run.seed)), []).append(run)
     left_out: dict[str, str] = {}
     dropped: set[int] = set()
-    for (model, variant, (numeric, value, _)), members in repeats.items():
+    for (model, variant, _, (numeric, value, _)), members in repeats.items():
         if len(members) < 2:
             continue
         seed = int(value) if numeric == 0 and value.is_integer() else members[0].seed
@@ -208,23 +352,42 @@ def warn_left_out(left_out: dict[str, str]) -> None:
         warnings.warn(f"run folder(s) left out of the report, they repeat a seed: {folders}", stacklevel=3)
 
 
-def seed_groups(runs: Sequence[Run]) -> dict[tuple[str, str], list[Run]]:
-    """Trained runs grouped by (model, variant) from run.json (never from folder names), seeds in
-    numeric order; a seed with several folders counts once (see ``drop_repeated_seeds``, warns)."""
+def seed_groups(runs: Sequence[Run]) -> dict[tuple[str, str, str], list[Run]]:
+    """Trained runs grouped by experiment, (model, variant, settings_key) from run.json and
+    config.json (never from folder names): runs that differ in anything but the seed (image size,
+    epochs, learning rate, pretraining, data, ...) are separate groups, never averaged. Seeds in
+    numeric order; a seed with several folders counts once (see ``drop_repeated_seeds``, warns).
+    Names each run's setting (``name_settings``); raises when the runs span several datasets."""
+    report_dataset(runs)
     runs, left_out = drop_repeated_seeds(runs)
     warn_left_out(left_out)
-    groups: dict[tuple[str, str], list[Run]] = {}
-    for run in runs:
-        if run.kind == "run" and run.model != "ensemble":
-            groups.setdefault((run.model, run.variant), []).append(run)
+    trained = [run for run in runs if run.kind == "run" and run.model != "ensemble"]
+    name_settings(trained)
+    groups: dict[tuple[str, str, str], list[Run]] = {}
+    for run in trained:
+        groups.setdefault((run.model, run.variant, run.settings_key), []).append(run)
     return {key: sorted(members, key=lambda r: (_seed_order(r.seed), r.name)) for key, members in groups.items()}
 
 
+_INHERITED = ("dataset", "test_split", "synthetic", "data_root", "img_size", "epochs", "pretrained")
+
+
+def _inherited(first: Run) -> dict:
+    """run.json fields a run made from others keeps: its data and settings (not its seed or threshold)."""
+    return {key: first.info[key] for key in _INHERITED if key in first.info}
+
+
 def seed_ensemble_run(members: Sequence[Run]) -> Run:
-    """The mean of one (model, variant)'s seeds as a Run: what averaging the seeds' outputs buys."""
+    """The mean of one experiment's seeds as a Run: what averaging the seeds' outputs buys."""
     first = members[0]
+    keys = {run.settings_key for run in members}
+    if len(keys) > 1 or len({(run.model, run.variant) for run in members}) > 1:
+        raise ValueError(f"runs {[run.name for run in members]} are not one experiment over seeds; no seed ensemble")
     name = f"{first.model}_{first.variant} ({len(members)}-seed ensemble)"
+    if first.setting:
+        name = f"{first.model}_{first.variant} {first.setting} ({len(members)}-seed ensemble)"
     info = {
+        **_inherited(first),
         "run_name": name,
         "model": first.model,
         "variant": first.variant,
@@ -234,7 +397,17 @@ def seed_ensemble_run(members: Sequence[Run]) -> Run:
         "parameters": _total(members, "parameters"),
         "train_seconds": _total(members, "train_seconds"),
     }
-    return Run(name, first.model, first.variant, info, mean_predictions(members, name), kind="seed_ensemble")
+    predictions = mean_predictions(members, name)
+    return Run(
+        name,
+        first.model,
+        first.variant,
+        info,
+        predictions,
+        kind="seed_ensemble",
+        settings=first.settings,
+        setting=first.setting,
+    )
 
 
 def tta_run(run: Run) -> Run | None:
@@ -242,12 +415,22 @@ def tta_run(run: Run) -> Run | None:
     if run.tta_predictions is None:
         return None
     info = {**run.info, "run_name": f"{run.name} + TTA"}
-    return Run(f"{run.name} + TTA", run.model, run.variant, info, run.tta_predictions, path=run.path, kind="tta")
+    return Run(
+        f"{run.name} + TTA",
+        run.model,
+        run.variant,
+        info,
+        run.tta_predictions,
+        path=run.path,
+        kind="tta",
+        settings=run.settings,
+        setting=run.setting,
+    )
 
 
 def representatives(runs: Sequence[Run]) -> list[Run]:
-    """One curve per (model, variant) for the figures: the seed ensemble when there are several
-    seeds, else the run; ensembles over models are kept."""
+    """One curve per experiment (model, variant, settings) for the figures: the seed ensemble when
+    there are several seeds, else the run; ensembles over models are kept."""
     chosen = []
     for members in seed_groups(runs).values():
         chosen.append(seed_ensemble_run(members) if len(members) > 1 else members[0])
@@ -264,6 +447,7 @@ def ensemble_run(runs: Sequence[Run]) -> Run | None:
         return None
 
     info = {
+        **{key: members[0].info[key] for key in ("dataset", "test_split", "synthetic") if key in members[0].info},
         "run_name": ENSEMBLE_NAME,
         "model": "ensemble",
         "variant": "multitask",

@@ -12,11 +12,24 @@ import pandas as pd
 from ..evaluate import binary_metrics, compute_metrics, study_table
 from ..io import atomic_write_text
 from ..statistics import DEFAULT_RESAMPLES, ClusterBootstrap, level_resamples
-from .runs import MODEL_LABELS, VARIANT_LABELS, Run, ensemble_run, seed_ensemble_run, seed_groups, tta_run
+from .runs import (
+    MODEL_LABELS,
+    VARIANT_LABELS,
+    Run,
+    dataset_short_name,
+    ensemble_run,
+    report_dataset,
+    run_dataset,
+    seed_ensemble_run,
+    seed_groups,
+    tta_run,
+)
 
 HEADLINE = ("image_accuracy", "image_auroc", "study_auroc", "study_kappa")
 HEADLINE_METRICS = {name: tuple(name.split("_", 1)) for name in HEADLINE}  # (level, metric)
-# kind: "run" (one trained run), "seed_mean" (mean and spread over a (model, variant)'s seeds),
+# settings: what sets the row's experiment apart from the same model's others ("img_size 128"; "" when
+# the model was trained with one set of settings); an experiment is (model, variant, settings).
+# kind: "run" (one trained run), "seed_mean" (mean and spread over an experiment's seeds),
 # "seed_ensemble" (mean image probability over those seeds), "tta" (a run with test-time
 # augmentation), "tta_seed_mean" (mean and spread of those over seeds), "ensemble" (mean over the
 # multi-task runs of every model)
@@ -24,6 +37,7 @@ TABLE_COLUMNS = [
     "run",
     "model",
     "variant",
+    "settings",
     "kind",
     "seeds",
     "seed",
@@ -53,6 +67,7 @@ def _number(value) -> float:
 def report_bootstrap(runs: Sequence[Run], n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> ClusterBootstrap:
     """One set of patient resamples for a whole report: every row, level and paired difference
     uses it, so differences between rows are paired. Patients of every run's test set."""
+    report_dataset(runs)  # one dataset: patients of two datasets are no one population
     missing = [run.name for run in runs if "patient" not in run.predictions]
     if missing:
         raise ValueError(f"runs {missing}: test_predictions.csv has no 'patient' column (needed for the bootstrap)")
@@ -71,6 +86,7 @@ def run_row(
         "run": run.name,
         "model": run.model,
         "variant": run.variant,
+        "settings": run.setting,
         "kind": run.kind,
         "seeds": len(run.info.get("members", [])) if run.kind in ("seed_ensemble", "ensemble") else 1,
         "seed": run.seed if run.kind in ("run", "tta") else None,
@@ -101,12 +117,13 @@ def run_row(
 
 
 def seed_summary_row(rows: Sequence[dict]) -> dict:
-    """Mean, sd (n - 1) and min-max over one (model, variant)'s per-seed rows: training randomness."""
+    """Mean, sd (n - 1) and min-max over one experiment's per-seed rows: training randomness."""
     first = rows[0]
     summary = {
         "run": f"{first['run']} .. (mean of {len(rows)} seeds)",
         "model": first["model"],
         "variant": first["variant"],
+        "settings": first.get("settings", ""),
         "kind": "seed_mean",
         "seeds": len(rows),
         "threshold": 0.5,
@@ -134,8 +151,8 @@ def seed_summary_row(rows: Sequence[dict]) -> dict:
 def comparison_table(
     runs: Sequence[Run], n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, bootstrap: ClusterBootstrap | None = None
 ) -> pd.DataFrame:
-    """Per (model, variant): one row per seed; with several seeds also their mean and spread and
-    the seed ensemble; a "+ TTA" row per run with test-time-augmentation predictions; then the
+    """Per experiment (model, variant and every other setting but the seed, see ``seed_groups``):
+    one row per seed; with several seeds also their mean and spread and the seed ensemble; a "+ TTA" row per run with test-time-augmentation predictions; then the
     multi-task ensemble (two or more multi-task runs). Every CI comes from the same patient
     resamples. Threshold-dependent numbers use 0.5 (column ``threshold``) so models compare on equal
     terms; ``study_kappa_at_val_threshold`` uses each run's validation-chosen threshold."""
@@ -206,11 +223,17 @@ def _duration(seconds) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _settings(row: pd.Series) -> str:
+    """The row's settings text ('' when none, also when read back from a CSV as NaN)."""
+    settings = row.get("settings", "")
+    return "" if settings is None or pd.isna(settings) else str(settings)
+
+
 def _model_label(row: pd.Series) -> tuple[str, str]:
     model, variant, kind = row["model"], row["variant"], row.get("kind", "run")
     if model == "ensemble":
         return MODEL_LABELS["ensemble"], "—"
-    variant = VARIANT_LABELS.get(variant, variant)
+    variant = VARIANT_LABELS.get(variant, variant) + (f" · {_settings(row)}" if _settings(row) else "")
     seeds = int(row["seeds"]) if not pd.isna(row.get("seeds")) else 1
     seed = row.get("seed")
     seed = "" if seed is None or pd.isna(seed) else f" (seed {int(seed) if float(seed).is_integer() else seed})"
@@ -224,20 +247,24 @@ def _model_label(row: pd.Series) -> tuple[str, str]:
 
 
 def shown_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows comparison.md shows: a (model, variant) with several seeds appears as its mean and
+    """The rows comparison.md shows: an experiment with several seeds appears as its mean and
     spread and its seed ensemble (the per-seed rows stay in comparison.csv); one seed as the run."""
     if "kind" not in table:
         return table
+    experiment = table.assign(settings=table.apply(_settings, axis=1)) if "settings" in table else table
+    keys = ["model", "variant", "settings"] if "settings" in table else ["model", "variant"]
     hidden = []
     for kind in ("run", "tta"):
-        seeds = table[table["kind"] == kind].groupby(["model", "variant"])["run"].transform("size")
+        seeds = experiment[experiment["kind"] == kind].groupby(keys)["run"].transform("size")
         hidden += list(seeds[seeds > 1].index)
     return table[~table.index.isin(hidden)]
 
 
-def comparison_markdown(table: pd.DataFrame) -> str:
+def comparison_markdown(table: pd.DataFrame, dataset: dict | None = None) -> str:
     """The comparison table as readable markdown: "0.871 [0.85, 0.89]" cells (point estimate and
-    patient-bootstrap CI), or "0.871 ± 0.012 (0.86–0.88)" for the mean and spread over seeds."""
+    patient-bootstrap CI), or "0.871 ± 0.012 (0.86–0.88)" for the mean and spread over seeds.
+    ``dataset`` (``report_dataset``; None: MURA) names the test set and the resampled unit."""
+    dataset = dataset or run_dataset({})
     header = [
         "Model",
         "Variant",
@@ -273,20 +300,27 @@ def comparison_markdown(table: pd.DataFrame) -> str:
     resamples = int(with_ci["bootstrap_resamples"].iloc[0]) if len(with_ci) else 0
     patients = with_ci["n_patients"].iloc[0] if len(with_ci) and "n_patients" in with_ci else None
     who = f"{int(patients)} " if patients is not None and not pd.isna(patients) else ""
+    name = dataset_short_name(dataset)
+    unit = (
+        f"whole patients: all {who}patients' studies and images drawn together"
+        if dataset.get("has_patients", True)
+        else f"{who}patient ids: {name} records no patients, so each image is its own patient and study"
+    )
     note = (
-        f"Test set: MURA valid. Accuracy, κ, sensitivity and specificity at threshold {threshold:g}; "
-        f"sensitivity, specificity and κ are study level. Brackets: 95% bootstrap CI "
-        f"({resamples} resamples of whole patients: all {who}patients' studies and images drawn together; "
+        f"Test set: {name} {dataset['test_split']}. Accuracy, κ, sensitivity and specificity at threshold "
+        f"{threshold:g}; sensitivity, specificity and κ are study level. Brackets: 95% bootstrap CI "
+        f"({resamples} resamples of {unit}; "
         "the same resamples for every row). Mean ± sd (min–max) rows: spread over training seeds, "
         "point estimates; a seed ensemble averages those seeds' image probabilities.\n\n"
     )
     return note + markdown_table(header, rows, [False, False] + [True] * (len(header) - 2))
 
 
-def write_comparison(table: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
-    """comparison.csv (every column, for re-analysis) and comparison.md (for reading)."""
+def write_comparison(table: pd.DataFrame, out_dir: str | Path, dataset: dict | None = None) -> dict[str, Path]:
+    """comparison.csv (every column, for re-analysis) and comparison.md (for reading; ``dataset``
+    as in ``comparison_markdown``)."""
     out_dir = Path(out_dir)
     paths = {"comparison_csv": out_dir / "comparison.csv", "comparison_md": out_dir / "comparison.md"}
     atomic_write_text(paths["comparison_csv"], table.to_csv(index=False))
-    atomic_write_text(paths["comparison_md"], comparison_markdown(table))
+    atomic_write_text(paths["comparison_md"], comparison_markdown(table, dataset))
     return paths

@@ -244,6 +244,15 @@ def _index_markdown(
             lines += [f"- [{run.label}]({link(key)})"]
         else:
             lines += [f"- {run.label}: {skipped.get(run.name, 'not drawn (unknown reason)')}"]
+    lines += ["", "## Do the heatmaps point at the fracture?", ""]
+    if dataset.get("has_boxes"):
+        lines += [
+            f"{dataset['title']} ships a box and polygon per fracture: notebook 06 measures each CAM method against "
+            "them (pointing game, mass ratio, ROAD faithfulness, next to an image-centre and a flat-map baseline) "
+            "in [localization.md](localization.md)."
+        ]
+    else:
+        lines += [f"{dataset['title']} has no fracture boxes: the galleries above are not checked against findings."]
     return "\n".join(lines) + "\n"
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mura_utils.evaluate import compute_metrics
 from mura_utils.report import load_runs
+from mura_utils.report.runs import report_dataset
 from mura_utils.statistics import confidence_intervals
 
 
@@ -39,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print(f"{args.runs_dir}: no finished runs")
         return 0
-    dataset = runs[0].info.get("dataset", {})
-    print(f"### {dataset.get('title', 'MURA-v1.1')}: held-out {runs[0].info.get('test_split')} split\n")
+    dataset = report_dataset(runs)  # refuses runs of several datasets, as the report does
+    print(f"### {dataset['title']}: held-out {dataset['test_split']} split\n")
     print(
         "| model | variant | img px | epochs (best) | AUROC [95% CI] | kappa [95% CI] | sensitivity | specificity | "
         "train time |"

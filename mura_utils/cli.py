@@ -295,7 +295,10 @@ def _parse_value(text: str):
 def build_parser() -> argparse.ArgumentParser:
     from .constants import MODEL_NAMES
 
-    parser = argparse.ArgumentParser(prog="mura", description="Abnormality detection on MURA radiographs.")
+    parser = argparse.ArgumentParser(
+        prog="mura",
+        description="Abnormality (fracture) detection on musculoskeletal radiographs: MURA, FracAtlas or your own CSV manifest.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     sample = commands.add_parser("sample", help="write the synthetic MURA-v1.1-shaped sample")

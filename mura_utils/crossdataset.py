@@ -41,19 +41,25 @@ def training_overlap(evaluated_paths: list[str], training_paths: list[str], prog
 
 
 def training_images(checkpoint: dict) -> tuple[list[str], str]:
-    """Every image of the dataset a checkpoint was trained on (all splits: a copy of a test image is
-    excluded too), and a note; an empty list, with the reason, when that dataset is not on this machine."""
+    """Every image of the dataset(s) a checkpoint (or each ensemble member) was trained on (all splits: a
+    copy of a test image is excluded too), and a note; an empty list, with the reason, when that dataset is
+    not on this machine. The data root recorded at training (resolved) wins over the config's as typed."""
     from .datasets import DatasetLayoutError, load_index
 
-    config = checkpoint.get("config") or {}
-    root = config.get("data_root")
-    if not root:
-        return [], "the checkpoint does not record its training data_root"
-    try:
-        table = load_index(root, config.get("dataset", "auto"))
-    except (DatasetLayoutError, FileNotFoundError, ValueError) as error:
-        return [], f"training data not readable here ({error})"
-    return table["path"].tolist(), f"{len(table)} images of {root}"
+    paths, notes = [], []
+    for record in checkpoint.get("members") or [checkpoint]:
+        config = record.get("config") or {}
+        root = record.get("data_root") or config.get("data_root")
+        if not root:
+            return [], "the checkpoint does not record its training data_root"
+        try:
+            table = load_index(root, config.get("dataset", "auto"))
+        except (DatasetLayoutError, FileNotFoundError, ValueError) as error:
+            return [], f"training data not readable here ({error})"
+        if f"{len(table)} images of {root}" not in notes:
+            paths += table["path"].tolist()
+            notes.append(f"{len(table)} images of {root}")
+    return list(dict.fromkeys(paths)), "; ".join(notes)
 
 
 def evaluate_cross_dataset(

@@ -190,10 +190,10 @@ def write_split_file(
 ) -> None:
     """The images each side of a run saw, as a CSV (path relative to the dataset, split, label, body part),
     so anyone can check which images trained, selected and scored a model."""
+    from .datasets import dataset_folder
     from .io import atomic_write_text
 
-    root = Path(data_root).expanduser().resolve()
-    base = root.parent if root.suffix.lower() == ".csv" else root
+    base = dataset_folder(data_root)
     tables = [(train_index, "train"), (val_index, "validation")] + (
         [(test_index, "test")] if test_index is not None else []
     )
@@ -227,16 +227,16 @@ def default_cache_dir(data_root: str | Path, dataset: str = "auto") -> Path:
     dataset location."""
     import hashlib
 
-    from .datasets import detect_dataset
+    from .datasets import dataset_folder, detect_dataset
 
     name = detect_dataset(data_root) if dataset in (None, "", "auto") else dataset
+    folder = dataset_folder(data_root, name)
     if name == "mura":
-        return resolve_mura_root(data_root).parent / "mura_cache"
-    root = Path(data_root).expanduser().resolve()
+        return folder.parent / "mura_cache"
     if name == "manifest":
-        return root.parent / "mura_cache"
+        return folder / "mura_cache"
     base = Path(os.environ.get("MURA_CACHE_DIR") or Path.home() / ".cache" / "mura_utils")
-    return base / f"{name}_{hashlib.sha256(str(root).encode()).hexdigest()[:10]}"
+    return base / f"{name}_{hashlib.sha256(str(folder).encode()).hexdigest()[:10]}"
 
 
 def open_image_cache(

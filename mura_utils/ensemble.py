@@ -128,6 +128,7 @@ def member_entry(checkpoint: dict, source: str | Path) -> dict:
         "epoch": checkpoint.get("epoch"),
         "source": str(source),
         "dataset": checkpoint_dataset(checkpoint).to_dict(),
+        "data_root": checkpoint.get("data_root") or (checkpoint.get("config") or {}).get("data_root"),
     }
 
 
@@ -168,11 +169,11 @@ def make_ensemble(checkpoints: list[str | Path], out: str | Path, threshold: flo
             members.append(member_entry(checkpoint, path))
         except ValueError as error:  # a model_name this version cannot build
             raise CheckpointError(f"{path}: {error}") from error
-    datasets = [checkpoint_dataset(member) for member in members]
-    for path, info in zip(checkpoints, datasets):
+    datasets = [checkpoint_dataset(member) for member in members]  # one per member, nested ensembles flattened
+    for member, info in zip(members, datasets):
         if (info.body_parts, info.positive_label) != (datasets[0].body_parts, datasets[0].positive_label):
             raise CheckpointError(
-                f"{path}: trained on {info.title} (label 1 = {info.positive_label}, body parts {list(info.body_parts)}), "
+                f"{member['source']}: trained on {info.title} (label 1 = {info.positive_label}, body parts {list(info.body_parts)}), "
                 f"but the first member on {datasets[0].title} (label 1 = {datasets[0].positive_label}, body parts "
                 f"{list(datasets[0].body_parts)}): an ensemble averages outputs that mean the same thing"
             )

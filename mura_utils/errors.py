@@ -12,7 +12,7 @@ import pandas as pd
 
 from .evaluate import body_part_order, study_table
 
-ERROR_KINDS = {"FN": "false negative (abnormal, missed)", "FP": "false positive (normal, flagged)"}
+ERROR_KINDS = {"FN": "false negative (positive, missed)", "FP": "false positive (negative, flagged)"}
 
 
 def pick_run(runs_dir: str | Path, model: str = "custom_cnn", variant: str = "multitask"):
@@ -57,9 +57,12 @@ def error_cases(predictions: pd.DataFrame, threshold: float = 0.5, per_part: int
     return studies[[*columns, "confidence"]].reset_index(drop=True)
 
 
-def study_error_table(predictions: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
-    """Per body part (and all): studies, abnormal studies, false negatives, false positives, error
-    rate, sensitivity and specificity of the study-level calls at ``threshold``."""
+def study_error_table(
+    predictions: pd.DataFrame, threshold: float = 0.5, positive_label: str = "abnormal"
+) -> pd.DataFrame:
+    """Per body part (and all): studies, positive studies (the column is named by the dataset's label 1:
+    'abnormal' for MURA, 'fractured' for FracAtlas), false negatives, false positives, error rate,
+    sensitivity and specificity of the study-level calls at ``threshold``."""
     studies = study_table(predictions)
     studies["predicted"] = (studies["probability"] >= threshold).astype(int)
     rows = []
@@ -71,7 +74,7 @@ def study_error_table(predictions: pd.DataFrame, threshold: float = 0.5) -> pd.D
             {
                 "body_part": part,
                 "studies": len(group),
-                "abnormal": int(abnormal.sum()),
+                positive_label: int(abnormal.sum()),
                 "false_negatives": false_negatives,
                 "false_positives": false_positives,
                 "error_rate": (false_negatives + false_positives) / len(group),
@@ -149,10 +152,12 @@ def error_figure(run, cases: pd.DataFrame, path: str | Path, threshold: float = 
     """The static error gallery (PNG): per body part the most confident false negatives, then
     false positives, each a Grad-CAM overlay captioned with the study's and the image's probability."""
     from .io import atomic_path
+    from .report.runs import run_dataset
 
+    positive = run_dataset(run.info)["positive_label"]
     title = (
         f"Most confident study-level mistakes of run {run.name} at threshold {threshold:.2f}\n"
-        "Grad-CAM of the image that drove each mistake (red: regions that raise the abnormal score)"
+        f"Grad-CAM of the image that drove each mistake (red: regions that raise the {positive!r} score)"
     )
     figure = _render(case_overlays(run, cases), cases, title)
     with atomic_path(path) as temporary:

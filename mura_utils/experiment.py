@@ -22,7 +22,6 @@ import pandas as pd
 
 from .checkpoint import read_checkpoint
 from .config import ConfigMismatchError, TrainConfig, describe_mismatch, format_differences
-from .data import resolve_mura_root
 from .evaluate import add_confidence_intervals, evaluate_checkpoint
 from .io import atomic_write_text
 from .models import build_model, count_parameters
@@ -41,19 +40,9 @@ FINISHED_FILES = tuple(FINISHED_PURPOSES)
 MISSING = "missing"  # run_status's "saved" value for a file a damaged run lacks
 
 
-def dataset_folder(data_root: str | Path, dataset: str = "auto") -> Path:
-    """The folder that holds a dataset: the MURA-v1.1 folder, the FracAtlas folder, a manifest's folder."""
-    from .datasets import detect_dataset
-
-    name = detect_dataset(data_root) if dataset in (None, "", "auto") else dataset
-    if name == "mura":
-        return resolve_mura_root(data_root)
-    root = Path(data_root).expanduser().resolve()
-    return root.parent if name == "manifest" else root
-
-
 def is_synthetic(data_root: str | Path, dataset: str = "auto") -> bool:
     """True for an embedded synthetic sample (``mura sample`` and its siblings leave a marker file in it)."""
+    from .datasets import dataset_folder
     from .synthetic import SYNTHETIC_MARKER
 
     return (dataset_folder(data_root, dataset) / SYNTHETIC_MARKER).is_file()
@@ -62,11 +51,15 @@ def is_synthetic(data_root: str | Path, dataset: str = "auto") -> bool:
 def run_experiment(config: TrainConfig, resume: bool = False, test_split: str | None = None) -> Path:
     """Train ``config`` then evaluate best.pt on ``test_split`` (default: the dataset's held-out split,
     MURA valid or FracAtlas/manifest test); returns the run folder."""
-    from .datasets import dataset_info
+    from .datasets import dataset_folder, dataset_info, load_index
+    from .runfolder import claim_run_folder
 
     info = dataset_info(config.data_root, config.dataset)
     test_split = test_split or info.test_split
+    if load_index(config.data_root, config.dataset, splits=(test_split,)).empty:  # not after hours of training
+        raise ValueError(f"{config.data_root}: no images in the held-out split {test_split!r} to test on")
     out_dir = Path(config.out_dir)
+    claim_run_folder(out_dir, resume, remove=False)  # refuse a trained run's folder before touching run.json
     if int(os.environ.get("RANK", "0")) == 0:
         (out_dir / "run.json").unlink(missing_ok=True)  # not finished until written again
     result = fit(config, resume=resume)

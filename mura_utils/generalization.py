@@ -187,8 +187,8 @@ def evaluate_external(
         training_paths, training_note = training_images(record)
         scored, overlap_line = evaluation_set, f"Copies of the model's training images NOT checked: {training_note}."
         if training_paths:
-            key = (str((record.get("config") or {}).get("data_root")), len(training_paths))
-            if key not in overlaps:  # one audit per training dataset, shared by its models
+            key = training_note  # one audit per training dataset, shared by its models
+            if key not in overlaps:
                 readable = evaluation_set[evaluation_set["readable"]]
                 overlaps[key] = training_overlap(readable["path"].tolist(), training_paths)
             overlap = overlaps[key]

@@ -253,6 +253,7 @@ def fit(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> F
     spec = get_spec(config.model)
     img_size = config.img_size or spec.default_img_size
     out_dir = Path(config.out_dir)
+    info = dataset_info(config.data_root, config.dataset)  # a wrong data root fails before --overwrite removes
     claim_run_folder(out_dir, resume, overwrite, remove=dist.is_main)  # before anything is written
     if resume:
         check_resumable(out_dir, config)  # before config.json is overwritten
@@ -260,7 +261,7 @@ def fit(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> F
         out_dir.mkdir(parents=True, exist_ok=True)
         config.save(out_dir / "config.json")
 
-    info = dataset_info(config.data_root, config.dataset)
+    data_root = str(Path(config.data_root).expanduser().resolve())  # recorded: cross-dataset tests find it
     index = load_index(config.data_root, config.dataset, splits=(info.train_split,))
     train_index, val_index = patient_split(index, config.val_fraction, config.seed)
     if dist.is_main:  # which image trained, selected and (held out) will score this model
@@ -414,6 +415,7 @@ def fit(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> F
                     img_size=img_size,
                     selection_metric=config.selection_metric,
                     dataset=info.to_dict(),
+                    data_root=data_root,
                 )
                 atomic_write_text(out_dir / "val_predictions.csv", predictions.to_csv(index=False))
             save_checkpoint(
@@ -425,6 +427,7 @@ def fit(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> F
                 threshold=threshold,
                 img_size=img_size,
                 dataset=info.to_dict(),
+                data_root=data_root,
                 optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict(),
                 scaler=scaler.state_dict(),

@@ -272,3 +272,80 @@ def test_an_ensemble_refuses_members_of_different_datasets(fracatlas_run, tmp_pa
         make_ensemble([out / "best.pt", mura_model], tmp_path / "mixed.pt")
     ensemble = make_ensemble([out / "best.pt", out / "best.pt"], tmp_path / "pair.pt")
     assert ensemble["dataset"]["name"] == "fracatlas"
+
+
+def test_a_blank_patient_cell_is_an_error_not_a_silent_loss_of_patients(tmp_path):
+    csv = write_manifest(tmp_path)
+    table = pd.read_csv(csv)
+    table.loc[3, "patient"] = ""
+    table.to_csv(csv, index=False)
+    with pytest.raises(DatasetLayoutError, match=r"row 5: empty 'patient'"):
+        load_index(csv)
+
+
+def test_the_manifest_split_survives_moving_the_folder(tmp_path):
+    import shutil
+
+    csv = write_manifest(tmp_path / "a", split=False)
+    table = pd.read_csv(csv).drop(columns=["patient", "study"])  # ids come from the paths
+    table.to_csv(csv, index=False)
+    before = load_index(csv)
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    after = load_index(tmp_path / "b" / "manifest.csv")
+    assert before["split"].tolist() == after["split"].tolist()
+    assert before["study"].tolist() == after["study"].tolist() and not before["study"].str.startswith("/").any()
+
+
+def test_study_ids_may_repeat_across_patients_as_in_mura(tmp_path):
+    csv = write_manifest(tmp_path)
+    table = pd.read_csv(csv)
+    table["study"] = table["study"].str.split("_").str[-1]  # s0, s1 under every patient
+    table.to_csv(csv, index=False)
+    index = load_index(csv)
+    assert index["study"].nunique() == 12 and index["study"].str.contains("/").all()
+
+
+def test_the_shipped_fracatlas_split_is_used_when_the_copy_holds_its_images(tmp_path, monkeypatch):
+    from mura_utils.datasets import fracatlas
+
+    root = write_fracatlas(tmp_path / "FracAtlas", n=40)
+    listed = tmp_path / "listed.csv"
+    listed.write_text("# a shipped list\nimage_id\n" + "".join(f"IMG{n:07d}.jpg\n" for n in (1, 2, 3, 5)))
+    monkeypatch.setattr(fracatlas, "TEST_SPLIT_FILE", listed)
+    index = load_index(root)
+    assert sorted(index.loc[index["split"] == "test", "image_id"]) == [f"IMG{n:07d}.jpg" for n in (1, 2, 3, 5)]
+    (root / "dataset.csv").write_text(  # a copy without image 5: under 95% of the list, a fresh draw
+        "\n".join(line for line in (root / "dataset.csv").read_text().splitlines() if "IMG0000005" not in line) + "\n"
+    )
+    redrawn = load_index(root)
+    assert sorted(redrawn.loc[redrawn["split"] == "test", "image_id"]) != [f"IMG{n:07d}.jpg" for n in (1, 2, 3)]
+
+
+def test_a_nested_ensemble_cannot_smuggle_in_another_dataset(fracatlas_run, tmp_path, untrained_checkpoint):
+    from mura_utils.checkpoint import CheckpointError
+    from mura_utils.ensemble import make_ensemble
+
+    _, out = fracatlas_run
+    mura_pair = make_ensemble(
+        [untrained_checkpoint(tmp_path / "m1.pt"), untrained_checkpoint(tmp_path / "m2.pt")], tmp_path / "mura_pair.pt"
+    )
+    assert mura_pair["dataset"]["name"] == "mura"
+    with pytest.raises(CheckpointError, match=r"best\.pt: trained on FracAtlas"):
+        make_ensemble([tmp_path / "mura_pair.pt", out / "best.pt"], tmp_path / "mixed.pt")
+
+
+def test_run_experiment_leaves_a_finished_run_folder_untouched(fracatlas_run, tmp_path):
+    import shutil
+
+    from mura_utils.config import TrainConfig
+    from mura_utils.experiment import run_experiment
+    from mura_utils.runfolder import RunFolderInUseError
+
+    root, out = fracatlas_run
+    folder = tmp_path / "finished"
+    shutil.copytree(out, folder)
+    (folder / "run.json").write_text("{}")
+    config = TrainConfig(model="custom_cnn", data_root=str(root), img_size=32, epochs=1, out_dir=str(folder))
+    with pytest.raises(RunFolderInUseError):
+        run_experiment(config)
+    assert (folder / "run.json").read_text() == "{}"

@@ -24,6 +24,7 @@ __all__ = [
     "INDEX_COLUMNS",
     "DatasetInfo",
     "DatasetLayoutError",
+    "dataset_folder",
     "dataset_info",
     "detect_dataset",
     "held_out_split",
@@ -78,6 +79,17 @@ def load_index(root: str | Path, dataset: str = "auto", splits: tuple[str, ...] 
     return table
 
 
+def dataset_folder(root: str | Path, dataset: str = "auto") -> Path:
+    """The folder that holds a dataset (resolved): the MURA-v1.1 folder, the FracAtlas folder, a manifest's folder."""
+    from ..data import resolve_mura_root
+
+    name = _resolve(root, dataset)
+    if name == "mura":
+        return resolve_mura_root(root)
+    path = Path(root).expanduser().resolve()
+    return path.parent if name == "manifest" else path
+
+
 def dataset_info(root: str | Path, dataset: str = "auto") -> DatasetInfo:
     """The DatasetInfo of the dataset at ``root`` (a manifest's vocabulary comes from its rows)."""
     name = _resolve(root, dataset)
@@ -93,9 +105,12 @@ def info_from_record(record: dict | None) -> DatasetInfo:
     datasets were recorded."""
     if record is None:
         return mura.INFO
-    stored = record.get("dataset") if isinstance(record, dict) and "dataset" in record else record
+    stored = record.get("dataset") if isinstance(record, dict) else record
+    if stored is None:  # written before datasets were recorded
+        return mura.INFO
     if isinstance(stored, DatasetInfo):
         return stored
-    if isinstance(stored, dict) and stored.get("name"):
+    try:
         return DatasetInfo.from_dict(stored)
-    return mura.INFO
+    except (TypeError, AttributeError) as error:
+        raise ValueError(f"unreadable dataset record {stored!r} ({error}); expected DatasetInfo fields") from error

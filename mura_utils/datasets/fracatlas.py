@@ -26,6 +26,7 @@ LABEL_FOLDERS = {1: "Fractured", 0: "Non_fractured"}
 BOXES_FILE = Path("Annotations") / "COCO JSON" / "COCO_fracture_masks.json"
 TEST_FRACTION = 0.2
 SPLIT_SALT = "fracatlas-test-v1"
+TEST_SPLIT_FILE = Path(__file__).with_name("fracatlas_test_split.csv")
 
 INFO = DatasetInfo(
     name="fracatlas",
@@ -57,6 +58,23 @@ def body_part_of(flags: pd.DataFrame) -> pd.Series:
     named = regions.idxmax(axis=1).str.upper()
     mixed = ~single | (flags["mixed"].astype(int) == 1)
     return named.where(~mixed, "MIXED")
+
+
+def listed_test_ids() -> set[str]:
+    """The fixed test split shipped with the package (image ids), drawn once from the 4,024-image copy."""
+    listing = pd.read_csv(TEST_SPLIT_FILE, comment="#", dtype=str)
+    return set(listing["image_id"])
+
+
+def test_split_of(index: pd.DataFrame, image_ids: pd.Series) -> pd.Series:
+    """'test'/'train' per row: the shipped list where this copy holds >= 95% of its ids (the reduced copy, the
+    official release: the same test images, extra images train), else a fresh draw by the same rule (a
+    subset or a synthetic sample: 20% of each body part x label stratum by salted hash)."""
+    listed = listed_test_ids()
+    present = set(image_ids)
+    if len(listed & present) >= 0.95 * len(listed):
+        return pd.Series(["test" if name in listed else "train" for name in image_ids], index=index.index, name="split")
+    return held_out_split(index, TEST_FRACTION, SPLIT_SALT)
 
 
 def load_fracatlas_index(root: str | Path, splits: tuple[str, ...] | None = None) -> pd.DataFrame:
@@ -100,7 +118,7 @@ def load_fracatlas_index(root: str | Path, splits: tuple[str, ...] | None = None
     index = pd.DataFrame(
         {"path": paths, "split": "", "body_part": body_part_of(table), "patient": stem, "study": stem, "label": labels}
     )
-    index["split"] = held_out_split(index, TEST_FRACTION, SPLIT_SALT)
+    index["split"] = test_split_of(index, table["image_id"])
     extras = [
         c
         for c in ("image_id", "hardware", "multiscan", "fracture_count", "frontal", "lateral", "oblique")

@@ -81,12 +81,22 @@ def load_manifest(csv_path: str | Path) -> tuple[pd.DataFrame, DatasetInfo]:
     duplicated = pd.Series(paths).duplicated()
     if duplicated.any():
         raise DatasetLayoutError(f"{csv_path}: row {row_number[int(duplicated.idxmax())]}: image listed twice")
+    for column in ("patient", "study"):  # a column given for some rows only would hide leakage: all or none
+        if column in table and (table[column] == "").any() and (table[column] != "").any():
+            first = int((table[column] == "").idxmax())
+            raise DatasetLayoutError(
+                f"{csv_path}: row {row_number[first]}: empty {column!r}; fill it for every row or drop the column"
+            )
     index = pd.DataFrame({"path": paths, "label": table["label"].astype(int).to_numpy()})
     index["body_part"] = table["body_part"].str.upper().replace("", "ALL") if "body_part" in table else "ALL"
-    index["study"] = table["study"].where(table["study"] != "", None) if "study" in table else None
-    index["study"] = index["study"].fillna(pd.Series(paths).map(lambda path: Path(path).stem + "@" + path))
     has_patients = "patient" in table and (table["patient"] != "").all()
-    index["patient"] = table["patient"].to_numpy() if has_patients else index["study"]
+    has_studies = "study" in table and (table["study"] != "").all()
+    # ids from the CSV's own text (never absolute paths), so the held-out split survives moving the folder;
+    # a study id is local to its patient (MURA's study1 under every patient)
+    relative = table["path"].str.replace("\\", "/", regex=False)
+    studies = table["study"] if has_studies else relative
+    index["patient"] = table["patient"].to_numpy() if has_patients else studies.to_numpy()
+    index["study"] = (table["patient"] + "/" + studies).to_numpy() if has_patients else studies.to_numpy()
     _check_studies(index, csv_path, row_number)
     if "split" in table and (table["split"] != "").any():
         splits = table["split"].str.lower()

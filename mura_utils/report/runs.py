@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..compare import read_predictions  # one reader of prediction CSVs for report and compare
 from ..config import _PATH_FIELDS, RESULT_NEUTRAL_FIELDS, TrainConfig
-from ..constants import BODY_PARTS, NEGATIVE_LABEL, POSITIVE_LABEL
+from ..datasets import mura as mura_dataset
 
 ENSEMBLE_NAME = "ensemble (multi-task mean)"
 MODEL_ORDER = ("custom_cnn", "resnet50", "densenet169", "efficientnet_b0")
@@ -30,18 +30,7 @@ MODEL_LABELS = {
 VARIANT_LABELS = {"multitask": "multi-task", "single_task": "single-task"}
 REQUIRED_COLUMNS = ("path", "body_part", "study", "label", "probability")
 # run.json "dataset" of runs written before datasets were recorded: they all trained on MURA
-MURA_DATASET = {
-    "name": "mura",
-    "title": "MURA-v1.1",
-    "body_parts": list(BODY_PARTS),
-    "positive_label": POSITIVE_LABEL,
-    "negative_label": NEGATIVE_LABEL,
-    "has_patients": True,
-    "test_split": "valid",
-    "citation": "",
-    "licence": "",
-    "has_boxes": False,
-}
+MURA_DATASET = mura_dataset.INFO.to_dict()  # runs written before datasets were recorded are MURA runs
 DATASET_REQUIRED = ("name", "title", "body_parts", "positive_label", "negative_label")
 # TrainConfig fields that name the experiment itself (model, variant, seed) rather than its settings
 NOT_SETTINGS = frozenset({"model", "multitask", "seed", "out_dir"}) | RESULT_NEUTRAL_FIELDS

@@ -46,6 +46,7 @@ PROFILES: dict[str, dict] = {
         "num_workers": 0,
         "progress": False,
         "interactive": False,
+        "explain_road_images": 10,  # notebook 06: ROAD faithfulness (slow on a CPU) on 10 fractured images per run
     },
     # full: the settings for a real MURA run on one GPU (ImageNet weights need internet or --weights)
     "full": {

@@ -37,7 +37,9 @@ def _with_balanced_accuracy(metrics: dict[str, np.ndarray]) -> dict[str, np.ndar
     return {**metrics, "balanced_accuracy": (metrics["sensitivity"] + metrics["specificity"]) / 2}
 
 
-def external_metrics(predictions: pd.DataFrame, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+def external_metrics(
+    predictions: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, trained_on: str = "MURA"
+) -> pd.DataFrame:
     """AUROC, balanced accuracy, sensitivity, specificity and kappa with 95% percentile bootstrap
     CIs at 0.5 and at the training dataset's validation threshold; one row per threshold. The bootstrap resamples
     whole duplicate groups (column ``near_group``: near-identical images are one unit, not several
@@ -49,7 +51,10 @@ def external_metrics(predictions: pd.DataFrame, n_resamples: int = 1000, seed: i
     groups = predictions["near_group"] if "near_group" in predictions else predictions["path"]
     bootstrap = ClusterBootstrap(groups, n_resamples, seed, unit="near_group")
     rows = []
-    for name, threshold in (("0.5", 0.5), (f"validation ({validation_threshold:.3f})", validation_threshold)):
+    for name, threshold in (
+        ("0.5", 0.5),
+        (f"{trained_on} validation ({validation_threshold:.3f})", validation_threshold),
+    ):
         point = _with_balanced_accuracy(weighted_metrics(labels, probabilities, threshold))
         draws = _with_balanced_accuracy(bootstrap.resampled_metrics(labels, probabilities, groups, threshold))
         row = {
@@ -203,7 +208,10 @@ def evaluate_external(
             atomic_write_text(out / f"external_training_overlap_{name}.csv", copies.to_csv(index=False))
         predictions = predict_external(scored, checkpoint, device=device)
         predictions_by_model[name] = predictions
-        table = external_metrics(predictions, n_resamples=n_resamples, seed=seed).assign(model=name)
+        trained_on = "MURA" if model_info.name == "mura" else model_info.title
+        table = external_metrics(predictions, n_resamples=n_resamples, seed=seed, trained_on=trained_on).assign(
+            model=name
+        )
         tables.append(table)
         sections.append(
             external_markdown(

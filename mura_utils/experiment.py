@@ -305,11 +305,15 @@ ESTIMATE_IMG_SIZE, ESTIMATE_BATCH_SIZE = 96, 4
 def estimate_seconds_per_step(
     config: TrainConfig, img_size: int = ESTIMATE_IMG_SIZE, batch_size: int = ESTIMATE_BATCH_SIZE
 ) -> float:
-    """Seconds of one training step of ``config``, cheaply: on a CPU one step is timed at
-    ``img_size`` px and ``batch_size`` images and its forward and backward are scaled by the pixels
-    of a batch (the optimizer step does not grow with them); a GPU, fast at full size and badly used
-    by a small batch, times the real step. Rough: fixed per-layer costs are scaled too."""
+    """Seconds of one training step of ``config``, cheaply. On a CPU one step is timed at ``img_size``
+    px and ``batch_size`` images on one thread (other processes on a shared machine then slow it
+    down far less than they slow threads waiting for each other); its forward and backward are scaled
+    by the pixels of a batch, and the whole by the threads training uses. A GPU, fast at full size
+    and badly used by a small batch, times the real step. Rough: per-layer fixed costs are scaled
+    too (too high), perfect use of every thread is assumed (too low)."""
     from dataclasses import replace
+
+    import torch
 
     from .models import get_spec
     from .runtime import resolve_device
@@ -318,8 +322,14 @@ def estimate_seconds_per_step(
         return seconds_per_step(config, steps=1)
     full_size = config.img_size or get_spec(config.model).default_img_size
     small = replace(config, img_size=min(img_size, full_size), batch_size=min(batch_size, config.batch_size))
-    compute, optimizer = step_seconds(small, steps=1)
-    return compute * (config.batch_size * full_size**2) / (small.batch_size * small.img_size**2) + optimizer
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        compute, optimizer = step_seconds(small, steps=1)
+    finally:
+        torch.set_num_threads(threads)
+    pixels = (config.batch_size * full_size**2) / (small.batch_size * small.img_size**2)
+    return (compute * pixels + optimizer) / threads
 
 
 def remaining_epochs(config: TrainConfig) -> int:

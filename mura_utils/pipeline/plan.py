@@ -173,8 +173,8 @@ def _duration(seconds: float) -> str:
 
 
 ESTIMATE_NOTE = (
-    "on a CPU one small step per model is timed and scaled by pixels, so take it within a factor of 2 to 3, "
-    "mostly too high; data loading is left out"
+    "on a CPU one small step per model, timed on one thread and scaled by pixels and threads: take it within "
+    "a factor of 2 to 3 either way; data loading is left out"
 )
 
 
@@ -246,13 +246,16 @@ def _refuse_conflicts(plan: dict[str, list[tuple]], restart: bool | Sequence[str
         )
         names = " ".join(Path(config.out_dir).name for config, _ in conflicts)
         damaged = any(damaged_files(differences) for _, differences in conflicts)
+        other_settings = any(not damaged_files(differences) for _, differences in conflicts)
+        ways = [
+            *(["run the same command as before (the saved settings) to continue them"] if other_settings else []),
+            *(["restore the missing files of a damaged run"] if damaged else []),
+            f"add --restart {names} to delete and retrain them (--restart alone: every planned run)",
+            "choose another --runs-dir",
+        ]
         raise ReproduceError(
             f"{len(conflicts)} run folder(s) cannot be used by this request:\n{details}\n"
-            "Nothing was changed. "
-            + ("Restore the missing files if you still have them, or " if damaged else "")
-            + "run the same command as before to continue those runs, "
-            f"add --restart {names} to delete and retrain them (--restart alone: every planned run), "
-            "or choose another --runs-dir."
+            f"Nothing was changed. Either {', or '.join(ways)}."
         )
     for config in targets:
         print(f"[mura reproduce] --restart: deleting {config.out_dir}", flush=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_synthetic import auroc, tree_bytes  # the MURA sample tests' helpers
 
 from mura_utils.constants import BODY_PARTS
 from mura_utils.data import patient_split
@@ -60,16 +61,6 @@ def boxes_in_file_pixels(root: Path) -> dict[str, list[np.ndarray]]:
         x, y, w, h = annotation["bbox"]
         boxes[image["file_name"]].append(np.array([x, y, x + w, y + h]) * scale)
     return boxes
-
-
-def tree_bytes(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(greater / (len(pos) * len(neg)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -192,7 +192,7 @@ def test_restart_deletes_only_the_named_or_planned_folders_and_says_which(tiny_m
     with pytest.raises(ReproduceError, match="does not plan: effb0; planned: custom_cnn_multitask_seed0"):
         _refuse_conflicts(plan(), ["effb0"])
     capsys.readouterr()
-    _refuse_conflicts(plan(), ["custom_cnn_multitask_seed0"])
+    assert _refuse_conflicts(plan(), ["custom_cnn_multitask_seed0"]) == ["custom_cnn_multitask_seed0"]
     assert capsys.readouterr().out == f"[mura reproduce] --restart: deleting {damaged}\n"
     assert not damaged.exists() and folder_bytes(finished) == kept and (own / "run.json").is_file()
     _refuse_conflicts(plan(), True)  # --restart alone: every planned folder that exists

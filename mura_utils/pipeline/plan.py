@@ -194,7 +194,7 @@ def estimate_training_seconds(plan: dict[str, list[tuple]], data_root: str | Pat
                 continue
             key = (config.model, config.img_size, config.batch_size, config.device, config.amp)
             if key not in step_seconds:
-                print(f"[mura reproduce] timing a {config.model} step ...", flush=True)
+                print(f"[mura reproduce] timing one {config.model} step ...", flush=True)
                 step_seconds[key] = experiment.estimate_seconds_per_step(config)
             steps = math.ceil(train_images * (1 - config.val_fraction) / config.batch_size)
             estimates[Path(config.out_dir).name] = experiment.remaining_epochs(config) * steps * step_seconds[key] * 1.1
@@ -218,11 +218,11 @@ def restart_targets(plan: dict[str, list[tuple]], restart: bool | Sequence[str])
     return [planned[name][0] for name in names if planned[name][1] != "train"]
 
 
-def _refuse_conflicts(plan: dict[str, list[tuple]], restart: bool | Sequence[str] = False) -> None:
+def _refuse_conflicts(plan: dict[str, list[tuple]], restart: bool | Sequence[str] = False) -> list[str]:
     """Stop before anything runs when a run folder holds another experiment or a damaged run;
     with ``restart`` (True: every planned run; or a list of run folder names), first delete those
     planned folders that are ours, saying which, so they are trained afresh. Nothing is deleted
-    when any other conflict remains."""
+    when any other conflict remains. Returns the names of the deleted run folders."""
     from ..experiment import damaged_files, describe_conflict
 
     targets = restart_targets(plan, restart)
@@ -260,3 +260,4 @@ def _refuse_conflicts(plan: dict[str, list[tuple]], restart: bool | Sequence[str
     for config in targets:
         print(f"[mura reproduce] --restart: deleting {config.out_dir}", flush=True)
         shutil.rmtree(config.out_dir)
+    return [Path(config.out_dir).name for config in targets]

@@ -128,7 +128,14 @@ def reproduce(
     print(f"[mura reproduce] plan ({profile} profile):\n{describe_plan(plan, runs_dir, estimates, out)}", flush=True)
     if dry_run:
         return out
-    _refuse_conflicts(plan, restart)
+    restarted = _refuse_conflicts(plan, restart)
+    plan = {
+        notebook: [
+            (config, "restart" if Path(config.out_dir).name in restarted else status, differences)
+            for config, status, differences in runs
+        ]
+        for notebook, runs in plan.items()
+    }
     runs_dir.mkdir(parents=True, exist_ok=True)
     records_dir.mkdir(parents=True, exist_ok=True)
     parameters = {**PROFILES[profile], **(overrides or {})}

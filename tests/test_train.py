@@ -72,8 +72,8 @@ def test_early_stopping_only_when_asked(tiny_mura, tmp_path, monkeypatch):
     """patience=N stops N epochs after the last improvement; the default runs every epoch."""
     real_metrics = train_module.compute_metrics
 
-    def flat_after_first_epoch(predictions):
-        metrics = real_metrics(predictions)
+    def flat_after_first_epoch(predictions, **options):
+        metrics = real_metrics(predictions, **options)
         metrics["study"]["auroc"] = 0.9 if len(calls) == 0 else 0.5  # epoch 1 is best, the rest never improve
         calls.append(1)
         return metrics

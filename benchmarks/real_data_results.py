@@ -3,7 +3,7 @@ split at its *validation* threshold (chosen on the patient-level validation spli
 stored in run.json), with 95% bootstrap intervals (patients; FracAtlas: images), per body part, and the
 training time. Prints markdown for README.md / RESULTS.md.
 
-    PYTHONPATH=. python benchmarks/real_data_results.py runs/fracatlas-cpu [--resamples 2000]
+    PYTHONPATH=. python benchmarks/real_data_results.py runs/cpu-fracatlas [--resamples 2000]
 
 Train the runs first, e.g. ``mura reproduce --data-root ../shared/data/FracAtlas --profile cpu``.
 A runs folder that does not exist (e.g. no FracAtlas copy on this machine) is skipped with a message.

@@ -273,7 +273,7 @@ def _cmd_reproduce(args) -> None:
         runs_dir=args.runs_dir,
     )
     if not args.dry_run:
-        runs_dir = args.runs_dir or default_runs_dir(args.profile)
+        runs_dir = args.runs_dir or default_runs_dir(args.profile, args.data_root)
         print(f"reports written to {out} (start with {out / 'index.md'}); trained runs in {runs_dir}")
 
 
@@ -484,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--runs-dir",
         default=None,
-        help="trained runs (checkpoints, predictions), kept apart from the reports (default: runs/<profile>)",
+        help="trained runs (checkpoints, predictions), kept apart from the reports (default: runs/<profile>-<dataset>, e.g. runs/cpu-fracatlas)",
     )
     reproduce.add_argument(
         "--external-root",

@@ -24,6 +24,7 @@ from .statistics import (
     PAIRED_METRICS,
     ClusterBootstrap,
     check_predictions,
+    dropped_note,
     interval_rank,
     paired_differences,
     verdict,
@@ -184,13 +185,9 @@ def _dropped_lines(result: dict, names: dict[str, str]) -> list[str]:
     """Lines saying how many resamples were left out (one class only) and where no interval could be given."""
     lines = []
     dropped = {key: value.get("dropped_resamples", 0) for key, value in result["metrics"].items()}
-    if any(dropped.values()):
-        counts = ", ".join(f"{names.get(key, key)} {count}" for key, count in dropped.items())
-        counts = str(max(dropped.values())) if len(set(dropped.values())) == 1 else f"some ({counts})"
-        lines.append(
-            f"- **Dropped resamples:** {counts} of {result['resamples']} held one class only (AUROC undefined) "
-            "and were left out of every metric's interval and p."
-        )
+    note = dropped_note({names.get(key, key): count for key, count in dropped.items()}, result["resamples"])
+    if note:
+        lines.append(f"- **Dropped resamples:** {note}.")
     if any(interval_rank(result["resamples"] - count, result["level"]) < 1 for count in dropped.values()):
         lines.append(
             f"- **No interval:** a {result['level']:.0%} interval needs at least "

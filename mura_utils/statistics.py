@@ -409,6 +409,22 @@ def paired_differences(
     return result
 
 
+def dropped_note(dropped: dict[str, int], resamples: int) -> str:
+    """One sentence for every report that shows intervals: how many of ``resamples`` held one class
+    only (``dropped``: {row or metric: count}) and were left out; "" when none were."""
+    counts = {name: int(count) for name, count in dropped.items() if count == count}
+    if not any(counts.values()):
+        return ""
+    if len(set(counts.values())) == 1:
+        said = str(next(iter(counts.values())))
+    else:
+        said = "some (" + ", ".join(f"{name} {count}" for name, count in counts.items() if count) + ")"
+    return (
+        f"{said} of {resamples} resamples held one class only (AUROC undefined) and were left out of every "
+        "metric's interval and p"
+    )
+
+
 def verdict(delta: float, ci: Sequence[float], level: float = 0.95, what: str = "A - B") -> str:
     """A difference and its interval in words, for readers who check it against the table."""
     low, high = ci

@@ -146,7 +146,7 @@ def test_dropped_resamples_are_counted_and_said(tmp_path):
     dropped = {name: value["dropped_resamples"] for name, value in result["metrics"].items()}
     assert len(set(dropped.values())) == 1 and 0 < dropped["study_auroc"] < 400  # the same resamples for every metric
     markdown = (tmp_path / "out" / "compare.md").read_text()
-    assert f"**Dropped resamples:** {dropped['study_auroc']} of 400 held one class only" in markdown
+    assert f"**Dropped resamples:** {dropped['study_auroc']} of 400 resamples held one class only" in markdown
     assert main(["compare", str(a), str(b), "--out", str(tmp_path / "few"), "--bootstrap", "20"]) == 0
     few = json.loads((tmp_path / "few" / "compare.json").read_text())["metrics"]["study_kappa"]
     assert np.isnan(few["ci"]).all() and few["p"] > 0.05

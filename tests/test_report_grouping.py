@@ -320,3 +320,39 @@ def test_a_malformed_dataset_entry_names_the_run_json(fracatlas_runs, tmp_path):
     (folder / "run.json").write_text(json.dumps({"model": "custom_cnn", "dataset": {"name": "fracatlas"}}))
     with pytest.raises(ValueError, match=r"broken/run.json.*dataset"):
         load_run(folder)
+
+
+# ----------------------------------------------------------------------------- dropped resamples
+
+
+def test_comparison_and_ablation_say_how_many_one_class_resamples_were_dropped(tmp_path):
+    """Six patients, one study each, half normal: some patient resamples hold one class only. Both
+    tables count them (the same count as every metric's NaNs) and their text says so; a large test
+    set drops none and says nothing."""
+    few = write_test_images(tmp_path / "few", n_studies=6)
+    runs_dir = tmp_path / "runs"
+    for variant in ("multitask", "single_task"):
+        fabricate_run(runs_dir, few, "custom_cnn", variant, 0, False, f"custom_cnn_{variant}_seed0", False)
+    runs = load_runs(runs_dir)
+    bootstrap = report_bootstrap(runs, 200)
+    table = comparison_table(runs, bootstrap=bootstrap)
+    dropped = table.loc[table["kind"] == "run", "dropped_resamples"]
+    assert (dropped > 0).all() and (dropped < 200).all() and dropped.nunique() == 1  # same resamples per row
+    assert f"Dropped resamples: {int(dropped.iloc[0])} of 200 resamples held one class only" in comparison_markdown(
+        table
+    )
+    ablation = ablation_table(runs, bootstrap)
+    assert (ablation["dropped_resamples"] == dropped.iloc[0]).all()  # one-class resamples of both sides
+    assert f"- Dropped resamples: {int(dropped.iloc[0])} of 200 resamples held one class only" in ablation_markdown(
+        ablation, 200
+    )
+
+    big = write_test_images(tmp_path / "big", n_studies=60)
+    big_runs = tmp_path / "big_runs"
+    for variant in ("multitask", "single_task"):
+        fabricate_run(big_runs, big, "custom_cnn", variant, 0, False, f"custom_cnn_{variant}_seed0", False)
+    runs = load_runs(big_runs)
+    bootstrap = report_bootstrap(runs, 200)
+    table, ablation = comparison_table(runs, bootstrap=bootstrap), ablation_table(runs, bootstrap)
+    assert (table.loc[table["kind"] == "run", "dropped_resamples"] == 0).all()
+    assert "Dropped resamples" not in comparison_markdown(table) + ablation_markdown(ablation, 200)

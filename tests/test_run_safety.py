@@ -19,8 +19,9 @@ from conftest import interrupt_in_epoch, save_untrained_checkpoint
 from mura_utils import experiment
 from mura_utils.cli import main as cli_main
 from mura_utils.config import ConfigMismatchError, TrainConfig
-from mura_utils.pipeline import ReproduceError, _refuse_conflicts, plan_runs, reproduce
+from mura_utils.pipeline import ReproduceError, _refuse_conflicts, default_runs_dir, plan_runs, reproduce
 from mura_utils.runfolder import RunFolderInUseError, run_records
+from mura_utils.synthetic import make_fracatlas_sample
 from mura_utils.train import fit
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -214,11 +215,32 @@ def test_cli_passes_runs_dir_and_restart_names(monkeypatch, tmp_path):
 # 3. trained runs live apart from the reports, and make clean never deletes them
 
 
-def test_reproduce_trains_into_runs_of_the_profile_by_default(tiny_mura, tmp_path, monkeypatch):
+def test_reproduce_trains_into_runs_of_the_profile_and_dataset_by_default(tiny_mura, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     plan = plan_runs(tiny_mura, "reports", "demo", {"variants": ["multitask"]}, ("01_custom_cnn",))
     [(config, _, _)] = plan["01_custom_cnn"]
-    assert Path(config.out_dir) == tmp_path / "runs" / "demo" / "custom_cnn_multitask_seed0"
+    assert Path(config.out_dir) == tmp_path / "runs" / "demo-mura" / "custom_cnn_multitask_seed0"
+    fracatlas = make_fracatlas_sample(tmp_path / "FracAtlas", n_images=10, long_side=64)
+    assert default_runs_dir("cpu", fracatlas) == Path("runs") / "cpu-fracatlas"
+    manifest = tmp_path / "my_wrists.csv"
+    manifest.write_text("path,label\n")
+    assert default_runs_dir("cpu", manifest) == Path("runs") / "cpu-my_wrists"
+
+
+def test_runs_of_other_data_in_the_runs_dir_point_to_another_runs_dir_first(tiny_mura, tmp_path):
+    runs_dir, settings = tmp_path / "runs", {"variants": ["multitask"], "epochs": 1, "img_size": 32}
+    [(config, _, _)] = plan_runs(tiny_mura, tmp_path / "reports", "demo", settings, ("01_custom_cnn",),
+                                 runs_dir=runs_dir)["01_custom_cnn"]  # fmt: skip
+    folder = finished_run(replace(config, data_root=str(tmp_path / "FracAtlas")))  # another dataset's run
+    before = folder_bytes(folder)
+    plan = plan_runs(tiny_mura, tmp_path / "reports", "demo", settings, ("01_custom_cnn",), runs_dir=runs_dir)
+    with pytest.raises(ReproduceError) as refused:
+        _refuse_conflicts(plan)
+    message = " ".join(str(refused.value).split())
+    ways = message.split("Either ", 1)[1]
+    assert ways.startswith(f"choose another --runs-dir for this data (e.g. --runs-dir {runs_dir}-")
+    assert ways.index("--runs-dir") < ways.index("--restart")  # the runs of other data are not restarted first
+    assert folder_bytes(folder) == before
 
 
 def test_plan_names_runs_left_in_the_reports_folder_by_earlier_versions(tiny_mura, tmp_path, capsys):

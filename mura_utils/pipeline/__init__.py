@@ -1,5 +1,5 @@
 """`mura reproduce`: run the notebooks in order through papermill with one profile's parameters,
-train into ``runs/<profile>`` (``--runs-dir``), keep the reports and every executed notebook under
+train into ``runs/<profile>-<dataset>`` (``--runs-dir``), keep the reports and every executed notebook under
 ``reports/`` (executed notebooks in ``reports/runs/``), and stop at the first failing cell with a
 message naming the notebook and the cell. The only package that knows about papermill
 (``profiles``: what runs; ``plan``: what each run folder gets; ``run``: papermill and progress).

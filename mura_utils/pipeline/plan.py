@@ -12,11 +12,23 @@ from pathlib import Path
 
 from .profiles import FIXED_PARAMETERS, NOTEBOOK_DIR, NOTEBOOKS, PROFILES, ReproduceError, notebook_settings
 
+# settings that say which data a run learned from: a conflict over them is another dataset's run
+DATA_SETTINGS = {"data_root", "dataset"}
 
-def default_runs_dir(profile: str) -> Path:
+
+def default_runs_dir(profile: str, data_root: str | Path | None = None) -> Path:
     """Where ``mura reproduce`` keeps trained runs unless told (relative to the current folder):
-    apart from the reports, which a rerun rebuilds in minutes, so cleaning reports never deletes them."""
-    return Path("runs") / profile
+    ``runs/<profile>-<dataset>``, apart from the reports (which a rerun rebuilds in minutes, so cleaning
+    them never deletes runs) and apart per dataset, so a FracAtlas and a MURA run of one profile never
+    meet in one folder. A manifest's dataset name is its file name (``runs/cpu-my_wrists``)."""
+    if data_root is None:
+        return Path("runs") / profile
+    from ..datasets import detect_dataset
+
+    dataset = detect_dataset(data_root)
+    if dataset == "manifest":
+        dataset = Path(data_root).stem
+    return Path("runs") / f"{profile}-{dataset}"
 
 
 def notebook_parameters(data_root: Path, out: Path, runs_dir: Path, profile: dict, external_root: Path | None) -> dict:
@@ -97,15 +109,15 @@ def plan_runs(
     runs_dir: str | Path | None = None,
 ) -> dict[str, list[tuple]]:
     """{notebook: [(TrainConfig, status, differences), ...]} for every run the pipeline would
-    train under ``runs_dir`` (default: ``default_runs_dir(profile)``), where status is train |
+    train under ``runs_dir`` (default: ``default_runs_dir(profile, data_root)``), where status is train |
     resume | reuse | conflict (see experiment.run_status). Checks the profile, the parameter names
     and their types; changes nothing on disk."""
     from .. import experiment
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+    runs_dir = Path(runs_dir if runs_dir is not None else default_runs_dir(profile, data_root)).resolve()
     data_root, out = Path(data_root).resolve(), Path(out).resolve()
-    runs_dir = Path(runs_dir if runs_dir is not None else default_runs_dir(profile)).resolve()
     sources = [Path(notebook_dir) / f"{name}.ipynb" for name in notebooks]
     missing = [str(source) for source in sources if not source.is_file()]
     if missing:
@@ -247,11 +259,21 @@ def _refuse_conflicts(plan: dict[str, list[tuple]], restart: bool | Sequence[str
         names = " ".join(Path(config.out_dir).name for config, _ in conflicts)
         damaged = any(damaged_files(differences) for _, differences in conflicts)
         other_settings = any(not damaged_files(differences) for _, differences in conflicts)
+        other_data = any(set(differences) & DATA_SETTINGS for _, differences in conflicts)
+        config = conflicts[0][0]
+        runs_dir = Path(config.out_dir).parent
+        elsewhere = f"--runs-dir {runs_dir.parent / (runs_dir.name + '-' + Path(config.data_root).stem.lower())}"
         ways = [
+            # runs of other data are someone's results: a folder of their own, never --restart, comes first
+            *(
+                [f"choose another --runs-dir for this data (e.g. {elsewhere}); those runs are of other data"]
+                if other_data
+                else []
+            ),
             *(["run the same command as before (the saved settings) to continue them"] if other_settings else []),
             *(["restore the missing files of a damaged run"] if damaged else []),
             f"add --restart {names} to delete and retrain them (--restart alone: every planned run)",
-            "choose another --runs-dir",
+            *([] if other_data else ["choose another --runs-dir"]),
         ]
         raise ReproduceError(
             f"{len(conflicts)} run folder(s) cannot be used by this request:\n{details}\n"

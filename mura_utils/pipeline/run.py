@@ -117,10 +117,10 @@ def reproduce(
 ) -> Path:
     """Execute ``notebooks`` in order with ``profile`` (+ ``overrides``); returns the reports folder
     ``out`` (tables, figures, and under runs/ the executed notebooks and reproduce.json). Trained
-    runs go to ``runs_dir`` (default ``runs/<profile>``), apart from the reports. Finished runs are
+    runs go to ``runs_dir`` (default ``runs/<profile>-<dataset>``), apart from the reports. Finished runs are
     reused, interrupted ones resumed; ``restart`` (True, or run folder names) deletes and retrains
     planned runs; ``dry_run`` only prints the plan."""
-    runs_dir = Path(runs_dir if runs_dir is not None else default_runs_dir(profile)).resolve()
+    runs_dir = Path(runs_dir if runs_dir is not None else default_runs_dir(profile, data_root)).resolve()
     plan = plan_runs(data_root, out, profile, overrides, notebooks, external_root, notebook_dir, runs_dir)
     data_root, out = Path(data_root).resolve(), Path(out).resolve()
     records_dir = out / "runs"  # executed notebooks and reproduce.json: part of the reports

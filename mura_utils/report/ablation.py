@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ..statistics import ClusterBootstrap, paired_differences, verdict
+from ..statistics import ClusterBootstrap, dropped_note, paired_differences, verdict
 from .runs import MODEL_LABELS, VARIANT_LABELS, Run, _folder_name, _seed_order, seed_groups
 from .tables import markdown_table
 
@@ -37,6 +37,7 @@ PAIRED_COLUMNS = [
     "p",
     "per_seed_min",
     "per_seed_max",
+    "dropped_resamples",
     "verdict",
 ]
 
@@ -80,6 +81,7 @@ def _rows(
                 "p": value["p"],
                 "per_seed_min": min(value["per_pair"]),
                 "per_seed_max": max(value["per_pair"]),
+                "dropped_resamples": value["dropped_resamples"],
                 "verdict": verdict(value["delta"], value["ci"], bootstrap.level, comparison) + spread,
             }
         )
@@ -140,8 +142,9 @@ def _pairs_text(row: pd.Series) -> str:
     return f"{pairs} pair{'s' if pairs != 1 else ''}, seed{'s' if pairs != 1 else ''} {row['seeds']}"
 
 
-def paired_markdown(table: pd.DataFrame, level: float = 0.95) -> str:
-    """A paired-difference table as markdown, then each difference in words."""
+def paired_markdown(table: pd.DataFrame, level: float = 0.95, resamples: int | None = None) -> str:
+    """A paired-difference table as markdown, then each difference in words (and, given the number
+    of ``resamples``, how many of them were dropped for holding one class only)."""
     if table.empty:
         return ""
     header = ["Model", "Metric", "Seeds paired", "A", "B", "A − B", f"{level:.0%} CI", "p"]
@@ -164,6 +167,12 @@ def paired_markdown(table: pd.DataFrame, level: float = 0.95) -> str:
         f"{row['verdict']}."
         for _, row in table.iterrows()
     ]
+    if resamples and "dropped_resamples" in table:
+        labels = [
+            f"{_model_label(row)} {METRIC_LABELS.get(row['metric'], row['metric'])}" for _, row in table.iterrows()
+        ]
+        dropped = dropped_note(dict(zip(labels, table["dropped_resamples"])), resamples)
+        words += [f"- Dropped resamples: {dropped}."] if dropped else []
     return markdown_table(header, rows, [False, False, False] + [True] * 5) + "\n" + "\n".join(words) + "\n"
 
 
@@ -203,7 +212,7 @@ def ablation_markdown(table: pd.DataFrame, resamples: int, level: float = 0.95) 
         f"threshold 0.5. Pairs used: {used}. "
         f"{resamples} patient resamples shared by both sides (paired); with several seeds the per-seed "
         f"differences are averaged on each resample. p: two-sided bootstrap p-value.{caveat}\n\n"
-        + paired_markdown(table, level)
+        + paired_markdown(table, level, resamples)
         + left_out
     )
 

@@ -301,7 +301,7 @@ def write_report(
     if not tta.empty:
         paired["tta"] = (
             "## Test-time augmentation: TTA − plain\n\nSame runs, same patient resamples, threshold 0.5.\n\n"
-            + paired_markdown(tta)
+            + paired_markdown(tta, resamples=n_resamples)
         )
     written["ablation_csv"], written["ablation_md"] = out_dir / "ablation.csv", out_dir / "ablation.md"
     atomic_write_text(

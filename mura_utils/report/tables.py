@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..evaluate import binary_metrics, compute_metrics, study_table
 from ..io import atomic_write_text
-from ..statistics import DEFAULT_RESAMPLES, ClusterBootstrap, level_resamples
+from ..statistics import DEFAULT_RESAMPLES, ClusterBootstrap, dropped_note, level_resamples
 from .runs import (
     MODEL_LABELS,
     VARIANT_LABELS,
@@ -54,6 +54,7 @@ TABLE_COLUMNS = [
     "n_patients",
     "bootstrap_unit",
     "bootstrap_resamples",
+    "dropped_resamples",
     "parameters",
     "train_seconds",
     "images_per_second",
@@ -104,6 +105,8 @@ def run_row(
     resampled = level_resamples(run.predictions, bootstrap, 0.5, 0.5)
     for name, (level, key) in HEADLINE_METRICS.items():
         row[f"{name}_ci_low"], row[f"{name}_ci_high"] = bootstrap.interval(resampled[level][key])
+    # a resample of one class only is dropped from every metric: one count per row
+    row["dropped_resamples"] = max(bootstrap.dropped(resampled[level][key]) for level, key in HEADLINE_METRICS.values())
     val_threshold = run.info.get("threshold") if run.kind == "run" else None
     row["val_threshold"] = _number(val_threshold)
     if val_threshold is not None:
@@ -311,8 +314,12 @@ def comparison_markdown(table: pd.DataFrame, dataset: dict | None = None) -> str
         f"{threshold:g}; sensitivity, specificity and κ are study level. Brackets: 95% bootstrap CI "
         f"({resamples} resamples of {unit}; "
         "the same resamples for every row). Mean ± sd (min–max) rows: spread over training seeds, "
-        "point estimates; a seed ensemble averages those seeds' image probabilities.\n\n"
+        "point estimates; a seed ensemble averages those seeds' image probabilities."
     )
+    if "dropped_resamples" in with_ci:
+        dropped = dropped_note(dict(zip(with_ci["run"], with_ci["dropped_resamples"])), resamples)
+        note += f" Dropped resamples: {dropped}." if dropped else ""
+    note += "\n\n"
     return note + markdown_table(header, rows, [False, False] + [True] * (len(header) - 2))
 
 

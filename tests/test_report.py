@@ -372,6 +372,27 @@ def test_cam_gallery_draws_tp_fp_fn_rows_and_says_none_for_an_empty_one(runs, tm
     assert_png(tmp_path / "perfect.png")
 
 
+def test_a_gallery_is_drawn_once_and_again_only_when_what_it_shows_changes(runs, tmp_path, monkeypatch):
+    import mura_utils.report.galleries as galleries_module
+
+    calls = []
+    draw = galleries_module._draw_gallery
+    monkeypatch.setattr(galleries_module, "_draw_gallery", lambda *args: calls.append(args[1]) or draw(*args))
+    path = tmp_path / "gradcam" / "run.png"
+    first = cam_gallery(runs[0], path, per_group=2)
+    drawn_bytes = path.read_bytes()
+    again = cam_gallery(runs[0], path, per_group=2)  # notebook 05 after notebook 01: kept as it is
+    assert len(calls) == 1 and path.read_bytes() == drawn_bytes and again.equals(first)
+    cam_gallery(runs[0], path, per_group=1)  # other tiles
+    flipped = runs[0].predictions.assign(probability=lambda t: 1 - t["probability"])  # other predictions
+    cam_gallery(Run(runs[0].name, runs[0].model, runs[0].variant, runs[0].info, flipped, path=runs[0].path), path, 1)
+    cam_gallery(runs[0], path, per_group=1, reuse=False)
+    assert len(calls) == 4
+    path.with_suffix(".json").write_text("{not json")
+    cam_gallery(runs[0], path, per_group=1)  # an unreadable record: drawn again, not an error
+    assert len(calls) == 5
+
+
 def test_synthetic_runs_force_the_warning_and_a_missing_checkpoint_is_reported(runs_dir, tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(runs_dir / "resnet50_multitask", runs / "resnet50_multitask")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..io import atomic_write_text
 from .figures import _figure, _save, _styled
 from .runs import MODEL_LABELS, Run
 
@@ -57,10 +60,55 @@ def _image_path(path: str, run: Run) -> Path:
     return candidate
 
 
-@_styled
-def cam_gallery(run: Run, path: str | Path, per_group: int = 3, img_size: int | None = None) -> pd.DataFrame:
+GALLERY_VERSION = 1  # bump when the drawing changes, so galleries drawn before are redrawn
+
+
+def gallery_key(run: Run, per_group: int, img_size: int | None) -> dict:
+    """What a gallery shows depends on: the weights (best.pt's bytes), the test predictions, the
+    threshold, the size and number of tiles, the dataset's words, and the drawing code's version."""
+    digest = hashlib.sha256()
+    with open(Path(run.path) / "best.pt", "rb") as weights:
+        for block in iter(lambda: weights.read(1 << 20), b""):
+            digest.update(block)
+    columns = [column for column in ("path", "study", "label", "probability", "body_part") if column in run.predictions]
+    predictions = pd.util.hash_pandas_object(run.predictions[columns], index=False).to_numpy()
+    return {
+        "version": GALLERY_VERSION,
+        "best_pt_sha256": digest.hexdigest(),
+        "predictions_hash": hashlib.sha256(predictions.tobytes()).hexdigest(),
+        "threshold": run.info.get("threshold"),
+        "per_group": per_group,
+        "img_size": img_size,
+        "dataset": {key: run.dataset.get(key) for key in ("name", "positive_label", "negative_label")},
+    }
+
+
+def cam_gallery(
+    run: Run, path: str | Path, per_group: int = 3, img_size: int | None = None, reuse: bool = True
+) -> pd.DataFrame:
     """Grad-CAM of the abnormality head for TP/FP/FN test studies at the run's threshold, as a grid
-    (rows TP, FP, FN). Returns the chosen cases; reads best.pt on the CPU."""
+    (rows TP, FP, FN). Returns the chosen cases; reads best.pt on the CPU. With ``reuse``, a gallery
+    at ``path`` whose sidecar (``.json``) records the same weights, predictions and settings is kept
+    as it is (notebooks 01-03 draw the galleries the report shows: they are not drawn twice)."""
+    if run.path is None:
+        raise ValueError(f"run {run.name} has no folder, so no best.pt for Grad-CAM")
+    path, sidecar = Path(path), Path(path).with_suffix(".json")
+    if not (Path(run.path) / "best.pt").is_file():
+        return _draw_gallery(run, path, per_group, img_size)  # load_model names what is missing
+    key = gallery_key(run, per_group, img_size)
+    if reuse and run.info.get("threshold") is not None and path.is_file() and sidecar.is_file():
+        try:
+            if json.loads(sidecar.read_text()) == key:
+                return gallery_cases(run.predictions, float(run.info["threshold"]), per_group)
+        except (OSError, ValueError):
+            pass  # an unreadable sidecar: draw again
+    cases = _draw_gallery(run, path, per_group, img_size)
+    atomic_write_text(sidecar, json.dumps(key, indent=1))  # after the PNG: a crash in between redraws
+    return cases
+
+
+@_styled
+def _draw_gallery(run: Run, path: Path, per_group: int, img_size: int | None) -> pd.DataFrame:
     import torch
 
     from ..cam import gradcam_heatmaps, overlay
@@ -69,8 +117,6 @@ def cam_gallery(run: Run, path: str | Path, per_group: int = 3, img_size: int | 
     from ..loading import load_model
     from ..models import get_spec
 
-    if run.path is None:
-        raise ValueError(f"run {run.name} has no folder, so no best.pt for Grad-CAM")
     model, checkpoint = load_model(Path(run.path) / "best.pt", "cpu")
     model_name = checkpoint["model_name"]
     size = img_size or checkpoint.get("img_size") or get_spec(model_name).default_img_size

@@ -26,6 +26,7 @@ _EXPORTS = {
         "choose_threshold",
         "compute_metrics",
         "evaluate_checkpoint",
+        "evaluate_checkpoint_views",
         "study_table",
     ],
     "ensemble": ["make_ensemble"],

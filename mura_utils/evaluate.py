@@ -33,6 +33,7 @@ __all__ = [
     "choose_threshold",
     "compute_metrics",
     "evaluate_checkpoint",
+    "evaluate_checkpoint_views",
     "predict_batches",
     "predictions_table",
     "study_table",
@@ -53,9 +54,12 @@ def predict_batches(
 
     ``tta`` averages the probabilities of two views closed under a horizontal flip, the image and
     its mirror (a batch's ``mirrored_image`` when the loader gives it, see ``tta.MirroredViews``;
-    else the letterboxed image flipped), so a mirrored input gets the same probability."""
+    else the letterboxed image flipped), so a mirrored input gets the same probability; the
+    identity view's own outputs come along under ``"plain"`` (the same numbers a pass without
+    ``tta`` gives), so plain and TTA predictions cost one pass."""
     model.eval()
     positions, probabilities, part_probabilities = [], [], []
+    plain_probabilities, plain_part_probabilities = [], []
     for batch in loader:
         images = normalize(batch["image"].to(device, non_blocking=True), mean, std)
         views = [images]
@@ -72,12 +76,18 @@ def predict_batches(
             if "body_part" in outputs:
                 view_part_probabilities.append(torch.softmax(outputs["body_part"].float(), dim=1))
         probabilities.append(torch.stack(view_probabilities).mean(0).cpu())
+        plain_probabilities.append(view_probabilities[0].cpu())
         if view_part_probabilities:
             part_probabilities.append(torch.stack(view_part_probabilities).mean(0).cpu())
+            plain_part_probabilities.append(view_part_probabilities[0].cpu())
         positions.append(torch.as_tensor(batch["position"]))
     result = {"position": torch.cat(positions).numpy(), "probability": torch.cat(probabilities).numpy()}
     if part_probabilities:
         result["body_part_probabilities"] = torch.cat(part_probabilities).numpy()
+    if tta:
+        result["plain"] = {"position": result["position"], "probability": torch.cat(plain_probabilities).numpy()}
+        if plain_part_probabilities:
+            result["plain"]["body_part_probabilities"] = torch.cat(plain_part_probabilities).numpy()
     return result
 
 
@@ -255,6 +265,29 @@ def evaluate_checkpoint(
     validation split during training (stored in the checkpoint), never one tuned on this split.
     An ensemble checkpoint runs each member at its own input size; ``tta`` adds the mirror view.
     """
+    view = "tta" if tta else "plain"
+    options = dict(threshold=threshold, batch_size=batch_size, device=device, cache_dir=cache_dir)
+    options.update(use_cache=use_cache, progress=progress, dataset=dataset, index=index)
+    return evaluate_checkpoint_views(checkpoint_path, data_root, split, views=(view,), **options)[view]
+
+
+def evaluate_checkpoint_views(
+    checkpoint_path: str | Path,
+    data_root: str | Path,
+    split: str | None = None,
+    views: tuple[str, ...] = ("plain", "tta"),
+    threshold: float | str = 0.5,
+    batch_size: int = 64,
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    progress: bool = True,
+    dataset: str = "auto",
+    index: pd.DataFrame | None = None,
+) -> dict[str, tuple[pd.DataFrame, dict]]:
+    """``evaluate_checkpoint`` for several ``views`` ("plain", "tta") in one pass over the images:
+    {view: (predictions, metrics)}. The TTA pass computes the identity view anyway, so the plain
+    predictions come with it (the same numbers as a pass of their own)."""
     from .checkpoint import checkpoint_dataset
     from .data import MuraDataset, open_image_cache
     from .datasets import dataset_info, load_index
@@ -263,6 +296,10 @@ def evaluate_checkpoint(
     from .runtime import resolve_device
     from .tta import MirroredViews
 
+    unknown = set(views) - {"plain", "tta"}
+    if unknown or not views:
+        raise ValueError(f"views must be 'plain' and/or 'tta', not {sorted(unknown) or 'none'}")
+    tta = "tta" in views
     torch_device = resolve_device(device)
     model, checkpoint = load_model(checkpoint_path, torch_device)
     model_info, data_info = checkpoint_dataset(checkpoint), dataset_info(data_root, dataset)
@@ -277,30 +314,34 @@ def evaluate_checkpoint(
         images = MuraDataset(index, member.img_size, raw=True, cache=cache, body_parts=data_info.body_parts)
         loader = DataLoader(MirroredViews(images) if tta else images, batch_size=batch_size, shuffle=False)
         member_outputs.append(predict_batches(member.model, loader, torch_device, member.mean, member.std, tta=tta))
-    predictions = predictions_table(index, mean_outputs(member_outputs), model_info.body_parts)
     chosen = float(checkpoint.get("threshold", 0.5)) if threshold == "val" else float(threshold)
     if threshold == "val" and is_ensemble(checkpoint):
         warnings.warn(
             f"{checkpoint_path}: the 'val' threshold {chosen:.4f} of this ensemble is not one chosen on a validation "
             f"split: {threshold_origin(checkpoint)}. Pass a number with --threshold to set it yourself.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    metrics = compute_metrics(
-        predictions, chosen, model_body_parts=model_info.body_parts, source=f"{checkpoint_path} on {split}"
-    )
-    metrics["dataset"] = data_info.name
-    metrics["dataset_title"] = data_info.title
-    metrics["positive_label"] = data_info.positive_label
-    metrics["model_dataset"] = model_info.name
-    metrics["model_positive_label"] = model_info.positive_label
-    metrics["checkpoint"] = str(checkpoint_path)
-    metrics["model"] = checkpoint["model_name"]
-    metrics["multitask"] = bool(checkpoint["multitask"])
-    metrics["split"] = split
-    metrics["tta"] = bool(tta)
-    if len(members) > 1:
-        metrics["members"] = [member.model_name for member in members]
-    if is_ensemble(checkpoint) and threshold == "val":
-        metrics["threshold_source"] = checkpoint.get("threshold_source", "unknown")
-    return predictions, metrics
+    results = {}
+    for view in views:
+        outputs = member_outputs if view == "tta" or not tta else [output["plain"] for output in member_outputs]
+        predictions = predictions_table(index, mean_outputs(outputs), model_info.body_parts)
+        metrics = compute_metrics(
+            predictions, chosen, model_body_parts=model_info.body_parts, source=f"{checkpoint_path} on {split}"
+        )
+        metrics["dataset"] = data_info.name
+        metrics["dataset_title"] = data_info.title
+        metrics["positive_label"] = data_info.positive_label
+        metrics["model_dataset"] = model_info.name
+        metrics["model_positive_label"] = model_info.positive_label
+        metrics["checkpoint"] = str(checkpoint_path)
+        metrics["model"] = checkpoint["model_name"]
+        metrics["multitask"] = bool(checkpoint["multitask"])
+        metrics["split"] = split
+        metrics["tta"] = view == "tta"
+        if len(members) > 1:
+            metrics["members"] = [member.model_name for member in members]
+        if is_ensemble(checkpoint) and threshold == "val":
+            metrics["threshold_source"] = checkpoint.get("threshold_source", "unknown")
+        results[view] = (predictions, metrics)
+    return results

@@ -22,7 +22,7 @@ import pandas as pd
 
 from .checkpoint import read_checkpoint
 from .config import ConfigMismatchError, TrainConfig, describe_mismatch, format_differences
-from .evaluate import add_confidence_intervals, evaluate_checkpoint
+from .evaluate import add_confidence_intervals, evaluate_checkpoint_views
 from .io import atomic_write_text
 from .models import build_model, count_parameters
 from .runfolder import run_records
@@ -73,10 +73,10 @@ def run_experiment(config: TrainConfig, resume: bool = False, test_split: str | 
         "progress": config.progress,
         "dataset": config.dataset,
     }
-    predictions, metrics = evaluate_checkpoint(out_dir / "best.pt", config.data_root, test_split, **evaluation)
+    # plain and test-time augmentation (each image averaged with its mirror) in one pass: the report compares them
+    views = evaluate_checkpoint_views(out_dir / "best.pt", config.data_root, test_split, **evaluation)
+    (predictions, metrics), (tta_predictions, _) = views["plain"], views["tta"]
     metrics = add_confidence_intervals(metrics, predictions, seed=config.seed)  # patient bootstrap
-    # test-time augmentation (each image averaged with its mirror): the report compares it, paired, with plain
-    tta_predictions, _ = evaluate_checkpoint(out_dir / "best.pt", config.data_root, test_split, tta=True, **evaluation)
     atomic_write_text(out_dir / "test_predictions.csv", predictions.to_csv(index=False))
     atomic_write_text(out_dir / "test_predictions_tta.csv", tta_predictions.to_csv(index=False))
     atomic_write_text(out_dir / "test_metrics.json", json.dumps(metrics, indent=2))

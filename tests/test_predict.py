@@ -374,3 +374,19 @@ def test_evaluate_tta_is_unchanged_by_mirroring_every_image(tiny_mura, tmp_path)
     plain = probabilities(tiny_mura, False, True).set_index("key")["probability"]
     plain_mirrored = probabilities(mirrored_root, False, False).set_index("key")["probability"]
     assert np.abs(plain_mirrored[plain.index] - plain).max() > 1e-4
+
+
+def test_one_pass_gives_the_plain_and_the_tta_predictions_of_two_passes(tiny_mura, tmp_path):
+    """run_experiment scores the test split once for both files: each view equals its own pass."""
+    from mura_utils.evaluate import evaluate_checkpoint, evaluate_checkpoint_views
+
+    trained = make_checkpoint(tmp_path / "best.pt")
+    options = {"device": "cpu", "cache_dir": tmp_path / "cache", "progress": False, "threshold": "val"}
+    views = evaluate_checkpoint_views(trained, tiny_mura, **options)
+    for view, tta in (("plain", False), ("tta", True)):
+        predictions, metrics = evaluate_checkpoint(trained, tiny_mura, tta=tta, **options)
+        pd.testing.assert_frame_equal(views[view][0], predictions)
+        assert views[view][1] == metrics and metrics["tta"] is tta
+    assert not views["plain"][0]["probability"].equals(views["tta"][0]["probability"])
+    with pytest.raises(ValueError, match="views must be 'plain' and/or 'tta'"):
+        evaluate_checkpoint_views(trained, tiny_mura, views=("mirror",), **options)

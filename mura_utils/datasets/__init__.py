@@ -81,7 +81,7 @@ def load_index(root: str | Path, dataset: str = "auto", splits: tuple[str, ...] 
 
 def dataset_folder(root: str | Path, dataset: str = "auto") -> Path:
     """The folder that holds a dataset (resolved): the MURA-v1.1 folder, the FracAtlas folder, a manifest's folder."""
-    from ..data import resolve_mura_root
+    from .mura import resolve_mura_root
 
     name = _resolve(root, dataset)
     if name == "mura":

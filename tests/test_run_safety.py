@@ -309,3 +309,23 @@ def test_full_profile_dry_run_times_reduced_steps_only(tiny_mura, tmp_path, monk
 def test_estimate_of_a_real_step_is_positive():
     config = TrainConfig(model="custom_cnn", img_size=320, batch_size=64, device="cpu")
     assert experiment.estimate_seconds_per_step(config) > 0
+
+
+def test_the_estimate_times_a_reduced_step_on_one_thread_and_scales_it(monkeypatch):
+    """Forward + backward scale with the pixels of a batch, the optimizer step does not, and the
+    whole divides by the threads training uses; the reduced step runs on one thread."""
+    timed = []
+
+    def fake_step_seconds(config, steps=2):
+        timed.append((config.img_size, config.batch_size, torch.get_num_threads()))
+        return 0.01, 0.002  # (forward + backward, optimizer) of the reduced step
+
+    monkeypatch.setattr(experiment, "step_seconds", fake_step_seconds)
+    threads = torch.get_num_threads()
+    config = TrainConfig(model="custom_cnn", img_size=192, batch_size=32, device="cpu")
+    estimate = experiment.estimate_seconds_per_step(config, img_size=96, batch_size=4)
+    assert timed == [(96, 4, 1)] and torch.get_num_threads() == threads  # one thread while timing, restored after
+    assert estimate == pytest.approx((0.01 * (32 * 192**2) / (4 * 96**2) + 0.002) / threads)
+    small = TrainConfig(model="custom_cnn", img_size=64, batch_size=2, device="cpu")  # smaller than the reduced step
+    assert experiment.estimate_seconds_per_step(small, img_size=96, batch_size=4) == pytest.approx(0.012 / threads)
+    assert timed[-1][:2] == (64, 2)

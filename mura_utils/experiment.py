@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 
 import pandas as pd
@@ -115,10 +116,13 @@ def plan_runs(
     runs_dir: str | Path,
     variants: Sequence[str] = ("multitask", "single_task"),
     seeds: Sequence[int] = (0,),
+    model_settings: dict[str, dict] | None = None,
     **overrides,
 ) -> list[TrainConfig]:
     """The TrainConfig of every run (model x variant x seed) with its folder under ``runs_dir``;
-    ``overrides`` are TrainConfig fields (epochs, img_size, ...). Invalid settings fail here."""
+    ``overrides`` are TrainConfig fields (epochs, img_size, ...) for every model, ``model_settings``
+    ({model: {field: value}}) those of one model on top (a notebook that trains two backbones can
+    give each what it needs). Invalid settings fail here."""
     unknown = [variant for variant in variants if variant not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; choose from {sorted(VARIANTS)}")
@@ -126,13 +130,22 @@ def plan_runs(
         raise ValueError("pass seeds=[...] (a list), not seed=")
     if isinstance(seeds, (int, str)) or not seeds or not all(isinstance(seed, int) for seed in seeds):
         raise ValueError(f"seeds must be a non-empty list of whole numbers, got {seeds!r}")
+    model_settings = dict(model_settings or {})
+    strangers = sorted(set(model_settings) - set(models))
+    if strangers:
+        raise ValueError(f"model_settings name model(s) {strangers} that are not trained here ({list(models)})")
+    known = {field.name for field in fields(TrainConfig)} - {"model", "multitask", "seed", "out_dir"}
+    for model, settings in model_settings.items():
+        wrong = sorted(set(settings) - known) if isinstance(settings, dict) else [repr(settings)]
+        if wrong:
+            raise ValueError(f"model_settings[{model!r}]: {wrong} are not per-model training settings")
     return [
         TrainConfig(
             model=model,
             multitask=VARIANTS[variant],
             seed=seed,
             out_dir=str(Path(runs_dir) / run_folder_name(model, variant, seed)),
-            **overrides,
+            **{**overrides, **model_settings.get(model, {})},
         )
         for seed in seeds  # every model and variant of seed 0 first: an early stop still compares them
         for model in models
@@ -226,13 +239,15 @@ def run_models(
     runs_dir: str | Path,
     variants: Sequence[str] = ("multitask", "single_task"),
     seeds: Sequence[int] = (0,),
+    model_settings: dict[str, dict] | None = None,
     **overrides,
 ) -> list[Path]:
     """Train and evaluate every model as multi-task and single-task runs, per seed, so the
     multi-task claim is measured, not assumed. ``overrides`` are TrainConfig fields (epochs,
-    img_size, ...). Finished runs are reused and interrupted ones resumed (see ``run_or_reuse``);
-    every folder is checked before anything trains."""
-    configs = plan_runs(models, runs_dir, variants, seeds, **overrides)
+    img_size, ...), ``model_settings`` per-model ones on top (see ``plan_runs``). Finished runs are
+    reused and interrupted ones resumed (see ``run_or_reuse``); every folder is checked before
+    anything trains."""
+    configs = plan_runs(models, runs_dir, variants, seeds, model_settings, **overrides)
     for config in configs:  # refuse before any training, not after the first run
         if run_status(config)[0] == "conflict":
             run_or_reuse(config)

@@ -177,8 +177,33 @@ def test_training_notebook_passes_every_declared_train_setting(name):
     # the first argument is ``models`` (notebook 03: ``models + list(extra_models)``, as plan_notebook_runs mirrors)
     assert ast.unparse(calls[0].args[0]) in ("models", "models + list(extra_models)")
     assert [argument.id for argument in calls[0].args[1:]] == ["runs_dir", "variants", "seeds"]
-    train_fields = {field.name for field in fields(TrainConfig)}
+    train_fields = {field.name for field in fields(TrainConfig)} | {"model_settings"}  # notebook 03: per model
     assert {keyword.arg for keyword in calls[0].keywords} == declared & train_fields
+
+
+def test_per_model_settings_apply_to_their_model_only(tiny_mura, tmp_path):
+    """Notebook 03 trains two backbones: ``model_settings`` gives one of them other settings, and the
+    plan (what ``mura reproduce`` compares with run folders) agrees with what the notebook trains."""
+    overrides = {"model_settings": {"densenet169": {"img_size": 48, "epochs": 2}}, "img_size": 64, "epochs": 3}
+    plan = plan_runs(tiny_mura, tmp_path, "demo", overrides, notebooks=("03_efficientnet_densenet",),
+                     runs_dir=tmp_path / "runs")  # fmt: skip
+    sizes = {
+        Path(config.out_dir).name: (config.img_size, config.epochs) for config, _, _ in plan["03_efficientnet_densenet"]
+    }
+    assert sizes == {
+        "efficientnet_b0_multitask_seed0": (64, 3),
+        "efficientnet_b0_single_task_seed0": (64, 3),
+        "densenet169_multitask_seed0": (48, 2),
+        "densenet169_single_task_seed0": (48, 2),
+    }
+    with pytest.raises(
+        ReproduceError, match=r"model_settings name model\(s\) \['resnet50'\] that are not trained here"
+    ):
+        plan_runs(tiny_mura, tmp_path, "demo", {"model_settings": {"resnet50": {"epochs": 2}}},
+                  notebooks=("03_efficientnet_densenet",), runs_dir=tmp_path / "runs")  # fmt: skip
+    with pytest.raises(ReproduceError, match=r"model_settings\['densenet169'\]: \['seed'\] are not per-model"):
+        plan_runs(tiny_mura, tmp_path, "demo", {"model_settings": {"densenet169": {"seed": 2}}},
+                  notebooks=("03_efficientnet_densenet",), runs_dir=tmp_path / "runs")  # fmt: skip
 
 
 def test_dry_run_lists_runs_with_an_estimate_and_writes_nothing(tiny_mura, tmp_path, capsys):

@@ -95,7 +95,10 @@ def plan_notebook_runs(defaults: dict, offered: dict) -> list:
     values = {**defaults, **{name: value for name, value in offered.items() if name in defaults}}
     settings = {field.name: values[field.name] for field in fields(TrainConfig) if field.name in values}
     models = list(values["models"]) + list(values.get("extra_models", []))  # notebook 03 may add backbones
-    return experiment.plan_runs(models, values["runs_dir"], values["variants"], values["seeds"], **settings)
+    model_settings = values.get("model_settings") or {}  # notebook 03: per-model settings on top
+    return experiment.plan_runs(
+        models, values["runs_dir"], values["variants"], values["seeds"], model_settings, **settings
+    )
 
 
 def plan_runs(

@@ -196,6 +196,13 @@ def test_per_model_settings_apply_to_their_model_only(tiny_mura, tmp_path):
         "densenet169_multitask_seed0": (48, 2),
         "densenet169_single_task_seed0": (48, 2),
     }
+    demo = plan_runs(tiny_mura, tmp_path, "demo", {"epochs": 2}, notebooks=("03_efficientnet_densenet",),
+                     runs_dir=tmp_path / "runs")["03_efficientnet_densenet"]  # fmt: skip
+    notebook = notebook_settings("demo", "03_efficientnet_densenet")
+    assert {(config.model, config.img_size, config.epochs) for config, _, _ in demo} == {
+        ("efficientnet_b0", notebook["img_size"], 2),
+        ("densenet169", notebook["model_settings"]["densenet169"]["img_size"], 2),  # -p wins; the rest stays
+    }
     with pytest.raises(
         ReproduceError, match=r"model_settings name model\(s\) \['resnet50'\] that are not trained here"
     ):

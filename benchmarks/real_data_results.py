@@ -67,9 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     for run, threshold, metrics in per_part_rows:
         cells = [_cell(metrics["per_body_part"].get(part, {}).get("study_auroc")) for part in parts]
         print(f"| {run.model} | {run.variant} | {threshold:.3f} | " + " | ".join(cells) + " |")
+    unit = (
+        f"{intervals['unit']}s"
+        if dataset.get("has_patients", True)
+        else f"images ({dataset['title']} records no patients: each image is its own patient and study)"
+    )
+    total_minutes = sum(run.info["train_seconds"] for run in runs) / 60
     print(
         f"\nThreshold: each run's validation threshold (max kappa on its validation split). Intervals: "
-        f"{args.resamples} bootstrap resamples of {intervals['unit']}s. Source: {json.dumps(str(args.runs_dir))}."
+        f"{args.resamples} bootstrap resamples of {unit}. Training time of the {len(runs)} runs: "
+        f"{total_minutes // 60:.0f} h {total_minutes % 60:02.0f} min. Source: {json.dumps(str(args.runs_dir))}."
     )
     return 0
 

@@ -325,34 +325,28 @@ def test_a_malformed_dataset_entry_names_the_run_json(fracatlas_runs, tmp_path):
 # ----------------------------------------------------------------------------- dropped resamples
 
 
-def test_comparison_and_ablation_say_how_many_one_class_resamples_were_dropped(tmp_path):
-    """Six patients, one study each, half normal: some patient resamples hold one class only. Both
-    tables count them (the same count as every metric's NaNs) and their text says so; a large test
-    set drops none and says nothing."""
-    few = write_test_images(tmp_path / "few", n_studies=6)
-    runs_dir = tmp_path / "runs"
+def both_variants_tables(folder: Path, n_studies: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The comparison and ablation tables of one custom CNN in both variants on ``n_studies`` test
+    studies (one patient each, half of them normal), on 200 shared patient resamples."""
+    index = write_test_images(folder / "images", n_studies=n_studies)
     for variant in ("multitask", "single_task"):
-        fabricate_run(runs_dir, few, "custom_cnn", variant, 0, False, f"custom_cnn_{variant}_seed0", False)
-    runs = load_runs(runs_dir)
+        fabricate_run(folder / "runs", index, "custom_cnn", variant, 0, False, f"custom_cnn_{variant}_seed0", False)
+    runs = load_runs(folder / "runs")
     bootstrap = report_bootstrap(runs, 200)
-    table = comparison_table(runs, bootstrap=bootstrap)
+    return comparison_table(runs, bootstrap=bootstrap), ablation_table(runs, bootstrap)
+
+
+def test_comparison_and_ablation_say_how_many_one_class_resamples_were_dropped(tmp_path):
+    """Six patients: some patient resamples hold one class only. Both tables count them (the same
+    count as every metric's NaNs) and their text says so; a large test set drops none and says nothing."""
+    table, ablation = both_variants_tables(tmp_path / "few", 6)
     dropped = table.loc[table["kind"] == "run", "dropped_resamples"]
     assert (dropped > 0).all() and (dropped < 200).all() and dropped.nunique() == 1  # same resamples per row
-    assert f"Dropped resamples: {int(dropped.iloc[0])} of 200 resamples held one class only" in comparison_markdown(
-        table
-    )
-    ablation = ablation_table(runs, bootstrap)
+    said = f"Dropped resamples: {int(dropped.iloc[0])} of 200 resamples held one class only"
+    assert said in comparison_markdown(table)
     assert (ablation["dropped_resamples"] == dropped.iloc[0]).all()  # one-class resamples of both sides
-    assert f"- Dropped resamples: {int(dropped.iloc[0])} of 200 resamples held one class only" in ablation_markdown(
-        ablation, 200
-    )
+    assert f"- {said}" in ablation_markdown(ablation, 200)
 
-    big = write_test_images(tmp_path / "big", n_studies=60)
-    big_runs = tmp_path / "big_runs"
-    for variant in ("multitask", "single_task"):
-        fabricate_run(big_runs, big, "custom_cnn", variant, 0, False, f"custom_cnn_{variant}_seed0", False)
-    runs = load_runs(big_runs)
-    bootstrap = report_bootstrap(runs, 200)
-    table, ablation = comparison_table(runs, bootstrap=bootstrap), ablation_table(runs, bootstrap)
+    table, ablation = both_variants_tables(tmp_path / "many", 60)
     assert (table.loc[table["kind"] == "run", "dropped_resamples"] == 0).all()
     assert "Dropped resamples" not in comparison_markdown(table) + ablation_markdown(ablation, 200)

@@ -38,11 +38,11 @@ sample: $(STAMP)
 
 demo: $(STAMP) sample
 	@start=$$(date +%s); \
-	$(BIN)/mura reproduce --data-root $(SAMPLE) --out reports --runs-dir runs/demo --profile demo && \
+	$(BIN)/mura reproduce --data-root $(SAMPLE) --out reports --profile demo && \
 	echo && cat reports/comparison.md && echo && \
 	echo "make demo: every notebook ran in $$(( $$(date +%s) - start )) s. SYNTHETIC sample: the numbers show the" && \
 	echo "pipeline learns; they say nothing about real radiographs. Report: reports/index.md; executed notebooks:" && \
-	echo "reports/runs/*.ipynb (06_error_analysis: the most confident mistakes, with Grad-CAM); trained runs: runs/demo."
+	echo "reports/runs/*.ipynb (06_error_analysis: the most confident mistakes, with Grad-CAM); trained runs: runs/demo-mura."
 
 # what a rerun rebuilds without training: the reports, the sample and its image cache. Trained runs live in
 # runs/ (mura reproduce --runs-dir); a folder under reports/ that holds trained runs (versions before --runs-dir

@@ -3,7 +3,8 @@
 # evaluate, compare, ensemble, predict (checkpoint and ONNX), export, and the same test images read
 # through a CSV manifest (it must give the very same probabilities as FracAtlas's own layout).
 #   bash benchmarks/fracatlas_cli_tour.sh [FRACATLAS_DIR] [RUNS_DIR] [OUT_DIR]
-# Skips cleanly (exit 0) when the FracAtlas copy or the trained runs are absent.
+# Skips cleanly (exit 0) when the FracAtlas copy, the trained runs or onnx are absent. Relative paths are
+# taken from the repository root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data/FracAtlas}
@@ -15,7 +16,12 @@ export HF_HUB_OFFLINE=1
 for needed in "$DATA/dataset.csv" "$RUNS/custom_cnn_multitask_seed0/best.pt" "$RUNS/custom_cnn_single_task_seed0/best.pt"; do
   if [ ! -e "$needed" ]; then echo "skipped: $needed not found"; exit 0; fi
 done
-rm -rf "$OUT" && mkdir -p "$OUT"
+if ! $PY -c "import onnx, onnxruntime" 2>/dev/null; then echo "skipped: onnx/onnxruntime not installed (pip install -e .[export])"; exit 0; fi
+# OUT is rebuilt: only a folder this tour wrote (tour.json or its marker) or an empty/new one, never anything else
+if [ -d "$OUT" ] && [ -n "$(ls -A "$OUT")" ] && [ ! -e "$OUT/.fracatlas_cli_tour" ]; then
+  echo "refused: $OUT is not empty and was not written by this tour; pass another OUT_DIR" >&2; exit 2
+fi
+rm -rf "$OUT" && mkdir -p "$OUT" && touch "$OUT/.fracatlas_cli_tour"
 CNN_MULTI=$RUNS/custom_cnn_multitask_seed0/best.pt
 CNN_SINGLE=$RUNS/custom_cnn_single_task_seed0/best.pt
 

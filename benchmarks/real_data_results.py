@@ -72,11 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         if dataset.get("has_patients", True)
         else f"images ({dataset['title']} records no patients: each image is its own patient and study)"
     )
-    total_minutes = sum(run.info["train_seconds"] for run in runs) / 60
+    total_minutes = round(sum(run.info["train_seconds"] for run in runs) / 60)
     print(
         f"\nThreshold: each run's validation threshold (max kappa on its validation split). Intervals: "
         f"{args.resamples} bootstrap resamples of {unit}. Training time of the {len(runs)} runs: "
-        f"{total_minutes // 60:.0f} h {total_minutes % 60:02.0f} min. Source: {json.dumps(str(args.runs_dir))}."
+        f"{total_minutes // 60} h {total_minutes % 60:02d} min. Source: {json.dumps(str(args.runs_dir))}."
     )
     return 0
 

@@ -49,8 +49,9 @@ def predict_batches(
     std: float,
     amp_dtype: torch.dtype | None = None,
     tta: bool = False,
-) -> dict[str, np.ndarray]:
-    """Run the model over a loader of raw uint8 batches; returns positions and head outputs.
+) -> dict:
+    """Run the model over a loader of raw uint8 batches; returns positions and head outputs (arrays;
+    with ``tta`` also ``"plain"``: the same dict for the identity view alone).
 
     ``tta`` averages the probabilities of two views closed under a horizontal flip, the image and
     its mirror (a batch's ``mirrored_image`` when the loader gives it, see ``tta.MirroredViews``;
@@ -320,7 +321,7 @@ def evaluate_checkpoint_views(
             f"{checkpoint_path}: the 'val' threshold {chosen:.4f} of this ensemble is not one chosen on a validation "
             f"split: {threshold_origin(checkpoint)}. Pass a number with --threshold to set it yourself.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=3,  # the caller of evaluate_checkpoint, its usual way in
         )
     results = {}
     for view in views:

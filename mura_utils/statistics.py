@@ -421,7 +421,7 @@ def dropped_note(dropped: dict[str, int], resamples: int) -> str:
         said = "some (" + ", ".join(f"{name} {count}" for name, count in counts.items() if count) + ")"
     return (
         f"{said} of {resamples} resamples held one class only (AUROC undefined) and were left out of every "
-        "metric's interval and p"
+        "metric's interval (and p-value, where one is given)"
     )
 
 

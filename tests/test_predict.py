@@ -376,12 +376,19 @@ def test_evaluate_tta_is_unchanged_by_mirroring_every_image(tiny_mura, tmp_path)
     assert np.abs(plain_mirrored[plain.index] - plain).max() > 1e-4
 
 
-def test_one_pass_gives_the_plain_and_the_tta_predictions_of_two_passes(tiny_mura, tmp_path):
-    """run_experiment scores the test split once for both files: each view equals its own pass."""
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_one_pass_gives_the_plain_and_the_tta_predictions_of_two_passes(tiny_mura, tmp_path, ensemble):
+    """run_experiment scores the test split once for both files: each view equals its own pass, for
+    a model and for an ensemble (whose plain view is the mean of its members' plain views)."""
+    from mura_utils.ensemble import make_ensemble
     from mura_utils.evaluate import evaluate_checkpoint, evaluate_checkpoint_views
 
     trained = make_checkpoint(tmp_path / "best.pt")
-    options = {"device": "cpu", "cache_dir": tmp_path / "cache", "progress": False, "threshold": "val"}
+    if ensemble:
+        other = make_checkpoint(tmp_path / "other.pt", multitask=False)
+        make_ensemble([trained, other], tmp_path / "ensemble.pt", threshold=0.5)
+        trained = tmp_path / "ensemble.pt"
+    options = {"device": "cpu", "cache_dir": tmp_path / "cache", "progress": False, "threshold": 0.5}
     views = evaluate_checkpoint_views(trained, tiny_mura, **options)
     for view, tta in (("plain", False), ("tta", True)):
         predictions, metrics = evaluate_checkpoint(trained, tiny_mura, tta=tta, **options)

@@ -391,6 +391,27 @@ def test_a_gallery_is_drawn_once_and_again_only_when_what_it_shows_changes(runs,
     path.with_suffix(".json").write_text("{not json")
     cam_gallery(runs[0], path, per_group=1)  # an unreadable record: drawn again, not an error
     assert len(calls) == 5
+    base = runs[0]
+    for changed in (
+        Run(base.name, base.model, base.variant, {**base.info, "threshold": 0.3}, base.predictions, path=base.path),
+        Run(
+            base.name,
+            base.model,
+            base.variant,
+            {**base.info, "dataset": {**base.dataset, "negative_label": "intact"}},
+            base.predictions,
+            path=base.path,
+        ),  # fmt: skip
+    ):
+        cam_gallery(changed, path, per_group=1)  # other threshold, other words on the tiles
+        cam_gallery(base, path, per_group=1)
+    assert len(calls) == 9
+    weights = tmp_path / "weights_copy"
+    shutil.copytree(base.path, weights)
+    with open(weights / "best.pt", "ab") as checkpoint:
+        checkpoint.write(b"\0")  # other bytes in best.pt (loads the same: torch reads the zip directory)
+    cam_gallery(Run(base.name, base.model, base.variant, base.info, base.predictions, path=weights), path, per_group=1)
+    assert len(calls) == 10
 
 
 def test_synthetic_runs_force_the_warning_and_a_missing_checkpoint_is_reported(runs_dir, tmp_path):

@@ -224,23 +224,50 @@ def test_reproduce_trains_into_runs_of_the_profile_and_dataset_by_default(tiny_m
     assert default_runs_dir("cpu", fracatlas) == Path("runs") / "cpu-fracatlas"
     manifest = tmp_path / "my_wrists.csv"
     manifest.write_text("path,label\n")
-    assert default_runs_dir("cpu", manifest) == Path("runs") / "cpu-my_wrists"
+    assert default_runs_dir("cpu", manifest) == Path("runs") / "cpu-manifest-my_wrists"
+    odd = tmp_path / "my wrists (v2).csv"
+    odd.write_text("path,label\n")
+    assert default_runs_dir("cpu", odd) == Path("runs") / "cpu-manifest-my_wrists_v2_"
 
 
 def test_runs_of_other_data_in_the_runs_dir_point_to_another_runs_dir_first(tiny_mura, tmp_path):
     runs_dir, settings = tmp_path / "runs", {"variants": ["multitask"], "epochs": 1, "img_size": 32}
     [(config, _, _)] = plan_runs(tiny_mura, tmp_path / "reports", "demo", settings, ("01_custom_cnn",),
                                  runs_dir=runs_dir)["01_custom_cnn"]  # fmt: skip
-    folder = finished_run(replace(config, data_root=str(tmp_path / "FracAtlas")))  # another dataset's run
+    fracatlas = make_fracatlas_sample(tmp_path / "FracAtlas", n_images=10, long_side=64)
+    folder = finished_run(replace(config, data_root=str(fracatlas)))  # another dataset's run
     before = folder_bytes(folder)
     plan = plan_runs(tiny_mura, tmp_path / "reports", "demo", settings, ("01_custom_cnn",), runs_dir=runs_dir)
     with pytest.raises(ReproduceError) as refused:
         _refuse_conflicts(plan)
-    message = " ".join(str(refused.value).split())
-    ways = message.split("Either ", 1)[1]
-    assert ways.startswith(f"choose another --runs-dir for this data (e.g. --runs-dir {runs_dir}-")
+    ways = " ".join(str(refused.value).split()).split("Either ", 1)[1]
+    assert ways.startswith(f"choose another --runs-dir for this data (e.g. --runs-dir {runs_dir}-mura)")
     assert ways.index("--runs-dir") < ways.index("--restart")  # the runs of other data are not restarted first
+    with pytest.raises(ReproduceError, match=r"for this data \(e\.g\. --runs-dir runs/demo-mura\)"):
+        _refuse_conflicts(plan, False, Path("runs/demo-mura"))  # what mura reproduce passes: this data's default
     assert folder_bytes(folder) == before
+
+    moved = tmp_path / "copy" / "MURA-v1.1"  # the same dataset at another path is no other data
+    shutil.copytree(tiny_mura, moved)
+    (folder / "config.json").unlink()
+    replace(config, data_root=str(moved)).save(folder / "config.json")
+    with pytest.raises(ReproduceError) as refused:
+        _refuse_conflicts(plan_runs(tiny_mura, tmp_path / "reports", "demo", settings, ("01_custom_cnn",),
+                                    runs_dir=runs_dir))  # fmt: skip
+    message = " ".join(str(refused.value).split())
+    assert "data_root" in message and "for this data" not in message and "choose another --runs-dir." in message
+
+
+def test_plan_names_runs_left_in_the_old_default_runs_folder(tiny_mura, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    finished_run(tiny_config(tiny_mura, tmp_path / "runs" / "demo" / "custom_cnn_multitask_seed0"))
+    reproduce(tiny_mura, "reports", "demo", {"variants": ["multitask"]}, ("01_custom_cnn",), dry_run=True)
+    printed = " ".join(capsys.readouterr().out.split())
+    assert f"note: {tmp_path / 'runs' / 'demo'} holds 1 trained run(s)" in printed
+    assert (
+        f"--runs-dir {tmp_path / 'runs' / 'demo'} to reuse them, or move them into {tmp_path / 'runs' / 'demo-mura'}"
+        in printed
+    )
 
 
 def test_plan_names_runs_left_in_the_reports_folder_by_earlier_versions(tiny_mura, tmp_path, capsys):

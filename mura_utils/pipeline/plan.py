@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import fields
@@ -12,23 +13,40 @@ from pathlib import Path
 
 from .profiles import FIXED_PARAMETERS, NOTEBOOK_DIR, NOTEBOOKS, PROFILES, ReproduceError, notebook_settings
 
-# settings that say which data a run learned from: a conflict over them is another dataset's run
-DATA_SETTINGS = {"data_root", "dataset"}
+
+def dataset_slug(data_root: str | Path) -> str:
+    """A short name for the data under ``data_root`` in folder names: mura, fracatlas, or
+    ``manifest-<file name>`` (characters other than letters, digits, ``_.-`` replaced by ``_``)."""
+    from ..datasets import detect_dataset
+
+    dataset = detect_dataset(data_root)
+    if dataset == "manifest":
+        return "manifest-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(data_root).stem)
+    return dataset
 
 
 def default_runs_dir(profile: str, data_root: str | Path | None = None) -> Path:
     """Where ``mura reproduce`` keeps trained runs unless told (relative to the current folder):
     ``runs/<profile>-<dataset>``, apart from the reports (which a rerun rebuilds in minutes, so cleaning
     them never deletes runs) and apart per dataset, so a FracAtlas and a MURA run of one profile never
-    meet in one folder. A manifest's dataset name is its file name (``runs/cpu-my_wrists``)."""
+    meet in one folder (a manifest: ``runs/cpu-manifest-my_wrists``). Versions before this one used
+    ``runs/<profile>`` (the plan names runs it finds there)."""
     if data_root is None:
         return Path("runs") / profile
-    from ..datasets import detect_dataset
+    return Path("runs") / f"{profile}-{dataset_slug(data_root)}"
 
-    dataset = detect_dataset(data_root)
-    if dataset == "manifest":
-        dataset = Path(data_root).stem
-    return Path("runs") / f"{profile}-{dataset}"
+
+def _other_dataset(differences: dict[str, tuple]) -> bool:
+    """Whether a conflict is over *which dataset* a run learned from (not merely the path it was read
+    from: the same MURA copied elsewhere is no other data). Unknown (a path gone): False."""
+    if "dataset" in differences:
+        return True
+    if "data_root" not in differences:
+        return False
+    try:
+        return len({dataset_slug(root) for root in differences["data_root"]}) > 1
+    except Exception:  # a saved data_root that no longer exists or is unreadable: no claim either way
+        return False
 
 
 def notebook_parameters(data_root: Path, out: Path, runs_dir: Path, profile: dict, external_root: Path | None) -> dict:
@@ -146,11 +164,15 @@ def plan_runs(
 
 
 def describe_plan(
-    plan: dict[str, list[tuple]], runs_dir: Path, estimates: dict[str, float] | None = None, out: Path | None = None
+    plan: dict[str, list[tuple]],
+    runs_dir: Path,
+    estimates: dict[str, float] | None = None,
+    out: Path | None = None,
+    earlier_dirs: Sequence[Path] = (),
 ) -> str:
     """One line per run: what will happen to it (with a time estimate when given; a conflict says
-    why), then run folders the plan does not produce, and trained runs left in ``out``/runs by
-    versions that trained there."""
+    why), then run folders the plan does not produce, and trained runs left where earlier versions
+    trained: ``out``/runs and ``earlier_dirs`` (the old default ``runs/<profile>``)."""
     from ..experiment import describe_conflict
 
     lines, planned = [], set()
@@ -168,9 +190,10 @@ def describe_plan(
     )
     if others:
         lines.append(f"  not planned, yet in {runs_dir} (the reports include them): {', '.join(others)}")
-    earlier = Path(out) / "runs" if out is not None else None
-    if earlier is not None and earlier.resolve() != runs_dir.resolve():
-        elsewhere = sorted(folder.name for folder in earlier.glob("*") if (folder / "run.json").is_file())
+    for earlier in [*([Path(out) / "runs"] if out is not None else []), *earlier_dirs]:
+        if Path(earlier).resolve() == runs_dir.resolve():
+            continue
+        elsewhere = sorted(folder.name for folder in Path(earlier).glob("*") if (folder / "run.json").is_file())
         if elsewhere:
             lines.append(
                 f"  note: {earlier} holds {len(elsewhere)} trained run(s) from a version that trained there "
@@ -233,11 +256,14 @@ def restart_targets(plan: dict[str, list[tuple]], restart: bool | Sequence[str])
     return [planned[name][0] for name in names if planned[name][1] != "train"]
 
 
-def _refuse_conflicts(plan: dict[str, list[tuple]], restart: bool | Sequence[str] = False) -> list[str]:
+def _refuse_conflicts(
+    plan: dict[str, list[tuple]], restart: bool | Sequence[str] = False, own_runs_dir: Path | None = None
+) -> list[str]:
     """Stop before anything runs when a run folder holds another experiment or a damaged run;
     with ``restart`` (True: every planned run; or a list of run folder names), first delete those
     planned folders that are ours, saying which, so they are trained afresh. Nothing is deleted
-    when any other conflict remains. Returns the names of the deleted run folders."""
+    when any other conflict remains. Returns the names of the deleted run folders. ``own_runs_dir``:
+    the folder to suggest when the runs there are of another dataset (the default for this data)."""
     from ..experiment import damaged_files, describe_conflict
 
     targets = restart_targets(plan, restart)
@@ -262,10 +288,12 @@ def _refuse_conflicts(plan: dict[str, list[tuple]], restart: bool | Sequence[str
         names = " ".join(Path(config.out_dir).name for config, _ in conflicts)
         damaged = any(damaged_files(differences) for _, differences in conflicts)
         other_settings = any(not damaged_files(differences) for _, differences in conflicts)
-        other_data = any(set(differences) & DATA_SETTINGS for _, differences in conflicts)
+        other_data = any(_other_dataset(differences) for _, differences in conflicts)
         config = conflicts[0][0]
         runs_dir = Path(config.out_dir).parent
-        elsewhere = f"--runs-dir {runs_dir.parent / (runs_dir.name + '-' + Path(config.data_root).stem.lower())}"
+        if other_data and (own_runs_dir is None or Path(own_runs_dir).resolve() == runs_dir.resolve()):
+            own_runs_dir = runs_dir.parent / f"{runs_dir.name}-{dataset_slug(config.data_root)}"
+        elsewhere = f"--runs-dir {own_runs_dir}"
         ways = [
             # runs of other data are someone's results: a folder of their own, never --restart, comes first
             *(

@@ -120,15 +120,20 @@ def reproduce(
     runs go to ``runs_dir`` (default ``runs/<profile>-<dataset>``), apart from the reports. Finished runs are
     reused, interrupted ones resumed; ``restart`` (True, or run folder names) deletes and retrains
     planned runs; ``dry_run`` only prints the plan."""
+    # runs trained under the default of earlier versions (runs/<profile>) are named, never silently retrained
+    earlier_dirs = [default_runs_dir(profile).resolve()] if runs_dir is None else []
     runs_dir = Path(runs_dir if runs_dir is not None else default_runs_dir(profile, data_root)).resolve()
     plan = plan_runs(data_root, out, profile, overrides, notebooks, external_root, notebook_dir, runs_dir)
     data_root, out = Path(data_root).resolve(), Path(out).resolve()
     records_dir = out / "runs"  # executed notebooks and reproduce.json: part of the reports
     estimates = estimate_training_seconds(plan, data_root) if dry_run else None
-    print(f"[mura reproduce] plan ({profile} profile):\n{describe_plan(plan, runs_dir, estimates, out)}", flush=True)
+    print(
+        f"[mura reproduce] plan ({profile} profile):\n{describe_plan(plan, runs_dir, estimates, out, earlier_dirs)}",
+        flush=True,
+    )
     if dry_run:
         return out
-    restarted = _refuse_conflicts(plan, restart)
+    restarted = _refuse_conflicts(plan, restart, default_runs_dir(profile, data_root))
     plan = {
         notebook: [
             (config, "restart" if Path(config.out_dir).name in restarted else status, differences)

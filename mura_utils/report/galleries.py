@@ -60,7 +60,9 @@ def _image_path(path: str, run: Run) -> Path:
     return candidate
 
 
-GALLERY_VERSION = 1  # bump when the drawing changes, so galleries drawn before are redrawn
+# bump when the drawing changes (this file, cam.py, overlay, letterbox, the figure style): the key below
+# covers the run's files and settings, not the code, so galleries drawn before are redrawn only then
+GALLERY_VERSION = 1
 
 
 def gallery_key(run: Run, per_group: int, img_size: int | None) -> dict:
@@ -102,6 +104,7 @@ def cam_gallery(
                 return gallery_cases(run.predictions, float(run.info["threshold"]), per_group)
         except (OSError, ValueError):
             pass  # an unreadable sidecar: draw again
+    sidecar.unlink(missing_ok=True)  # an old record must never vouch for the new picture
     cases = _draw_gallery(run, path, per_group, img_size)
     atomic_write_text(sidecar, json.dumps(key, indent=1))  # after the PNG: a crash in between redraws
     return cases

@@ -479,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile",
         choices=["demo", "cpu", "full"],
         default="demo",
-        help="demo: synthetic sample, minutes; cpu: real radiographs (FracAtlas) on 2 CPU cores, about 3 hours; full: GPU",
+        help="demo: synthetic sample, minutes; cpu: real radiographs (FracAtlas) on 2 CPU cores, 1.5 hours (budget 3); full: GPU",
     )
     reproduce.add_argument(
         "--runs-dir",

@@ -238,6 +238,8 @@ def test_a_fracatlas_report_names_its_dataset_labels_and_source(fracatlas_report
     assert "Test set: FracAtlas test." in index and "FracAtlas records no patients" in index
     for key in ("comparison_md", "ablation_md"):
         assert "MURA" not in fracatlas_report[key].read_text()
+    ablation = fracatlas_report["ablation_md"].read_text()
+    assert "5 image resamples shared by both sides" in ablation and "patient resamples" not in ablation
 
 
 @pytest.fixture

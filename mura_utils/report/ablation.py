@@ -176,9 +176,10 @@ def paired_markdown(table: pd.DataFrame, level: float = 0.95, resamples: int | N
     return markdown_table(header, rows, [False, False, False] + [True] * 5) + "\n" + "\n".join(words) + "\n"
 
 
-def ablation_markdown(table: pd.DataFrame, resamples: int, level: float = 0.95) -> str:
+def ablation_markdown(table: pd.DataFrame, resamples: int, level: float = 0.95, unit: str = "patient") -> str:
     """The ablation section: what was compared, how many pairs, the paired differences, how sure
-    they are, and which runs found no partner (same model, seed and settings, other variant)."""
+    they are, and which runs found no partner (same model, seed and settings, other variant). ``unit``:
+    what the bootstrap resamples ("image" for a dataset without patient ids)."""
     unpaired = table.attrs.get("unpaired", {})
     left_out = (
         "\nNot paired (no run of the other variant with the same seed and settings): "
@@ -210,7 +211,7 @@ def ablation_markdown(table: pd.DataFrame, resamples: int, level: float = 0.95) 
     return (
         "A = multi-task (with the body-part head), B = single-task, same model, seed and other settings, "
         f"threshold 0.5. Pairs used: {used}. "
-        f"{resamples} patient resamples shared by both sides (paired); with several seeds the per-seed "
+        f"{resamples} {unit} resamples shared by both sides (paired); with several seeds the per-seed "
         f"differences are averaged on each resample. p: two-sided bootstrap p-value.{caveat}\n\n"
         + paired_markdown(table, level, resamples)
         + left_out

@@ -297,10 +297,14 @@ def write_report(
     table = comparison_table(everyone, bootstrap=bootstrap)
     written = write_comparison(table, out_dir, dataset)
     ablation, tta = ablation_table(runs, bootstrap), tta_table(runs, bootstrap)
-    paired = {"ablation": "## Ablation: does the body-part head help?\n\n" + ablation_markdown(ablation, n_resamples)}
+    unit = "patient" if dataset.get("has_patients", True) else "image"  # FracAtlas: each image its own patient
+    paired = {
+        "ablation": "## Ablation: does the body-part head help?\n\n"
+        + ablation_markdown(ablation, n_resamples, unit=unit)
+    }
     if not tta.empty:
         paired["tta"] = (
-            "## Test-time augmentation: TTA − plain\n\nSame runs, same patient resamples, threshold 0.5.\n\n"
+            f"## Test-time augmentation: TTA − plain\n\nSame runs, same {unit} resamples, threshold 0.5.\n\n"
             + paired_markdown(tta, resamples=n_resamples)
         )
     written["ablation_csv"], written["ablation_md"] = out_dir / "ablation.csv", out_dir / "ablation.md"

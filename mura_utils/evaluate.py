@@ -49,15 +49,16 @@ def predict_batches(
     std: float,
     amp_dtype: torch.dtype | None = None,
     tta: bool = False,
+    with_plain: bool = False,
 ) -> dict:
-    """Run the model over a loader of raw uint8 batches; returns positions and head outputs (arrays;
-    with ``tta`` also ``"plain"``: the same dict for the identity view alone).
+    """Run the model over a loader of raw uint8 batches; returns positions and head outputs (arrays).
 
     ``tta`` averages the probabilities of two views closed under a horizontal flip, the image and
     its mirror (a batch's ``mirrored_image`` when the loader gives it, see ``tta.MirroredViews``;
-    else the letterboxed image flipped), so a mirrored input gets the same probability; the
-    identity view's own outputs come along under ``"plain"`` (the same numbers a pass without
-    ``tta`` gives), so plain and TTA predictions cost one pass."""
+    else the letterboxed image flipped), so a mirrored input gets the same probability. With
+    ``with_plain`` (and ``tta``), the identity view's own outputs come along under ``"plain"`` (the
+    numbers a pass without ``tta`` gives), so plain and TTA predictions cost one pass."""
+    with_plain = with_plain and tta
     model.eval()
     positions, probabilities, part_probabilities = [], [], []
     plain_probabilities, plain_part_probabilities = [], []
@@ -77,15 +78,16 @@ def predict_batches(
             if "body_part" in outputs:
                 view_part_probabilities.append(torch.softmax(outputs["body_part"].float(), dim=1))
         probabilities.append(torch.stack(view_probabilities).mean(0).cpu())
-        plain_probabilities.append(view_probabilities[0].cpu())
         if view_part_probabilities:
             part_probabilities.append(torch.stack(view_part_probabilities).mean(0).cpu())
-            plain_part_probabilities.append(view_part_probabilities[0].cpu())
+        if with_plain:
+            plain_probabilities.append(view_probabilities[0].cpu())
+            plain_part_probabilities += [view_part_probabilities[0].cpu()] if view_part_probabilities else []
         positions.append(torch.as_tensor(batch["position"]))
     result = {"position": torch.cat(positions).numpy(), "probability": torch.cat(probabilities).numpy()}
     if part_probabilities:
         result["body_part_probabilities"] = torch.cat(part_probabilities).numpy()
-    if tta:
+    if with_plain:
         result["plain"] = {"position": result["position"], "probability": torch.cat(plain_probabilities).numpy()}
         if plain_part_probabilities:
             result["plain"]["body_part_probabilities"] = torch.cat(plain_part_probabilities).numpy()
@@ -314,7 +316,11 @@ def evaluate_checkpoint_views(
         cache = open_image_cache(index, member.img_size, data_root, cache_dir, progress, dataset) if use_cache else None
         images = MuraDataset(index, member.img_size, raw=True, cache=cache, body_parts=data_info.body_parts)
         loader = DataLoader(MirroredViews(images) if tta else images, batch_size=batch_size, shuffle=False)
-        member_outputs.append(predict_batches(member.model, loader, torch_device, member.mean, member.std, tta=tta))
+        member_outputs.append(
+            predict_batches(
+                member.model, loader, torch_device, member.mean, member.std, tta=tta, with_plain="plain" in views
+            )
+        )
     chosen = float(checkpoint.get("threshold", 0.5)) if threshold == "val" else float(threshold)
     if threshold == "val" and is_ensemble(checkpoint):
         warnings.warn(
@@ -323,26 +329,29 @@ def evaluate_checkpoint_views(
             UserWarning,
             stacklevel=3,  # the caller of evaluate_checkpoint, its usual way in
         )
+    about = {  # what every view's metrics.json says about the data and the model
+        "dataset": data_info.name,
+        "dataset_title": data_info.title,
+        "positive_label": data_info.positive_label,
+        "model_dataset": model_info.name,
+        "model_positive_label": model_info.positive_label,
+        "checkpoint": str(checkpoint_path),
+        "model": checkpoint["model_name"],
+        "multitask": bool(checkpoint["multitask"]),
+        "split": split,
+        **({"members": [member.model_name for member in members]} if len(members) > 1 else {}),
+        **(
+            {"threshold_source": checkpoint.get("threshold_source", "unknown")}
+            if is_ensemble(checkpoint) and threshold == "val"
+            else {}
+        ),
+    }
     results = {}
     for view in views:
-        outputs = member_outputs if view == "tta" or not tta else [output["plain"] for output in member_outputs]
+        outputs = [output["plain"] for output in member_outputs] if view == "plain" and tta else member_outputs
         predictions = predictions_table(index, mean_outputs(outputs), model_info.body_parts)
         metrics = compute_metrics(
             predictions, chosen, model_body_parts=model_info.body_parts, source=f"{checkpoint_path} on {split}"
         )
-        metrics["dataset"] = data_info.name
-        metrics["dataset_title"] = data_info.title
-        metrics["positive_label"] = data_info.positive_label
-        metrics["model_dataset"] = model_info.name
-        metrics["model_positive_label"] = model_info.positive_label
-        metrics["checkpoint"] = str(checkpoint_path)
-        metrics["model"] = checkpoint["model_name"]
-        metrics["multitask"] = bool(checkpoint["multitask"])
-        metrics["split"] = split
-        metrics["tta"] = view == "tta"
-        if len(members) > 1:
-            metrics["members"] = [member.model_name for member in members]
-        if is_ensemble(checkpoint) and threshold == "val":
-            metrics["threshold_source"] = checkpoint.get("threshold_source", "unknown")
-        results[view] = (predictions, metrics)
+        results[view] = (predictions, {**metrics, **about, "tta": view == "tta"})
     return results

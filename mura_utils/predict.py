@@ -142,7 +142,7 @@ def predict_paths(
         if cam_paths is not None:
             for offset, (gray, heatmap) in enumerate(zip(grays, heatmap_sum / len(members))):
                 _write_png(cam_paths[start + offset], overlay(letterbox(gray, cam_size), heatmap))
-    outputs = {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0] if key != "plain"}
+    outputs = {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
     return study_predictions(inputs, outputs, threshold, cam_paths, checkpoint_dataset(info))
 
 

@@ -2,7 +2,7 @@
 
 (a) notebooks: a Dataset doing PIL open + convert('L') + torchvision transforms per item
     (Resize, flip, RandomRotation(30), ColorJitter, ToTensor, Normalize), DataLoader workers.
-(b) project: prepare_cache once (timed separately), then what mura_utils.train runs on a
+(b) project: prepare_cache once (timed separately), then what mura_utils.training.fit runs on a
     CPU: train.TrainingBatches (one memmap gather per batch, no workers, no per-item
     work) + augment.batch_augment (per-sample flip, lookup-table rotation, exposure and
     normalization in one pass).
@@ -33,12 +33,12 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, if mura_utils is not installed
-from mura_utils.augment import AugmentConfig, batch_augment
-from mura_utils.cache import cache_files, prepare_cache
 from mura_utils.config import TrainConfig
-from mura_utils.constants import BODY_PARTS
-from mura_utils.data import MuraDataset
-from mura_utils.train import TrainingBatches
+from mura_utils.data.augment import AugmentConfig, batch_augment
+from mura_utils.data.cache import cache_files, prepare_cache
+from mura_utils.data.constants import BODY_PARTS
+from mura_utils.data.dataset import RadiographDataset
+from mura_utils.training.fit import TrainingBatches
 
 MEAN, STD = 0.5, 0.25
 
@@ -203,10 +203,10 @@ def main() -> None:
         flush=True,
     )
 
-    # (b) exactly what mura_utils.train runs on the CPU: the cache read by TrainingBatches
+    # (b) exactly what mura_utils.training.fit runs on the CPU: the cache read by TrainingBatches
     # in a fresh shuffled order each epoch, then batch_augment with the model's normalization
     config, generator = AugmentConfig(), torch.Generator().manual_seed(0)
-    dataset = MuraDataset(index, args.img_size, raw=True, cache=cache)
+    dataset = RadiographDataset(index, args.img_size, raw=True, cache=cache)
     training_batches = TrainingBatches(
         dataset,
         TrainConfig(batch_size=args.batch_size, num_workers=args.project_workers),

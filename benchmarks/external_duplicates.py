@@ -21,8 +21,8 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, if mura_utils is not installed
-from mura_utils.external import index as index_module
-from mura_utils.external.layout import list_files
+from mura_utils.data.external import index as index_module
+from mura_utils.data.external.layout import list_files
 from mura_utils.synthetic.external import _EXTERNAL_REGIONS, external_radiograph
 
 

@@ -51,7 +51,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mura_utils.datasets import load_index
+from mura_utils.data.registry import load_index
 
 data, out = Path(sys.argv[1]).resolve(), Path(sys.argv[2])
 index = load_index(data)

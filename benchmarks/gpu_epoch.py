@@ -33,10 +33,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, if mura_utils is not installed
-from mura_utils.augment import AugmentConfig, batch_augment
-from mura_utils.cache import iterate_batches, prefetch
-from mura_utils.imaging import letterbox
-from mura_utils.models import build_model, get_spec
+from mura_utils.data.augment import AugmentConfig, batch_augment
+from mura_utils.data.cache import iterate_batches, prefetch
+from mura_utils.data.imaging import letterbox
+from mura_utils.models.networks import build_model, get_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data_pipeline import mura_like_shape, synthetic_radiograph  # noqa: E402 - sibling script

@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, if mura_utils is not installed
-from mura_utils import train as train_module
 from mura_utils.config import TrainConfig
-from mura_utils.evaluate import evaluate_checkpoint, study_table
+from mura_utils.evaluation.predictions import evaluate_checkpoint, study_table
+from mura_utils.training import fit as train_module
 
 RULES = ("val_loss", "study_auroc", "last")
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, if mura_utils is not installed
-from mura_utils.models import build_model
+from mura_utils.models.networks import build_model
 
 MODELS = ("custom_cnn", "resnet50", "densenet169", "efficientnet_b0")
 

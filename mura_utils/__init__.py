@@ -1,8 +1,10 @@
-"""mura_utils: abnormality detection on musculoskeletal radiographs (Stanford MURA-v1.1).
+"""mura_utils: abnormality (fracture) detection on musculoskeletal radiographs: MURA-v1.1, FracAtlas,
+or a CSV manifest of a user's own images.
 
-The small public API below is what notebooks and scripts use; each name lives in a module with
-one job (data, models, train, evaluate, ...). Names load on first use (PEP 562), so importing
-one light module (``mura_utils.external``, the CLI's ``--help``) does not pay for torch and timm.
+The stages are subpackages, in the order data flows through them: ``data`` -> ``models`` ->
+``training`` -> ``evaluation`` -> ``explain`` / ``inference`` -> ``report``; ``pipeline`` runs the
+notebooks, ``synthetic`` writes sample trees. The names below are the small public API; each loads on
+first use (PEP 562), so ``mura --help`` and the torch-free modules do not pay for torch and timm.
 """
 
 from __future__ import annotations
@@ -11,44 +13,30 @@ import importlib
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "augment": ["AugmentConfig", "batch_augment", "normalize"],
-    "checkpoint": ["checkpoint_dataset", "read_checkpoint", "save_checkpoint"],
-    "compare": ["compare_evaluations", "load_evaluation"],
-    "config": ["TrainConfig"],
-    "constants": ["BODY_PARTS", "POSITIVE_LABEL"],
-    "data": ["MuraDataset", "class_weights", "load_mura_index", "patient_split"],
-    "datasets": ["DatasetInfo", "dataset_info", "detect_dataset", "load_index", "load_manifest"],
-    "evaluate": [
-        "add_confidence_intervals",
-        "binary_metrics",
-        "bootstrap_ci",
-        "choose_threshold",
-        "compute_metrics",
-        "evaluate_checkpoint",
-        "evaluate_checkpoint_views",
-        "study_table",
-    ],
-    "ensemble": ["make_ensemble"],
-    "experiment": ["run_experiment", "run_models"],
-    "explain": ["localization_section", "read_coco", "run_explain"],
-    "export": ["export_onnx", "predict_onnx"],
-    "external": ["load_external_index", "find_duplicates", "deduplicate"],
-    "imaging": ["ImageReadError", "letterbox", "load_letterboxed", "read_grayscale"],
-    "loading": ["load_model"],
-    "models": ["MODEL_REGISTRY", "build_model", "count_parameters"],
-    "statistics": ["ClusterBootstrap", "confidence_intervals", "paired_differences", "patient_bootstrap"],
-    "synthetic": ["make_sample", "make_external_sample", "make_fracatlas_sample", "make_manifest_sample"],
-    "train": ["FitResult", "fit"],
+_MODULE_OF = {
+    "TrainConfig": "config",
+    "load_index": "data.registry",
+    "dataset_info": "data.registry",
+    "patient_split": "data.dataset",
+    "RadiographDataset": "data.dataset",
+    "build_model": "models.networks",
+    "load_model": "models.restore",
+    "fit": "training.fit",
+    "run_experiment": "training.experiment",
+    "evaluate_checkpoint": "evaluation.predictions",
+    "compute_metrics": "evaluation.predictions",
+    "predict_paths": "inference.predict",
+    "run_explain": "explain.run",
+    "write_report": "report",
+    "make_sample": "synthetic",
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = ["__version__", *_MODULE_OF]
 
 
 def __getattr__(name: str):
     if name not in _MODULE_OF:
         raise AttributeError(f"module 'mura_utils' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+    value = getattr(importlib.import_module(f"mura_utils.{_MODULE_OF[name]}"), name)
     globals()[name] = value
     return value
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def _cmd_sample(args) -> None:
-    from .synthetic import make_sample
+    from mura_utils.synthetic import make_sample
 
     sizes = {"patients_per_part": args.patients_per_part} if args.patients_per_part else {}
     root = make_sample(args.out_dir, seed=args.seed, **sizes)
@@ -18,29 +18,29 @@ def _cmd_sample(args) -> None:
 
 
 def _cmd_sample_external(args) -> None:
-    from .synthetic import make_external_sample
+    from mura_utils.synthetic import make_external_sample
 
     root = make_external_sample(args.out_dir, seed=args.seed)
     print(f"synthetic external-layout sample (not real radiographs) written to {root}")
 
 
 def _cmd_sample_fracatlas(args) -> None:
-    from .synthetic import make_fracatlas_sample
+    from mura_utils.synthetic import make_fracatlas_sample
 
     root = make_fracatlas_sample(args.out_dir, n_images=args.images, seed=args.seed)
     print(f"synthetic FracAtlas-layout sample (not real radiographs) written to {root}")
 
 
 def _cmd_sample_manifest(args) -> None:
-    from .synthetic import make_manifest_sample
+    from mura_utils.synthetic import make_manifest_sample
 
     manifest = make_manifest_sample(args.out_dir, n_patients=args.patients, seed=args.seed)
     print(f"synthetic images and their manifest (not real radiographs) written to {manifest}")
 
 
 def _cmd_prepare(args) -> None:
-    from .data import open_image_cache
-    from .datasets import load_index
+    from mura_utils.data.dataset import open_image_cache
+    from mura_utils.data.registry import load_index
 
     index = load_index(args.data_root, args.dataset)
     cache = open_image_cache(index, args.img_size, args.data_root, args.cache_dir, dataset=args.dataset)
@@ -48,10 +48,10 @@ def _cmd_prepare(args) -> None:
 
 
 def _cmd_train(args) -> None:
-    from .models import get_spec
-    from .progress import rounded
-    from .runfolder import claim_run_folder
-    from .train import fit
+    from mura_utils.models.networks import get_spec
+    from mura_utils.training.fit import fit
+    from mura_utils.training.run_folder import claim_run_folder
+    from mura_utils.utils.progress import rounded
 
     config = _train_config(args)
     get_spec(config.model)  # an unknown model name fails here, with close matches, before any data is read
@@ -90,7 +90,7 @@ def add_train_config_options(parser: argparse.ArgumentParser) -> None:
     import typing
     from dataclasses import MISSING, fields
 
-    from .config import TrainConfig
+    from mura_utils.config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
     group = parser.add_argument_group("training settings (TrainConfig fields)")
@@ -141,7 +141,7 @@ def _train_config(args):
     """TrainConfig from ``--config FILE`` (or the defaults), then every flag given explicitly."""
     from dataclasses import fields, replace
 
-    from .config import TrainConfig
+    from mura_utils.config import TrainConfig
 
     config = TrainConfig.load(args.config) if args.config else TrainConfig()
     given = {item.name: getattr(args, item.name) for item in fields(TrainConfig) if hasattr(args, item.name)}
@@ -151,9 +151,9 @@ def _train_config(args):
 
 
 def _cmd_evaluate(args) -> None:
-    from .evaluate import add_confidence_intervals, evaluate_checkpoint
-    from .io import atomic_write_text
-    from .progress import rounded
+    from mura_utils.evaluation.predictions import add_confidence_intervals, evaluate_checkpoint
+    from mura_utils.utils.io import atomic_write_text
+    from mura_utils.utils.progress import rounded
 
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be 0 (off) or a number of resamples, not {args.bootstrap}")
@@ -184,7 +184,7 @@ def _cmd_evaluate(args) -> None:
 
 
 def _cmd_compare(args) -> None:
-    from .compare import format_p, write_comparison
+    from mura_utils.evaluation.compare import format_p, write_comparison
 
     if args.bootstrap < 1:
         raise ValueError(f"--bootstrap must be at least 1 for a comparison, not {args.bootstrap}")
@@ -198,7 +198,7 @@ def _cmd_compare(args) -> None:
 
 
 def _cmd_predict(args) -> None:
-    from .predict import format_predictions, predict_paths
+    from mura_utils.inference.predict import format_predictions, predict_paths
 
     table = predict_paths(
         args.paths, args.checkpoint, device=args.device, batch_size=args.batch_size, cam_dir=args.cam_dir, tta=args.tta
@@ -209,7 +209,7 @@ def _cmd_predict(args) -> None:
 
 
 def _cmd_explain(args) -> None:
-    from .explain import run_explain
+    from mura_utils.explain import run_explain
 
     if args.bootstrap < 1:
         raise ValueError(f"--bootstrap must be at least 1, not {args.bootstrap}")
@@ -243,7 +243,7 @@ def _cmd_explain(args) -> None:
 
 
 def _cmd_ensemble(args) -> None:
-    from .ensemble import make_ensemble
+    from mura_utils.models.ensemble import make_ensemble
 
     ensemble = make_ensemble(args.checkpoints, args.out, threshold=args.threshold)
     names = ", ".join(f"{m['model_name']} ({m['img_size']} px)" for m in ensemble["members"])
@@ -251,7 +251,7 @@ def _cmd_ensemble(args) -> None:
 
 
 def _cmd_export(args) -> None:
-    from .export import export_onnx
+    from mura_utils.inference.onnx_export import export_onnx
 
     contract = export_onnx(args.checkpoint, args.out)
     sizes = ", ".join(f"{entry['name']} {entry['img_size']} px" for entry in contract["inputs"])
@@ -259,7 +259,7 @@ def _cmd_export(args) -> None:
 
 
 def _cmd_reproduce(args) -> None:
-    from .pipeline import default_runs_dir, reproduce
+    from mura_utils.pipeline import default_runs_dir, reproduce
 
     overrides = {name: _parse_value(value) for name, value in args.parameter}
     out = reproduce(
@@ -293,7 +293,7 @@ def _parse_value(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .constants import MODEL_NAMES
+    from mura_utils.data.constants import MODEL_NAMES
 
     parser = argparse.ArgumentParser(
         prog="mura",
@@ -404,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--tta", action="store_true", help="average each image with its mirror image")
     predict.set_defaults(handler=_cmd_predict)
 
-    from .explain.names import CAM_METHOD_NAMES, DEFAULT_METHODS, DEFAULT_ROAD_PERCENTILES
+    from mura_utils.explain.names import CAM_METHOD_NAMES, DEFAULT_METHODS, DEFAULT_ROAD_PERCENTILES
 
     explain = commands.add_parser(
         "explain",

@@ -42,7 +42,8 @@ class TrainConfig:
     multitask: bool = _option(True, "also train the body-part head; --single-task drops it (the ablation)")
     # data
     data_root: str = _option(
-        "data/sample", "MURA-v1.1 folder or its parent, a FracAtlas folder, or a manifest .csv (mura_utils.datasets)"
+        "data/sample",
+        "MURA-v1.1 folder or its parent, a FracAtlas folder, or a manifest .csv (mura_utils.data.registry)",
     )
     dataset: str = _option("auto", "auto (detected from data_root) | mura | fracatlas | manifest")
     img_size: int | None = _option(None, "letterboxed input size in px; default: the model's own (224 for most)")
@@ -80,7 +81,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Refuse impossible settings now, not after a whole epoch."""
-        from .models import get_spec
+        from mura_utils.models.networks import get_spec
 
         problems = []
         spec = None
@@ -139,7 +140,7 @@ class TrainConfig:
         return asdict(self)
 
     def save(self, path: str | Path) -> None:
-        from .io import atomic_write_text
+        from mura_utils.utils.io import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
 

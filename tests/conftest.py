@@ -20,9 +20,9 @@ def tiny_mura(tmp_path_factory):
 
 def save_untrained_checkpoint(path, model: str = "custom_cnn", img_size: int = 32, **extra):
     """A checkpoint of an untrained model through the real save path (costs ~0 s); returns ``path``."""
-    from mura_utils.checkpoint import save_checkpoint
     from mura_utils.config import TrainConfig
-    from mura_utils.models import build_model
+    from mura_utils.models.checkpoint import save_checkpoint
+    from mura_utils.models.networks import build_model
 
     config = TrainConfig(model=model, img_size=img_size)
     save_checkpoint(path, build_model(model, pretrained=False), config, epoch=1, img_size=img_size, **extra)
@@ -38,7 +38,7 @@ def untrained_checkpoint():
 def interrupt_in_epoch(monkeypatch, epoch: int) -> None:
     """Make training stop with KeyboardInterrupt in ``epoch``'s validation, as a killed run would
     (last.pt then holds epoch - 1); ``monkeypatch.undo()`` lets the next fit run normally."""
-    from mura_utils import train as train_module
+    from mura_utils.training import fit as train_module
 
     real_validation, calls = train_module.validation_predictions, []
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mura_utils.augment import (
+from mura_utils.data.augment import (
     AugmentConfig,
     _device_tables,
     _rotate_and_flip,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mura_utils import cache as cache_module
-from mura_utils.cache import (
+from mura_utils.data import cache as cache_module
+from mura_utils.data.cache import (
     StaleCacheWarning,
     cache_files,
     iterate_batches,
@@ -19,7 +19,7 @@ from mura_utils.cache import (
     prepare_cache,
     prepare_index_cache,
 )
-from mura_utils.imaging import ImageReadError, load_letterboxed
+from mura_utils.data.imaging import ImageReadError, load_letterboxed
 
 
 def _write_images(folder: Path, count: int = 20) -> list[str]:
@@ -194,13 +194,13 @@ def test_index_cache_and_dataset(images, tmp_path):
     import pandas as pd
     import torch
 
-    from mura_utils.data import MuraDataset
+    from mura_utils.data.dataset import RadiographDataset
 
     index = pd.DataFrame(
         {"path": images, "label": [i % 2 for i in range(len(images))], "body_part": ["WRIST"] * len(images)}
     )
     cache = prepare_index_cache(index, 64, tmp_path / "cache", num_workers=1, progress=False)
-    dataset = MuraDataset(index, 64, raw=True, cache=cache)
+    dataset = RadiographDataset(index, 64, raw=True, cache=cache)
     assert torch.equal(dataset[4]["image"][0], torch.from_numpy(load_letterboxed(images[4], 64)))
 
     seen = []
@@ -279,7 +279,7 @@ def test_a_live_builds_temp_file_survives_and_abandoned_ones_go(images, tmp_path
     np.testing.assert_array_equal(cache.images[cache.row_of(images[3])], load_letterboxed(images[3], 64))
 
 
-@pytest.mark.filterwarnings("ignore:.*being built by another process:mura_utils.cache.StaleCacheWarning")
+@pytest.mark.filterwarnings("ignore:.*being built by another process:mura_utils.data.cache.StaleCacheWarning")
 def test_two_concurrent_builds_of_one_cache_both_succeed(images, tmp_path, monkeypatch):
     import threading
 

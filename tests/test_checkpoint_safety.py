@@ -14,9 +14,9 @@ import pytest
 import torch
 from conftest import interrupt_in_epoch, save_untrained_checkpoint
 
-from mura_utils.checkpoint import CheckpointError, read_checkpoint
 from mura_utils.cli import main as cli_main
-from mura_utils.loading import load_model
+from mura_utils.models.checkpoint import CheckpointError, read_checkpoint
+from mura_utils.models.restore import load_model
 
 
 class CreatesFile:
@@ -178,8 +178,8 @@ def plant_weights_payload(path: Path, marker: Path) -> Path:
 def test_weights_file_with_a_payload_is_refused_unrun_even_where_torch_load_defaults_to_unsafe(tmp_path, monkeypatch):
     """torch < 2.6 (allowed by pyproject) unpickles by default: simulated by a torch.load whose default is
     weights_only=False. build_model still refuses the file, names it, and the payload never runs."""
-    from mura_utils.models import build_model
-    from mura_utils.weights import WeightsFileError
+    from mura_utils.models.networks import build_model
+    from mura_utils.models.weights import WeightsFileError
 
     marker = tmp_path / "payload_ran"
     path = plant_weights_payload(tmp_path / "resnet18.pth", marker)

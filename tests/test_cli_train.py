@@ -12,13 +12,13 @@ import pytest
 import torch
 from conftest import interrupt_in_epoch
 
-from mura_utils import train as train_module
-from mura_utils.checkpoint import read_checkpoint
 from mura_utils.cli import _train_config, build_parser
 from mura_utils.cli import main as cli_main
 from mura_utils.config import TrainConfig
-from mura_utils.loading import load_model
-from mura_utils.train import fit
+from mura_utils.models.checkpoint import read_checkpoint
+from mura_utils.models.restore import load_model
+from mura_utils.training import fit as train_module
+from mura_utils.training.fit import fit
 
 
 def parse_train(*flags: str) -> TrainConfig:

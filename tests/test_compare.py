@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from mura_utils.cli import main
-from mura_utils.compare import load_evaluation
+from mura_utils.evaluation.compare import load_evaluation
 
 
 def predictions(n_studies: int = 60, seed: int = 0) -> pd.DataFrame:

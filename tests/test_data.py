@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mura_utils.data import MuraDataset, MuraIndexError, class_weights, load_mura_index, patient_split
-from mura_utils.models import get_spec
+from mura_utils.data.dataset import MuraIndexError, RadiographDataset, class_weights, load_mura_index, patient_split
+from mura_utils.models.networks import get_spec
 
 # (split, part, patient, study, label, number of images)
 STUDIES = [
@@ -202,13 +202,13 @@ def test_class_weights_follow_the_mura_paper():
 
 def test_dataset_reads_every_mode_as_grayscale(tree):
     index = load_mura_index(tree)
-    dataset = MuraDataset(index, img_size=32, train=True, model="custom_cnn")
+    dataset = RadiographDataset(index, img_size=32, train=True, model="custom_cnn")
     item = dataset[0]
     assert item["image"].shape == (1, 32, 32) and item["image"].dtype == torch.float32
     with pytest.raises(ValueError, match="model="):  # no silent default normalization
-        MuraDataset(index, img_size=32)
-    assert MuraDataset(index, img_size=32, model="resnet50").mean == get_spec("resnet50").mean
-    raw = MuraDataset(index, img_size=32, raw=True)
+        RadiographDataset(index, img_size=32)
+    assert RadiographDataset(index, img_size=32, model="resnet50").mean == get_spec("resnet50").mean
+    raw = RadiographDataset(index, img_size=32, raw=True)
     for position in range(len(raw)):
         assert raw[position]["image"].dtype == torch.uint8
         assert raw[position]["image"].max() > 0
@@ -219,4 +219,4 @@ def test_corrupt_image_error_names_path(tree):
     index = load_mura_index(tree)
     Path(index["path"].iloc[0]).write_bytes(b"not a png")
     with pytest.raises(ValueError, match=Path(index["path"].iloc[0]).name):
-        MuraDataset(index, img_size=32, raw=True)[0]
+        RadiographDataset(index, img_size=32, raw=True)[0]

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mura_utils.datasets import (
+from mura_utils.data.registry import (
     DatasetLayoutError,
     dataset_info,
     detect_dataset,
@@ -177,7 +177,7 @@ def test_mura_keeps_its_index_and_meaning(tiny_mura):
 def fracatlas_run(tmp_path_factory):
     """A 1-epoch custom CNN trained on the tiny FracAtlas tree through the real training loop."""
     from mura_utils.config import TrainConfig
-    from mura_utils.train import fit
+    from mura_utils.training.fit import fit
 
     root = write_fracatlas(tmp_path_factory.mktemp("fa") / "FracAtlas", n=60)
     out = tmp_path_factory.mktemp("fa_run")
@@ -189,7 +189,7 @@ def fracatlas_run(tmp_path_factory):
 
 
 def test_training_records_the_dataset_and_its_split_file(fracatlas_run):
-    from mura_utils.checkpoint import checkpoint_dataset, read_checkpoint
+    from mura_utils.models.checkpoint import checkpoint_dataset, read_checkpoint
 
     root, out = fracatlas_run
     checkpoint = read_checkpoint(out / "best.pt")
@@ -204,7 +204,7 @@ def test_training_records_the_dataset_and_its_split_file(fracatlas_run):
 
 
 def test_evaluate_defaults_to_the_test_split_and_names_the_classes(fracatlas_run):
-    from mura_utils.evaluate import evaluate_checkpoint
+    from mura_utils.evaluation.predictions import evaluate_checkpoint
 
     root, out = fracatlas_run
     predictions, metrics = evaluate_checkpoint(out / "best.pt", root, use_cache=False, progress=False)
@@ -217,7 +217,7 @@ def test_evaluate_defaults_to_the_test_split_and_names_the_classes(fracatlas_run
 def test_a_mura_model_on_fracatlas_scores_shared_body_parts_by_name(
     fracatlas_run, tmp_path, untrained_checkpoint, monkeypatch
 ):
-    from mura_utils.crossdataset import evaluate_cross_dataset
+    from mura_utils.evaluation.cross_dataset_eval import evaluate_cross_dataset
 
     monkeypatch.chdir(tmp_path)  # the untrained checkpoint's data_root (data/sample) is not there: overlap unchecked
     root, _ = fracatlas_run
@@ -231,7 +231,7 @@ def test_a_mura_model_on_fracatlas_scores_shared_body_parts_by_name(
 
 
 def test_copies_of_training_images_are_left_out_of_a_cross_dataset_test(fracatlas_run, tmp_path):
-    from mura_utils.crossdataset import evaluate_cross_dataset
+    from mura_utils.evaluation.cross_dataset_eval import evaluate_cross_dataset
 
     root, out = fracatlas_run
     copied = write_fracatlas(tmp_path / "Other", n=20, seed=5)
@@ -246,8 +246,8 @@ def test_copies_of_training_images_are_left_out_of_a_cross_dataset_test(fracatla
 
 def test_predict_and_onnx_use_the_checkpoint_vocabulary(fracatlas_run, tmp_path):
     pytest.importorskip("onnxruntime")
-    from mura_utils.export import export_onnx, read_contract
-    from mura_utils.predict import predict_paths
+    from mura_utils.inference.onnx_export import export_onnx, read_contract
+    from mura_utils.inference.predict import predict_paths
 
     root, out = fracatlas_run
     image = next((root / "images" / "Fractured").iterdir())
@@ -263,8 +263,8 @@ def test_predict_and_onnx_use_the_checkpoint_vocabulary(fracatlas_run, tmp_path)
 
 
 def test_an_ensemble_refuses_members_of_different_datasets(fracatlas_run, tmp_path, untrained_checkpoint):
-    from mura_utils.checkpoint import CheckpointError
-    from mura_utils.ensemble import make_ensemble
+    from mura_utils.models.checkpoint import CheckpointError
+    from mura_utils.models.ensemble import make_ensemble
 
     _, out = fracatlas_run
     mura_model = untrained_checkpoint(tmp_path / "mura.pt")
@@ -306,7 +306,7 @@ def test_study_ids_may_repeat_across_patients_as_in_mura(tmp_path):
 
 
 def test_the_shipped_fracatlas_split_is_used_when_the_copy_holds_its_images(tmp_path, monkeypatch):
-    from mura_utils.datasets import fracatlas
+    from mura_utils.data.registry import fracatlas
 
     root = write_fracatlas(tmp_path / "FracAtlas", n=40)
     listed = tmp_path / "listed.csv"
@@ -322,8 +322,8 @@ def test_the_shipped_fracatlas_split_is_used_when_the_copy_holds_its_images(tmp_
 
 
 def test_a_nested_ensemble_cannot_smuggle_in_another_dataset(fracatlas_run, tmp_path, untrained_checkpoint):
-    from mura_utils.checkpoint import CheckpointError
-    from mura_utils.ensemble import make_ensemble
+    from mura_utils.models.checkpoint import CheckpointError
+    from mura_utils.models.ensemble import make_ensemble
 
     _, out = fracatlas_run
     mura_pair = make_ensemble(
@@ -338,8 +338,8 @@ def test_run_experiment_leaves_a_finished_run_folder_untouched(fracatlas_run, tm
     import shutil
 
     from mura_utils.config import TrainConfig
-    from mura_utils.experiment import run_experiment
-    from mura_utils.runfolder import RunFolderInUseError
+    from mura_utils.training.experiment import run_experiment
+    from mura_utils.training.run_folder import RunFolderInUseError
 
     root, out = fracatlas_run
     folder = tmp_path / "finished"

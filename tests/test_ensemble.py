@@ -8,14 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
-from mura_utils.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from mura_utils.cli import main as cli_main
 from mura_utils.config import TrainConfig
-from mura_utils.ensemble import EnsembleNet, make_ensemble
-from mura_utils.evaluate import evaluate_checkpoint
-from mura_utils.loading import load_model
-from mura_utils.models import build_model
-from mura_utils.predict import predict_paths
+from mura_utils.evaluation.predictions import evaluate_checkpoint
+from mura_utils.inference.predict import predict_paths
+from mura_utils.models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from mura_utils.models.ensemble import EnsembleNet, make_ensemble
+from mura_utils.models.networks import build_model
+from mura_utils.models.restore import load_model
 
 
 def make_checkpoint(path, model_name, img_size, multitask=True, threshold=0.4, seed=0):
@@ -103,7 +103,7 @@ def test_cli_ensemble_and_bad_members_are_named(members, tmp_path, capsys):
 
 
 def test_gradcam_of_a_loaded_ensemble_is_the_mean_of_its_members(members, tmp_path):
-    from mura_utils.cam import gradcam_heatmaps
+    from mura_utils.explain.cam import gradcam_heatmaps
 
     make_ensemble(members, tmp_path / "e.pt")
     model, checkpoint = load_model(tmp_path / "e.pt")
@@ -145,8 +145,8 @@ def test_evaluate_with_the_val_threshold_of_an_ensemble_warns_where_it_came_from
 def test_a_checkpoint_keeps_the_normalization_it_was_trained_with(tmp_path):
     """mean/std travel in the file, so a later timm default cannot change how old weights are fed;
     files written before that fall back to the model's own."""
-    from mura_utils.ensemble import checkpoint_normalization, member_entry, members_of
-    from mura_utils.models import get_spec
+    from mura_utils.models.ensemble import checkpoint_normalization, member_entry, members_of
+    from mura_utils.models.networks import get_spec
 
     path = make_checkpoint(tmp_path / "resnet18.pt", "resnet18", 32)
     spec = get_spec("resnet18")

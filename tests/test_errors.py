@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mura_utils.errors import error_browser, error_cases, study_error_table
+from mura_utils.report.error_analysis import error_browser, error_cases, study_error_table
 
 
 def _predictions() -> pd.DataFrame:
@@ -70,8 +70,8 @@ def test_browser_and_figure_on_a_real_run(tiny_mura, tmp_path):
     import ipywidgets
 
     from mura_utils.config import TrainConfig
-    from mura_utils.errors import error_figure, pick_run
-    from mura_utils.experiment import run_experiment
+    from mura_utils.report.error_analysis import error_figure, pick_run
+    from mura_utils.training.experiment import run_experiment
 
     config = TrainConfig(
         data_root=str(tiny_mura),

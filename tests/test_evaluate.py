@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mura_utils.evaluate import (
+from mura_utils.evaluation.predictions import (
     binary_metrics,
     bootstrap_ci,
     choose_threshold,
@@ -146,7 +146,7 @@ def test_cli_evaluate_writes_patient_intervals(evaluations):
             point = metrics[level][key]
             assert low <= high and (point is None or low - 1e-9 <= point <= high + 1e-9), (level, key)
     # the intervals are the patient bootstrap of predictions.csv itself (patients as written there)
-    from mura_utils.statistics import confidence_intervals
+    from mura_utils.evaluation.metrics import confidence_intervals
 
     again = confidence_intervals(predictions.astype({"patient": str, "study": str}), 200, metrics["threshold"])
     assert again["study"]["auroc"] == pytest.approx(ci["study"]["auroc"])

@@ -12,6 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from mura_utils.data.imaging import letterbox
+from mura_utils.evaluation.metrics import ClusterBootstrap
 from mura_utils.explain.boxes import AnnotationSizeError, FractureAnnotation, read_coco
 from mura_utils.explain.frames import letterbox_region, to_image_frame
 from mura_utils.explain.localization import (
@@ -22,8 +24,6 @@ from mura_utils.explain.localization import (
     pointing,
     summarize,
 )
-from mura_utils.imaging import letterbox
-from mura_utils.statistics import ClusterBootstrap
 
 
 def _annotation(boxes, polygons=(), width=10, height=10, name="a.png") -> FractureAnnotation:
@@ -155,14 +155,14 @@ def test_read_coco_keys_by_file_name_and_reports_bad_files(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    from mura_utils.models import build_model
+    from mura_utils.models.networks import build_model
 
     torch.manual_seed(0)
     return build_model("custom_cnn", pretrained=False).eval()
 
 
 def test_the_method_names_of_the_cli_are_the_cam_registry():
-    from mura_utils.cam import CAM_METHODS
+    from mura_utils.explain.cam import CAM_METHODS
     from mura_utils.explain.names import CAM_METHOD_NAMES, DEFAULT_METHODS
 
     assert tuple(CAM_METHODS) == CAM_METHOD_NAMES
@@ -171,7 +171,7 @@ def test_the_method_names_of_the_cli_are_the_cam_registry():
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++", "hirescam", "eigencam", "layercam", "xgradcam"])
 def test_each_method_gives_a_map_in_0_1_at_the_input_size(tiny_model, method):
-    from mura_utils.cam import cam_heatmaps
+    from mura_utils.explain.cam import cam_heatmaps
 
     images = torch.randint(0, 256, (2, 1, 48, 48), dtype=torch.uint8)
     maps = cam_heatmaps(tiny_model, "custom_cnn", images, method=method)
@@ -180,7 +180,7 @@ def test_each_method_gives_a_map_in_0_1_at_the_input_size(tiny_model, method):
 
 
 def test_unknown_method_is_refused_with_the_choices(tiny_model):
-    from mura_utils.cam import cam_heatmaps
+    from mura_utils.explain.cam import cam_heatmaps
 
     with pytest.raises(ValueError, match="unknown CAM method 'gradcan'.*gradcam, gradcam\\+\\+"):
         cam_heatmaps(tiny_model, "custom_cnn", torch.zeros(1, 1, 48, 48, dtype=torch.uint8), method="gradcan")
@@ -310,7 +310,7 @@ def test_cli_explain_scores_the_fractured_test_images_and_refuses_unknown_method
     tmp_path, planted_fracatlas, untrained_checkpoint
 ):
     from mura_utils import cli
-    from mura_utils.datasets import load_index
+    from mura_utils.data.registry import load_index
 
     root, _ = planted_fracatlas
     test = load_index(root, splits=("test",))

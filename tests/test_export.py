@@ -13,14 +13,14 @@ from PIL import Image
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from mura_utils.checkpoint import save_checkpoint  # noqa: E402
 from mura_utils.cli import main as cli_main  # noqa: E402
 from mura_utils.config import TrainConfig  # noqa: E402
-from mura_utils.constants import BODY_PARTS  # noqa: E402
-from mura_utils.ensemble import make_ensemble  # noqa: E402
-from mura_utils.export import export_onnx, read_contract  # noqa: E402
-from mura_utils.models import build_model  # noqa: E402
-from mura_utils.predict import predict_paths  # noqa: E402
+from mura_utils.data.constants import BODY_PARTS  # noqa: E402
+from mura_utils.inference.onnx_export import export_onnx, read_contract  # noqa: E402
+from mura_utils.inference.predict import predict_paths  # noqa: E402
+from mura_utils.models.checkpoint import save_checkpoint  # noqa: E402
+from mura_utils.models.ensemble import make_ensemble  # noqa: E402
+from mura_utils.models.networks import build_model  # noqa: E402
 
 
 def make_checkpoint(path, model_name, img_size, multitask=True, seed=0):

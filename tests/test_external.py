@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw, ImageFile, ImageFilter
 
-from mura_utils.external import (
+from mura_utils.data.external import (
     DuplicateReport,
     deduplicate,
     find_duplicates,
@@ -22,9 +22,9 @@ from mura_utils.external import (
     hamming_pairs,
     load_external_index,
 )
-from mura_utils.external.hashing import _popcount64_lut, transformed_pairs
-from mura_utils.external.layout import class_label, split_name
-from mura_utils.imaging import read_grayscale
+from mura_utils.data.external.hashing import _popcount64_lut, transformed_pairs
+from mura_utils.data.external.layout import class_label, split_name
+from mura_utils.data.imaging import read_grayscale
 from mura_utils.synthetic.external import external_radiograph
 
 

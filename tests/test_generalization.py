@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from mura_utils.cli import main as cli_main
-from mura_utils.external import deduplicate, load_external_index
-from mura_utils.generalization import evaluate_external
+from mura_utils.data.external import deduplicate, load_external_index
+from mura_utils.evaluation.external_eval import evaluate_external
 from mura_utils.synthetic import make_external_sample
 
 
@@ -82,7 +82,7 @@ def test_external_intervals_resample_whole_duplicate_groups():
     2x against treating the 4 copies as independent images (as an image bootstrap would)."""
     import numpy as np
 
-    from mura_utils.generalization import external_metrics
+    from mura_utils.evaluation.external_eval import external_metrics
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(120) % 2, 4)

@@ -9,8 +9,8 @@ import re
 import subprocess
 import sys
 
-from mura_utils import progress
-from mura_utils.progress import QuietBar, progress_bar, rounded
+from mura_utils.utils import progress
+from mura_utils.utils.progress import QuietBar, progress_bar, rounded
 
 UNROUNDED = re.compile(r"\d\.\d{5,}")  # e.g. 0.6541666666666667
 

@@ -10,7 +10,7 @@ import pytest
 import timm
 import torch
 
-from mura_utils.models import (
+from mura_utils.models.networks import (
     MODEL_REGISTRY,
     HeadOutput,
     PretrainedWeightsUnavailable,
@@ -94,7 +94,7 @@ def test_safetensors_and_wrapped_weights_files_load_with_summed_stem(tmp_path):
 
 
 def test_weights_file_that_is_not_a_state_dict_is_named(tmp_path):
-    from mura_utils.weights import WeightsFileError
+    from mura_utils.models.weights import WeightsFileError
 
     torch.save({"conv1.weight": torch.zeros(1), "arch": "resnet18"}, tmp_path / "odd.pth")
     with pytest.raises(WeightsFileError, match=r"odd\.pth: entry 'arch' is a str, not a tensor"):
@@ -113,7 +113,7 @@ def test_missing_weights_file_is_named(tmp_path):
 
 
 def test_cli_model_names_match_the_registry():
-    from mura_utils.constants import MODEL_NAMES
+    from mura_utils.data.constants import MODEL_NAMES
 
     assert sorted(MODEL_NAMES) == sorted(MODEL_REGISTRY)
 
@@ -123,7 +123,7 @@ def test_cli_model_names_match_the_registry():
 
 @pytest.mark.parametrize("name", ["resnet18", "convnext_atto", "efficientnet_b3"])
 def test_any_timm_model_by_name_has_one_channel_both_heads_and_a_spatial_cam_layer(name):
-    from mura_utils.cam import gradcam_heatmaps
+    from mura_utils.explain.cam import gradcam_heatmaps
 
     model = build_model(name, pretrained=False).eval()
     with torch.no_grad():
@@ -189,7 +189,7 @@ def test_fixed_input_size_model_with_another_img_size_is_refused_at_construction
 
 
 def test_convnext_grad_cam_at_a_small_input_uses_a_layer_larger_than_1x1():
-    from mura_utils.cam import gradcam_heatmaps
+    from mura_utils.explain.cam import gradcam_heatmaps
 
     torch.manual_seed(0)
     model = build_model("convnext_atto", pretrained=False).eval()

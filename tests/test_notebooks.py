@@ -105,7 +105,7 @@ def test_comparison_table_has_all_models_variants_and_ensemble(demo_reports):
 
 
 def test_report_matches_mura_evaluate_on_the_same_checkpoint(demo_reports):
-    from mura_utils.evaluate import evaluate_checkpoint
+    from mura_utils.evaluation.predictions import evaluate_checkpoint
 
     run = Path(demo_reports).parent / "runs" / "custom_cnn_multitask_seed0"
     info = json.loads((run / "run.json").read_text())

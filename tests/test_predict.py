@@ -18,12 +18,18 @@ pydicom = pytest.importorskip("pydicom", minversion="3.0")
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, generate_uid  # noqa: E402
 
-from mura_utils.checkpoint import CheckpointError, save_checkpoint  # noqa: E402
 from mura_utils.config import TrainConfig  # noqa: E402
-from mura_utils.constants import BODY_PARTS  # noqa: E402
-from mura_utils.imaging import ImageReadError  # noqa: E402
-from mura_utils.models import build_model  # noqa: E402
-from mura_utils.predict import PredictInputError, collect_inputs, format_predictions, predict_paths, read_dicom  # noqa: E402
+from mura_utils.data.constants import BODY_PARTS  # noqa: E402
+from mura_utils.data.imaging import ImageReadError  # noqa: E402
+from mura_utils.inference.predict import (  # noqa: E402
+    PredictInputError,
+    collect_inputs,
+    format_predictions,
+    predict_paths,
+    read_dicom,
+)
+from mura_utils.models.checkpoint import CheckpointError, save_checkpoint  # noqa: E402
+from mura_utils.models.networks import build_model  # noqa: E402
 
 IMG_SIZE = 32
 
@@ -351,8 +357,8 @@ def test_tta_probability_is_unchanged_by_mirroring_the_input(tmp_path):
 def test_evaluate_tta_is_unchanged_by_mirroring_every_image(tiny_mura, tmp_path):
     import shutil
 
-    from mura_utils.data import load_mura_index
-    from mura_utils.evaluate import evaluate_checkpoint
+    from mura_utils.data.dataset import load_mura_index
+    from mura_utils.evaluation.predictions import evaluate_checkpoint
 
     trained = make_checkpoint(tmp_path / "best.pt")
     mirrored_root = tmp_path / "mirrored" / "MURA-v1.1"
@@ -380,8 +386,8 @@ def test_evaluate_tta_is_unchanged_by_mirroring_every_image(tiny_mura, tmp_path)
 def test_one_pass_gives_the_plain_and_the_tta_predictions_of_two_passes(tiny_mura, tmp_path, ensemble):
     """run_experiment scores the test split once for both files: each view equals its own pass, for
     a model and for an ensemble (whose plain view is the mean of its members' plain views)."""
-    from mura_utils.ensemble import make_ensemble
-    from mura_utils.evaluate import evaluate_checkpoint, evaluate_checkpoint_views
+    from mura_utils.evaluation.predictions import evaluate_checkpoint, evaluate_checkpoint_views
+    from mura_utils.models.ensemble import make_ensemble
 
     trained = make_checkpoint(tmp_path / "best.pt")
     if ensemble:

@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mura_utils.checkpoint import save_checkpoint
 from mura_utils.config import TrainConfig
-from mura_utils.constants import BODY_PARTS
-from mura_utils.evaluate import compute_metrics, study_table
-from mura_utils.models import build_model
+from mura_utils.data.constants import BODY_PARTS
+from mura_utils.evaluation.metrics import confidence_intervals
+from mura_utils.evaluation.predictions import compute_metrics, study_table
+from mura_utils.models.checkpoint import save_checkpoint
+from mura_utils.models.networks import build_model
 from mura_utils.report import (
     ENSEMBLE_NAME,
     HEADLINE,
@@ -42,7 +43,6 @@ from mura_utils.report import (
     write_comparison,
     write_report,
 )
-from mura_utils.statistics import confidence_intervals
 
 MODELS = ("custom_cnn", "resnet50")
 VARIANTS = ("multitask", "single_task")
@@ -88,7 +88,7 @@ def fabricate_run(
     settings: dict | None = None,
     dataset: dict | None = None,
 ) -> Path:
-    """A run folder as mura_utils.experiment writes it, with label-correlated probabilities drawn
+    """A run folder as mura_utils.training.experiment writes it, with label-correlated probabilities drawn
     with ``seed``; run.json and config.json record ``recorded_seed`` (default ``seed``), the
     TrainConfig ``settings`` (img_size 32, 3 epochs, unpretrained unless given) and ``dataset``
     (run.json "dataset"; None: no key, as runs of older versions)."""

@@ -15,7 +15,7 @@ from test_report import fabricate_run, write_test_images
 
 import mura_utils.report.figures as figures_module
 import mura_utils.report.galleries as galleries_module
-from mura_utils.evaluate import compute_metrics
+from mura_utils.evaluation.predictions import compute_metrics
 from mura_utils.report import (
     MURA_DATASET,
     ablation_markdown,

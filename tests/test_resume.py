@@ -231,8 +231,8 @@ def test_dry_run_lists_runs_with_an_estimate_and_writes_nothing(tiny_mura, tmp_p
 
 
 def test_fit_reports_progress_to_the_file_named_by_the_environment(tiny_mura, tmp_path, monkeypatch):
-    from mura_utils.progress import PROGRESS_FILE_VARIABLE, ProgressFollower
-    from mura_utils.train import fit
+    from mura_utils.training.fit import fit
+    from mura_utils.utils.progress import PROGRESS_FILE_VARIABLE, ProgressFollower
 
     monkeypatch.setenv(PROGRESS_FILE_VARIABLE, str(tmp_path / "progress.jsonl"))
     follower = ProgressFollower(tmp_path / "progress.jsonl")
@@ -257,8 +257,8 @@ def test_bad_ema_decay_is_refused_before_anything_is_written(tmp_path, decay):
 
 def test_folder_of_a_start_that_failed_before_any_checkpoint_is_trained_afresh(tiny_mura, tmp_path):
     from mura_utils.config import ConfigMismatchError
-    from mura_utils.experiment import run_status
-    from mura_utils.train import check_resumable, fit
+    from mura_utils.training.experiment import run_status
+    from mura_utils.training.fit import check_resumable, fit
 
     settings = {"model": "resnet18", "img_size": 32, "epochs": 1, "device": "cpu", "progress": False}
     settings |= {"data_root": str(tiny_mura), "out_dir": str(tmp_path / "run"), "cache_dir": str(tmp_path / "cache")}

@@ -16,13 +16,13 @@ import pytest
 import torch
 from conftest import interrupt_in_epoch, save_untrained_checkpoint
 
-from mura_utils import experiment
 from mura_utils.cli import main as cli_main
 from mura_utils.config import ConfigMismatchError, TrainConfig
 from mura_utils.pipeline import ReproduceError, _refuse_conflicts, default_runs_dir, plan_runs, reproduce
-from mura_utils.runfolder import RunFolderInUseError, run_records
 from mura_utils.synthetic import make_fracatlas_sample
-from mura_utils.train import fit
+from mura_utils.training import experiment
+from mura_utils.training.fit import fit
+from mura_utils.training.run_folder import RunFolderInUseError, run_records
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 RECORDS = ("history.csv", "val_predictions.csv", "test_predictions.csv", "test_predictions_tta.csv")

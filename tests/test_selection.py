@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mura_utils.config import SELECTION_METRICS, TrainConfig
-from mura_utils.train import selection_score, validation_loss
+from mura_utils.training.fit import selection_score, validation_loss
 
 
 def test_validation_loss_is_the_weighted_bce_of_training():
@@ -43,8 +43,8 @@ def test_unknown_selection_metric_is_refused_by_name():
 
 
 def test_fit_keeps_the_lowest_validation_loss_epoch(tiny_mura, tmp_path):
-    from mura_utils.checkpoint import read_checkpoint
-    from mura_utils.train import fit
+    from mura_utils.models.checkpoint import read_checkpoint
+    from mura_utils.training.fit import fit
 
     config = TrainConfig(
         data_root=str(tiny_mura),

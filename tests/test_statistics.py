@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
-from mura_utils.statistics import (
+from mura_utils.evaluation.metrics import (
     METRIC_KEYS,
     ClusterBootstrap,
     InvalidProbabilities,

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mura_utils.constants import BODY_PARTS
-from mura_utils.external import find_duplicates, load_external_index
-from mura_utils.imaging import read_grayscale
+from mura_utils.data.constants import BODY_PARTS
+from mura_utils.data.external import find_duplicates, load_external_index
+from mura_utils.data.imaging import read_grayscale
 from mura_utils.synthetic import (
     EXTERNAL_DIRNAME,
     EXTERNAL_MANIFEST,

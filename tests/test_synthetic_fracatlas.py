@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 from test_synthetic import auroc, tree_bytes  # the MURA sample tests' helpers
 
-from mura_utils.constants import BODY_PARTS
-from mura_utils.data import patient_split
+from mura_utils.data.constants import BODY_PARTS
+from mura_utils.data.dataset import patient_split
 from mura_utils.synthetic import (
     FRACATLAS_BOXES,
     MANIFEST_NAME,
@@ -316,8 +316,8 @@ def test_cli_writes_both_samples(tmp_path, capsys):
 
 
 def test_load_index_reads_the_fracatlas_sample(fracatlas):
-    from mura_utils.datasets import load_index
-    from mura_utils.experiment import is_synthetic
+    from mura_utils.data.registry import load_index
+    from mura_utils.training.experiment import is_synthetic
 
     rows = read_csv(fracatlas / "dataset.csv")
     table = load_index(fracatlas)
@@ -335,8 +335,8 @@ def test_load_index_reads_the_fracatlas_sample(fracatlas):
 
 
 def test_load_index_reads_the_manifest_sample(manifest):
-    from mura_utils.datasets import load_index
-    from mura_utils.experiment import is_synthetic
+    from mura_utils.data.registry import load_index
+    from mura_utils.training.experiment import is_synthetic
 
     rows = read_csv(manifest)
     table = load_index(manifest)

@@ -15,13 +15,13 @@ import pytest
 import torch
 from conftest import interrupt_in_epoch
 
-from mura_utils import checkpoint as checkpoint_module
-from mura_utils import train as train_module
-from mura_utils.checkpoint import read_checkpoint
 from mura_utils.cli import main as cli_main
 from mura_utils.config import TrainConfig
-from mura_utils.data import load_mura_index, patient_split
-from mura_utils.train import fit
+from mura_utils.data.dataset import load_mura_index, patient_split
+from mura_utils.models import checkpoint as checkpoint_module
+from mura_utils.models.checkpoint import read_checkpoint
+from mura_utils.training import fit as train_module
+from mura_utils.training.fit import fit
 
 
 def tiny_config(data_root, out_dir, **changes) -> TrainConfig:
@@ -90,15 +90,15 @@ def test_early_stopping_only_when_asked(tiny_mura, tmp_path, monkeypatch):
 def test_training_batches_same_with_and_without_cache(tiny_mura, tmp_path):
     """The cache path (one gather per batch) and the DataLoader path (persistent workers decoding
     PNGs) give the same batches, each image in the same place, for the same order, epoch after epoch."""
-    from mura_utils.data import MuraDataset, open_image_cache
+    from mura_utils.data.dataset import RadiographDataset, open_image_cache
 
     index = load_mura_index(tiny_mura, splits=("train",)).head(20)
     config = tiny_config(tiny_mura, tmp_path / "run", batch_size=6, num_workers=1)
     cache = open_image_cache(index, 32, tiny_mura, tmp_path / "cache", progress=False)
     cached = train_module.TrainingBatches(
-        MuraDataset(index, 32, raw=True, cache=cache), config, True, torch.device("cpu")
+        RadiographDataset(index, 32, raw=True, cache=cache), config, True, torch.device("cpu")
     )
-    decoded = train_module.TrainingBatches(MuraDataset(index, 32, raw=True), config, True, torch.device("cpu"))
+    decoded = train_module.TrainingBatches(RadiographDataset(index, 32, raw=True), config, True, torch.device("cpu"))
     generator = torch.Generator().manual_seed(0)
     for _ in range(2):
         order = torch.randperm(len(index), generator=generator).tolist()

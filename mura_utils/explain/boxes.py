@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.path import Path as PolygonPath
 
-from ..datasets.fracatlas import BOXES_FILE
+from mura_utils.data.fracatlas import BOXES_FILE
 
 COCO_FILE = BOXES_FILE  # FracAtlas's: Annotations/COCO JSON/COCO_fracture_masks.json
 ASPECT_TOLERANCE = 0.02  # relative: a file whose shape differs more from the listed one is not a resized copy

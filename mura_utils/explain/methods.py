@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirstAverage, ROADMostRelevantFirstAverage
 
-from ..cam import CAM_METHODS, cam_class
-from ..models import HeadOutput
-from .names import DEFAULT_METHODS, DEFAULT_ROAD_PERCENTILES
+from mura_utils.explain.cam import CAM_METHODS, cam_class
+from mura_utils.explain.names import DEFAULT_METHODS, DEFAULT_ROAD_PERCENTILES
+from mura_utils.models.networks import HeadOutput
 
 __all__ = ["DEFAULT_METHODS", "DEFAULT_ROAD_PERCENTILES", "ROAD_SCORES", "check_methods", "road_scores"]
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..report.figures import _figure, _save, _styled
-from ..report.tables import markdown_table
-from .boxes import FractureAnnotation
-from .localization import BASELINES
+from mura_utils.explain.boxes import FractureAnnotation
+from mura_utils.explain.localization import BASELINES
+from mura_utils.report.figures import _figure, _save, _styled
+from mura_utils.report.tables import markdown_table
 
 LABELS = {
     "gradcam": "Grad-CAM",
@@ -126,7 +126,7 @@ def gallery_choice(per_image: pd.DataFrame, method: str, per_group: int = 4) -> 
 def _draw(axes, gray: np.ndarray, heatmap: np.ndarray, annotation: FractureAnnotation, title: str) -> None:
     from matplotlib.patches import Polygon, Rectangle
 
-    from ..cam import overlay
+    from mura_utils.explain.cam import overlay
 
     axes.imshow(overlay(gray, heatmap))
     for x, y, w, h in annotation.boxes:
@@ -200,7 +200,7 @@ def write_figures(
 ) -> dict[str, str]:
     """gallery.png (``method``'s best hits and worst misses) and methods.png (every method on the
     gallery's two best hits and its worst miss) in ``out``; returns their file names."""
-    from ..imaging import read_grayscale
+    from mura_utils.data.imaging import read_grayscale
 
     chosen = gallery_choice(per_image, method, per_group)
     paths = dict(zip(per_image["image"], per_image["path"]))

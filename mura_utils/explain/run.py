@@ -13,15 +13,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..augment import normalize
-from ..cam import DEFAULT_CAM_METHOD, cam_heatmaps
-from ..imaging import letterbox, read_grayscale
-from ..io import atomic_write_text
-from ..statistics import DEFAULT_RESAMPLES, ClusterBootstrap
-from .boxes import COCO_FILE, AnnotationSizeError, FractureAnnotation, read_coco
-from .frames import to_image_frame
-from .localization import BASELINES, SCORES, baseline_scores, image_scores, summarize
-from .methods import DEFAULT_METHODS, DEFAULT_ROAD_PERCENTILES, ROAD_SCORES, check_methods, road_scores
+from mura_utils.data.augment import normalize
+from mura_utils.data.imaging import letterbox, read_grayscale
+from mura_utils.evaluation.metrics import DEFAULT_RESAMPLES, ClusterBootstrap
+from mura_utils.explain.boxes import COCO_FILE, AnnotationSizeError, FractureAnnotation, read_coco
+from mura_utils.explain.cam import DEFAULT_CAM_METHOD, cam_heatmaps
+from mura_utils.explain.frames import to_image_frame
+from mura_utils.explain.localization import BASELINES, SCORES, baseline_scores, image_scores, summarize
+from mura_utils.explain.methods import (
+    DEFAULT_METHODS,
+    DEFAULT_ROAD_PERCENTILES,
+    ROAD_SCORES,
+    check_methods,
+    road_scores,
+)
+from mura_utils.utils.io import atomic_write_text
 
 
 @dataclass
@@ -36,8 +42,8 @@ class Explainer:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> Explainer:
-        from ..ensemble import checkpoint_img_size, checkpoint_normalization, is_ensemble
-        from ..loading import load_model
+        from mura_utils.models.ensemble import checkpoint_img_size, checkpoint_normalization, is_ensemble
+        from mura_utils.models.restore import load_model
 
         model, checkpoint = load_model(path, device)
         if is_ensemble(checkpoint):
@@ -148,7 +154,7 @@ def fractured_cases(
 
 def _test_index(data_root: str | Path) -> pd.DataFrame:
     """The held-out split of the dataset at ``data_root``, which must have fracture boxes."""
-    from ..datasets import dataset_info, load_index
+    from mura_utils.data.registry import dataset_info, load_index
 
     info = dataset_info(data_root)
     if not info.has_boxes:
@@ -179,8 +185,8 @@ def run_explain(
     """Score every method on the fractured test images and write per_image.csv, localization.json,
     methods.csv/.md and the galleries to ``out``; returns localization.json's contents. ``index``
     replaces the dataset's test split (columns path, label)."""
-    from ..runtime import resolve_device
-    from .report import methods_markdown, methods_table, write_figures
+    from mura_utils.explain.report import methods_markdown, methods_table, write_figures
+    from mura_utils.utils.runtime import resolve_device
 
     methods = check_methods(methods)
     gallery_method = gallery_method or (DEFAULT_CAM_METHOD if DEFAULT_CAM_METHOD in methods else methods[0])

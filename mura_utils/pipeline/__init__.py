@@ -12,8 +12,8 @@ interrupted one resumes from last.pt, and a folder trained with other settings, 
 So an interrupted ``mura reproduce`` continues when the same command is run again.
 """
 
-from .plan import (
-    _refuse_conflicts,  # noqa: F401 (tests use it)
+from mura_utils.pipeline.plan import (
+    _refuse_conflicts,
     check_parameter_types,
     declared_defaults,
     default_runs_dir,
@@ -24,7 +24,7 @@ from .plan import (
     plan_runs,
     restart_targets,
 )
-from .profiles import (
+from mura_utils.pipeline.profiles import (
     FIXED_PARAMETERS,
     NOTEBOOK_DIR,
     NOTEBOOKS,
@@ -33,7 +33,7 @@ from .profiles import (
     ReproduceError,
     notebook_settings,
 )
-from .run import reproduce
+from mura_utils.pipeline.run import reproduce
 
 __all__ = [
     "FIXED_PARAMETERS",

@@ -11,13 +11,20 @@ from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
-from .profiles import FIXED_PARAMETERS, NOTEBOOK_DIR, NOTEBOOKS, PROFILES, ReproduceError, notebook_settings
+from mura_utils.pipeline.profiles import (
+    FIXED_PARAMETERS,
+    NOTEBOOK_DIR,
+    NOTEBOOKS,
+    PROFILES,
+    ReproduceError,
+    notebook_settings,
+)
 
 
 def dataset_slug(data_root: str | Path) -> str:
     """A short name for the data under ``data_root`` in folder names: mura, fracatlas, or
     ``manifest-<file name>`` (characters other than letters, digits, ``_.-`` replaced by ``_``)."""
-    from ..datasets import detect_dataset
+    from mura_utils.data.registry import detect_dataset
 
     dataset = detect_dataset(data_root)
     if dataset == "manifest":
@@ -105,8 +112,8 @@ def check_parameter_types(overrides: dict, defaults_by_notebook: dict[str, dict]
 def plan_notebook_runs(defaults: dict, offered: dict) -> list:
     """The TrainConfig of every run a training notebook will ask for (its parameters cell
     declares ``models``), mirroring its one call to ``experiment.run_models``."""
-    from .. import experiment
-    from ..config import TrainConfig
+    from mura_utils.config import TrainConfig
+    from mura_utils.training import experiment
 
     if "models" not in defaults:
         return []
@@ -133,7 +140,7 @@ def plan_runs(
     train under ``runs_dir`` (default: ``default_runs_dir(profile, data_root)``), where status is train |
     resume | reuse | conflict (see experiment.run_status). Checks the profile, the parameter names
     and their types; changes nothing on disk."""
-    from .. import experiment
+    from mura_utils.training import experiment
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
@@ -173,7 +180,7 @@ def describe_plan(
     """One line per run: what will happen to it (with a time estimate when given; a conflict says
     why), then run folders the plan does not produce, and trained runs left where earlier versions
     trained: ``out``/runs and ``earlier_dirs`` (the old default ``runs/<profile>``)."""
-    from ..experiment import describe_conflict
+    from mura_utils.training.experiment import describe_conflict
 
     lines, planned = [], set()
     for notebook, runs in plan.items():
@@ -220,8 +227,8 @@ def estimate_training_seconds(plan: dict[str, list[tuple]], data_root: str | Pat
     """{run folder: rough training seconds left} for the runs to train or resume: epochs left x
     steps per epoch x one step's estimate on this machine's device (``experiment.estimate_seconds_per_step``:
     a reduced step scaled up on a CPU, so a dry run answers in seconds) + 10% for validation."""
-    from .. import experiment
-    from ..datasets import dataset_info, load_index
+    from mura_utils.data.registry import dataset_info, load_index
+    from mura_utils.training import experiment
 
     train_images = len(load_index(data_root, splits=(dataset_info(data_root).train_split,)))
     step_seconds: dict[tuple, float] = {}
@@ -264,7 +271,7 @@ def _refuse_conflicts(
     planned folders that are ours, saying which, so they are trained afresh. Nothing is deleted
     when any other conflict remains. Returns the names of the deleted run folders. ``own_runs_dir``:
     the folder to suggest when the runs there are of another dataset (the default for this data)."""
-    from ..experiment import damaged_files, describe_conflict
+    from mura_utils.training.experiment import damaged_files, describe_conflict
 
     targets = restart_targets(plan, restart)
     chosen = {config.out_dir for config in targets}

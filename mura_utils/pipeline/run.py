@@ -15,9 +15,7 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-from ..io import atomic_write_text
-from ..progress import PROGRESS_FILE_VARIABLE
-from .plan import (
+from mura_utils.pipeline.plan import (
     _refuse_conflicts,
     default_runs_dir,
     describe_plan,
@@ -25,7 +23,7 @@ from .plan import (
     notebook_parameters,
     plan_runs,
 )
-from .profiles import (
+from mura_utils.pipeline.profiles import (
     FIXED_PARAMETERS,
     NOTEBOOK_DIR,
     NOTEBOOKS,
@@ -34,6 +32,8 @@ from .profiles import (
     ReproduceError,
     notebook_settings,
 )
+from mura_utils.utils.io import atomic_write_text
+from mura_utils.utils.progress import PROGRESS_FILE_VARIABLE
 
 
 def _kernel_for_this_python(records_dir: Path) -> str:
@@ -66,7 +66,7 @@ def _kernel_for_this_python(records_dir: Path) -> str:
 def _with_live_progress(execute, progress_file: Path, notebook: str, to_train: list[str]) -> None:
     """Run ``execute`` (one notebook) in a thread while showing its training progress: a bar per
     run with epoch, elapsed time and an estimate of what remains (progress_bar), from ``progress_file``."""
-    from ..progress import ProgressFollower, progress_bar
+    from mura_utils.utils.progress import ProgressFollower, progress_bar
 
     outcome: dict = {}
 
@@ -145,8 +145,8 @@ def reproduce(
     records_dir.mkdir(parents=True, exist_ok=True)
     parameters = {**PROFILES[profile], **(overrides or {})}
     kernel = _kernel_for_this_python(records_dir)
-    from .. import __version__
-    from ..report import git_commit
+    from mura_utils import __version__
+    from mura_utils.report import git_commit
 
     provenance = {
         "profile": profile,

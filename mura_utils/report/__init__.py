@@ -1,12 +1,12 @@
 """The comparison report over finished training runs: one table with bootstrap CIs, figures,
 Grad-CAM galleries and an ``index.md`` that says what was run, on what data, when.
 
-It reads the run folders that ``mura_utils.experiment`` writes (run.json, history.csv,
+It reads the run folders that ``mura_utils.training.experiment`` writes (run.json, history.csv,
 test_predictions.csv, best.pt) and knows nothing about notebooks: pure functions that return
 DataFrames or write files. Every file is written atomically (temp file + rename). One module per
 concern: ``runs`` (loading, seeds, ensembles), ``tables`` (comparison table, markdown),
 ``ablation`` (paired multi-task and TTA differences), ``figures``, ``galleries`` (Grad-CAM) and
-``index`` (index.md, ``write_report``). Intervals come from ``mura_utils.statistics``: whole
+``index`` (index.md, ``write_report``). Intervals come from ``mura_utils.evaluation.metrics``: whole
 patients resampled, the same resamples for every row and difference.
 
 An experiment is a model, a variant and every other training setting (config.json) but the seed:
@@ -16,9 +16,9 @@ runs of one dataset (run.json "dataset"; MURA for older runs) and speaks its wor
 
 from __future__ import annotations
 
-from ..compare import TEXT_COLUMNS
-from .ablation import PAIRED_COLUMNS, ablation_markdown, ablation_table, paired_markdown, tta_table
-from .figures import (
+from mura_utils.evaluation.compare import TEXT_COLUMNS
+from mura_utils.report.ablation import PAIRED_COLUMNS, ablation_markdown, ablation_table, paired_markdown, tta_table
+from mura_utils.report.figures import (
     STYLE,
     body_part_kappas,
     model_colors,
@@ -29,9 +29,9 @@ from .figures import (
     plot_roc,
     plot_training_curves,
 )
-from .galleries import GROUPS, cam_gallery, gallery_cases, gallery_groups
-from .index import BASELINES, git_commit, write_report
-from .runs import (
+from mura_utils.report.galleries import GROUPS, cam_gallery, gallery_cases, gallery_groups
+from mura_utils.report.index import BASELINES, git_commit, write_report
+from mura_utils.report.runs import (
     ENSEMBLE_NAME,
     MODEL_LABELS,
     MODEL_ORDER,
@@ -54,7 +54,7 @@ from .runs import (
     seed_groups,
     tta_run,
 )
-from .tables import (
+from mura_utils.report.tables import (
     HEADLINE,
     TABLE_COLUMNS,
     comparison_markdown,

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ..statistics import ClusterBootstrap, dropped_note, paired_differences, verdict
-from .runs import MODEL_LABELS, VARIANT_LABELS, Run, _folder_name, _seed_order, seed_groups
-from .tables import markdown_table
+from mura_utils.evaluation.metrics import ClusterBootstrap, dropped_note, paired_differences, verdict
+from mura_utils.report.runs import MODEL_LABELS, VARIANT_LABELS, Run, _folder_name, _seed_order, seed_groups
+from mura_utils.report.tables import markdown_table
 
 PAIRED = ("study_kappa", "study_auroc")
 METRIC_LABELS = {"study_kappa": "Study κ", "study_auroc": "Study AUROC", "image_auroc": "Image AUROC"}

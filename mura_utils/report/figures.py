@@ -16,10 +16,10 @@ from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss, confusion_matrix, roc_curve
 
-from ..evaluate import binary_metrics, study_table
-from ..io import atomic_path
-from ..statistics import point_metrics
-from .runs import MODEL_LABELS, MODEL_ORDER, Run, dataset_short_name, report_dataset
+from mura_utils.evaluation.metrics import point_metrics
+from mura_utils.evaluation.predictions import binary_metrics, study_table
+from mura_utils.report.runs import MODEL_LABELS, MODEL_ORDER, Run, dataset_short_name, report_dataset
+from mura_utils.utils.io import atomic_path
 
 STYLE = {
     "figure.facecolor": "white",

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_write_text
-from .figures import _figure, _save, _styled
-from .runs import MODEL_LABELS, Run
+from mura_utils.report.figures import _figure, _save, _styled
+from mura_utils.report.runs import MODEL_LABELS, Run
+from mura_utils.utils.io import atomic_write_text
 
 
 def gallery_groups(positive: str = "abnormal", negative: str = "normal") -> dict[str, str]:
@@ -114,11 +114,11 @@ def cam_gallery(
 def _draw_gallery(run: Run, path: Path, per_group: int, img_size: int | None) -> pd.DataFrame:
     import torch
 
-    from ..cam import gradcam_heatmaps, overlay
-    from ..ensemble import checkpoint_normalization
-    from ..imaging import load_letterboxed
-    from ..loading import load_model
-    from ..models import get_spec
+    from mura_utils.data.imaging import load_letterboxed
+    from mura_utils.explain.cam import gradcam_heatmaps, overlay
+    from mura_utils.models.ensemble import checkpoint_normalization
+    from mura_utils.models.networks import get_spec
+    from mura_utils.models.restore import load_model
 
     model, checkpoint = load_model(Path(run.path) / "best.pt", "cpu")
     model_name = checkpoint["model_name"]

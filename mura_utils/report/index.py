@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..io import atomic_write_text
-from .ablation import ablation_markdown, ablation_table, paired_markdown, tta_table
-from .figures import (
+from mura_utils.report.ablation import ablation_markdown, ablation_table, paired_markdown, tta_table
+from mura_utils.report.figures import (
     model_colors,
     plot_ablation,
     plot_confusion_matrices,
@@ -22,8 +21,8 @@ from .figures import (
     plot_roc,
     plot_training_curves,
 )
-from .galleries import cam_gallery
-from .runs import (
+from mura_utils.report.galleries import cam_gallery
+from mura_utils.report.runs import (
     MODEL_LABELS,
     VARIANT_LABELS,
     Run,
@@ -36,7 +35,7 @@ from .runs import (
     representatives,
     warn_left_out,
 )
-from .tables import (
+from mura_utils.report.tables import (
     _number,
     _plain,
     comparison_markdown,
@@ -45,6 +44,7 @@ from .tables import (
     report_bootstrap,
     write_comparison,
 )
+from mura_utils.utils.io import atomic_write_text
 
 BASELINES = [
     ("EfficientNet-B0 (earlier notebook)", "80.6%", "0.871", "0.609"),
@@ -132,7 +132,7 @@ def _index_markdown(
     paired: dict[str, str] | None = None,
     left_out: dict[str, str] | None = None,
 ) -> str:
-    from .. import __version__
+    from mura_utils import __version__
 
     def link(key: str) -> str:
         return written[key].relative_to(out_dir).as_posix()
@@ -279,8 +279,8 @@ def write_report(
     another's (model, variant, settings, seed) are left out, with a warning and a line in index.md
     (see ``drop_repeated_seeds``). Returns the paths.
     """
-    from ..checkpoint import CheckpointError
-    from ..imaging import ImageReadError
+    from mura_utils.data.imaging import ImageReadError
+    from mura_utils.models.checkpoint import CheckpointError
 
     out_dir, figures = Path(out_dir), Path(out_dir) / "figures"
     runs = load_runs(runs_dir)

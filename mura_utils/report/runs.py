@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..compare import read_predictions  # one reader of prediction CSVs for report and compare
-from ..config import _PATH_FIELDS, RESULT_NEUTRAL_FIELDS, TrainConfig
-from ..datasets import mura as mura_dataset
+from mura_utils.config import _PATH_FIELDS, RESULT_NEUTRAL_FIELDS, TrainConfig
+from mura_utils.data.registry import mura as mura_dataset
+from mura_utils.evaluation.compare import read_predictions  # one reader of prediction CSVs for report and compare
 
 ENSEMBLE_NAME = "ensemble (multi-task mean)"
 MODEL_ORDER = ("custom_cnn", "resnet50", "densenet169", "efficientnet_b0")
@@ -312,7 +312,7 @@ def drop_repeated_seeds(runs: Sequence[Run]) -> tuple[list[Run], dict[str, str]]
     named by ``experiment.run_folder_name`` is kept, else the one whose run.json is newest. Runs
     without a recorded seed are all kept (they cannot be told apart); runs with other settings
     (image size, epochs, ...) are other experiments, not repeats."""
-    from ..experiment import run_folder_name
+    from mura_utils.training.experiment import run_folder_name
 
     repeats: dict[tuple, list[Run]] = {}
     for run in runs:

@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..evaluate import binary_metrics, compute_metrics, study_table
-from ..io import atomic_write_text
-from ..statistics import DEFAULT_RESAMPLES, ClusterBootstrap, dropped_note, level_resamples
-from .runs import (
+from mura_utils.evaluation.metrics import DEFAULT_RESAMPLES, ClusterBootstrap, dropped_note, level_resamples
+from mura_utils.evaluation.predictions import binary_metrics, compute_metrics, study_table
+from mura_utils.report.runs import (
     MODEL_LABELS,
     VARIANT_LABELS,
     Run,
@@ -24,6 +23,7 @@ from .runs import (
     seed_groups,
     tta_run,
 )
+from mura_utils.utils.io import atomic_write_text
 
 HEADLINE = ("image_accuracy", "image_auroc", "study_auroc", "study_kappa")
 HEADLINE_METRICS = {name: tuple(name.split("_", 1)) for name in HEADLINE}  # (level, metric)

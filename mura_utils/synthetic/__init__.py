@@ -22,11 +22,11 @@ abnormalities), ``render`` (pixels and file bytes), ``mura`` (the MURA-v1.1 tree
 ``external``, ``fracatlas`` and ``manifest`` (the other layouts). The public names are re-exported here.
 """
 
-from .external import make_external_sample
-from .fracatlas import FRACATLAS_BOXES, make_fracatlas_sample
-from .manifest import MANIFEST_NAME, make_manifest_sample
-from .mura import EXTERNAL_DIRNAME, EXTERNAL_MANIFEST, MURA_DIRNAME, SYNTHETIC_MARKER, make_sample
-from .render import render_radiograph
+from mura_utils.synthetic.external import make_external_sample
+from mura_utils.synthetic.fracatlas import FRACATLAS_BOXES, make_fracatlas_sample
+from mura_utils.synthetic.manifest import MANIFEST_NAME, make_manifest_sample
+from mura_utils.synthetic.mura import EXTERNAL_DIRNAME, EXTERNAL_MANIFEST, MURA_DIRNAME, SYNTHETIC_MARKER, make_sample
+from mura_utils.synthetic.render import render_radiograph
 
 __all__ = [
     "make_sample",

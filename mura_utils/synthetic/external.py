@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .anatomy import _LAYOUTS
-from .findings import _add_break
-from .mura import EXTERNAL_DIRNAME, EXTERNAL_MANIFEST, _prepare
-from .render import _jpeg_bytes, _png_bytes, _sample_view, render_radiograph
+from mura_utils.synthetic.anatomy import _LAYOUTS
+from mura_utils.synthetic.findings import _add_break
+from mura_utils.synthetic.mura import EXTERNAL_DIRNAME, EXTERNAL_MANIFEST, _prepare
+from mura_utils.synthetic.render import _jpeg_bytes, _png_bytes, _sample_view, render_radiograph
 
 # --------------------------------------------------------------------------------------------
 # External (Kaggle "Bone Fracture Binary Classification") sample.

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .anatomy import Anatomy, Bone, Break, _ellipse, _quad
+from mura_utils.synthetic.anatomy import Anatomy, Bone, Break, _ellipse, _quad
 
 _FINDING_KINDS = (("hardware", "break", "degenerative"), (0.45, 0.3, 0.25))  # MURA: ~half metal
 

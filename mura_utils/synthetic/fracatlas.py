@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .anatomy import _LAYOUTS, Anatomy, Blob, Bone, Joint
-from .findings import _add_break, _add_hardware
-from .mura import SYNTHETIC_MARKER, _prepare
-from .render import View, _cut, _jpeg_bytes, _profile, _sample_view, _shapes, render_radiograph
+from mura_utils.synthetic.anatomy import _LAYOUTS, Anatomy, Blob, Bone, Joint
+from mura_utils.synthetic.findings import _add_break, _add_hardware
+from mura_utils.synthetic.mura import SYNTHETIC_MARKER, _prepare
+from mura_utils.synthetic.render import View, _cut, _jpeg_bytes, _profile, _sample_view, _shapes, render_radiograph
 
 FRACATLAS_COLUMNS = (
     "image_id",

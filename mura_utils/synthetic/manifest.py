@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .anatomy import _LAYOUTS
-from .findings import _plant_finding
-from .mura import SYNTHETIC_MARKER, _prepare
-from .render import _jpeg_bytes, _png_bytes, _sample_view, _shapes, render_radiograph
+from mura_utils.synthetic.anatomy import _LAYOUTS
+from mura_utils.synthetic.findings import _plant_finding
+from mura_utils.synthetic.mura import SYNTHETIC_MARKER, _prepare
+from mura_utils.synthetic.render import _jpeg_bytes, _png_bytes, _sample_view, _shapes, render_radiograph
 
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_COLUMNS = ("path", "label", "body_part", "patient", "study", "split")

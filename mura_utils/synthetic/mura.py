@@ -9,16 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mura_utils.constants import BODY_PARTS
-
-from .anatomy import _LAYOUTS
-from .findings import _plant_finding
-from .render import _png_bytes, _sample_view, _shapes, render_radiograph
+from mura_utils.data.constants import BODY_PARTS
+from mura_utils.synthetic.anatomy import _LAYOUTS
+from mura_utils.synthetic.findings import _plant_finding
+from mura_utils.synthetic.render import _png_bytes, _sample_view, _shapes, render_radiograph
 
 MURA_DIRNAME = "MURA-v1.1"
 EXTERNAL_DIRNAME = "Bone_Fracture_Binary_Classification"
 EXTERNAL_MANIFEST = "external_sample_manifest.json"
-# Written into every generated MURA-v1.1 folder (mura_utils.experiment.is_synthetic looks for it).
+# Written into every generated MURA-v1.1 folder (mura_utils.training.experiment.is_synthetic looks for it).
 SYNTHETIC_MARKER = "SYNTHETIC_SAMPLE.txt"
 
 # The order the v1.1 CSVs list body parts in: train starts at XR_SHOULDER/patient00001 and

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .anatomy import Anatomy, Bone, _ellipse
+from mura_utils.synthetic.anatomy import Anatomy, Bone, _ellipse
 
 # Raw "density" levels drawn on the canvas before exposure; only their order matters.
 _BACKGROUND, _CLEFT, _TISSUE, _MEDULLA, _CORTEX = 12, 30, 72, 135, 185

@@ -1,0 +1,1 @@
+"""Inference on a user's files: ``mura predict`` (images, DICOM, study folders) and ONNX export."""

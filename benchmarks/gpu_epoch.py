@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, 
 from mura_utils.data.augment import AugmentConfig, batch_augment
 from mura_utils.data.cache import iterate_batches, prefetch
 from mura_utils.data.imaging import letterbox
-from mura_utils.models.networks import build_model, get_spec
+from mura_utils.models.networks import build_model
+from mura_utils.models.registry import get_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data_pipeline import mura_like_shape, synthetic_radiograph  # noqa: E402 - sibling script

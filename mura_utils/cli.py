@@ -48,7 +48,7 @@ def _cmd_prepare(args) -> None:
 
 
 def _cmd_train(args) -> None:
-    from mura_utils.models.networks import get_spec
+    from mura_utils.models.registry import get_spec
     from mura_utils.training.fit import fit
     from mura_utils.training.run_folder import claim_run_folder
     from mura_utils.utils.progress import rounded
@@ -293,7 +293,7 @@ def _parse_value(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mura_utils.data.constants import MODEL_NAMES
+    from mura_utils.models.registry import MODEL_ORDER
 
     parser = argparse.ArgumentParser(
         prog="mura",
@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train one model (best epoch chosen on a patient-level split)",
         description="Train one model. Every TrainConfig field is an option; --config FILE starts from a saved "
-        f"config.json (explicit flags override it). Seed models: {', '.join(MODEL_NAMES)}; any timm model name "
+        f"config.json (explicit flags override it). Seed models: {', '.join(MODEL_ORDER)}; any timm model name "
         "works too (convnext_tiny, efficientnet_b3, resnet18, ...).",
     )
     train.add_argument("--config", default=None, help="a saved config.json to rerun (explicit flags override it)")

@@ -81,7 +81,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Refuse impossible settings now, not after a whole epoch."""
-        from mura_utils.models.networks import get_spec
+        from mura_utils.models.registry import get_spec
 
         problems = []
         spec = None

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from mura_utils.data.dataset import MuraIndexError, RadiographDataset, class_weights, load_mura_index, patient_split
-from mura_utils.models.networks import get_spec
+from mura_utils.models.registry import get_spec
 
 # (split, part, patient, study, label, number of images)
 STUDIES = [

@@ -146,7 +146,7 @@ def test_a_checkpoint_keeps_the_normalization_it_was_trained_with(tmp_path):
     """mean/std travel in the file, so a later timm default cannot change how old weights are fed;
     files written before that fall back to the model's own."""
     from mura_utils.models.ensemble import checkpoint_normalization, member_entry, members_of
-    from mura_utils.models.networks import get_spec
+    from mura_utils.models.registry import get_spec
 
     path = make_checkpoint(tmp_path / "resnet18.pt", "resnet18", 32)
     spec = get_spec("resnet18")

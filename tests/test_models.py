@@ -11,14 +11,13 @@ import timm
 import torch
 
 from mura_utils.models.networks import (
-    MODEL_REGISTRY,
     HeadOutput,
     PretrainedWeightsUnavailable,
     build_model,
     cam_target_layer,
     find_cam_layer,
-    get_spec,
 )
+from mura_utils.models.registry import MODEL_REGISTRY, get_spec
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_REGISTRY))
@@ -110,12 +109,6 @@ def test_weights_file_that_is_not_a_state_dict_is_named(tmp_path):
 def test_missing_weights_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         build_model("resnet50", pretrained=True, weights_path=str(tmp_path / "nope.pth"))
-
-
-def test_cli_model_names_match_the_registry():
-    from mura_utils.data.constants import MODEL_NAMES
-
-    assert sorted(MODEL_NAMES) == sorted(MODEL_REGISTRY)
 
 
 # --- any timm backbone by name -------------------------------------------------------------------

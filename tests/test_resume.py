@@ -21,7 +21,8 @@ import pytest
 from mura_utils.cli import _parse_value
 from mura_utils.cli import main as cli_main
 from mura_utils.config import TrainConfig
-from mura_utils.pipeline import NOTEBOOK_DIR, ReproduceError, _refuse_conflicts, notebook_settings, plan_runs, reproduce
+from mura_utils.pipeline import NOTEBOOK_DIR, ReproduceError, notebook_settings, plan_runs, reproduce
+from mura_utils.pipeline.plan import _refuse_conflicts
 
 # 2 epochs, so the kill lands after notebook 02's first last.pt and the rerun resumes mid-run
 SETTINGS = {"epochs": 2, "img_size": 32, "batch_size": 16, "variants": ["multitask"], "cam_per_group": 1}

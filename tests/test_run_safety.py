@@ -18,7 +18,8 @@ from conftest import interrupt_in_epoch, save_untrained_checkpoint
 
 from mura_utils.cli import main as cli_main
 from mura_utils.config import ConfigMismatchError, TrainConfig
-from mura_utils.pipeline import ReproduceError, _refuse_conflicts, default_runs_dir, plan_runs, reproduce
+from mura_utils.pipeline import ReproduceError, default_runs_dir, plan_runs, reproduce
+from mura_utils.pipeline.plan import _refuse_conflicts
 from mura_utils.synthetic import make_fracatlas_sample
 from mura_utils.training import experiment
 from mura_utils.training.fit import fit

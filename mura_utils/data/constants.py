@@ -5,10 +5,6 @@ from __future__ import annotations
 BODY_PARTS: tuple[str, ...] = ("ELBOW", "FINGER", "FOREARM", "HAND", "HUMERUS", "SHOULDER", "WRIST")
 BODY_PART_TO_INDEX: dict[str, int] = {name: i for i, name in enumerate(BODY_PARTS)}
 
-# Registry names (mura_utils.models.networks.MODEL_REGISTRY has one entry each); kept here so the CLI can
-# list them without importing torch and timm.
-MODEL_NAMES: tuple[str, ...] = ("custom_cnn", "densenet169", "efficientnet_b0", "resnet50")
-
 # MURA's positive class is "abnormal": fractures, but also hardware, degenerative joint disease,
 # lesions and other findings. It is not a fracture-only label; the external set's label is.
 POSITIVE_LABEL = "abnormal"

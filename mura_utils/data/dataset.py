@@ -154,7 +154,7 @@ class RadiographDataset(Dataset):
         body_parts: tuple[str, ...] = BODY_PARTS,
     ):
         if model is not None:
-            from mura_utils.models.networks import get_spec
+            from mura_utils.models.registry import get_spec
 
             spec = get_spec(model)
             if (mean, std) not in ((None, None), (spec.mean, spec.std)):

@@ -26,7 +26,8 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from mura_utils.data.augment import normalize
-from mura_utils.models.networks import HeadOutput, MuraNet, cam_target_layer, get_spec
+from mura_utils.models.networks import HeadOutput, MuraNet, cam_target_layer
+from mura_utils.models.registry import get_spec
 
 # CLI name -> grad-cam class. EigenCAM ignores the target (first principal component of the layer's
 # activations, sign as SVD gives it); ScoreCAM runs the model once per channel (slow).

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from mura_utils.config import TrainConfig
-from mura_utils.models.networks import get_spec
+from mura_utils.models.registry import get_spec
 from mura_utils.utils.io import atomic_torch_save
 
 CHECKPOINT_FORMAT = 1

@@ -27,7 +27,8 @@ from mura_utils.models.checkpoint import (
     package_version,
     read_checkpoint,
 )
-from mura_utils.models.networks import MuraNet, build_model, get_spec
+from mura_utils.models.networks import MuraNet, build_model
+from mura_utils.models.registry import get_spec
 from mura_utils.utils.io import atomic_torch_save
 
 ENSEMBLE_KIND = "ensemble"

@@ -11,44 +11,17 @@ learning), never an input, so nothing at test time depends on a ground-truth bod
 
 from __future__ import annotations
 
-import difflib
 import os
 import socket
 from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import cache
 
 import timm
 import torch
 from torch import nn
 
 from mura_utils.data.constants import BODY_PARTS
+from mura_utils.models.registry import ModelSpec, get_spec
 from mura_utils.models.weights import create_from_weights_file
-
-IMAGENET_GRAY_MEAN = (0.485 + 0.456 + 0.406) / 3  # ImageNet RGB statistics averaged to one channel
-IMAGENET_GRAY_STD = (0.229 + 0.224 + 0.225) / 3
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the rest of the package needs to know about one architecture."""
-
-    timm_name: str | None  # None: our own network (custom_cnn)
-    default_img_size: int
-    mean: float
-    std: float
-    cam_layer: str | None  # Grad-CAM target inside ``MuraNet.backbone``; None: found by ``find_cam_layer``
-    fixed_input_size: bool = (
-        False  # True: the model only takes default_img_size (ViT, Swin, ...; timm's pretrained_cfg)
-    )
-
-
-MODEL_REGISTRY: dict[str, ModelSpec] = {
-    "custom_cnn": ModelSpec(None, 224, 0.5, 0.25, "blocks.4.2"),
-    "resnet50": ModelSpec("resnet50.tv_in1k", 224, IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, "layer4"),
-    "densenet169": ModelSpec("densenet169.tv_in1k", 224, IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, "features.norm5"),
-    "efficientnet_b0": ModelSpec("efficientnet_b0.ra_in1k", 224, IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, "bn2"),
-}
 
 
 class PretrainedWeightsUnavailable(RuntimeError):
@@ -124,42 +97,6 @@ class HeadOutput(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.model(images)[self.head]
         return logits.unsqueeze(1) if logits.ndim == 1 else logits
-
-
-def get_spec(name: str) -> ModelSpec:
-    """The registry entry of a seed model, or a spec for any timm model name (``convnext_tiny``,
-    ``efficientnet_b3``, ``resnet18.a1_in1k``, ...); an unknown name raises ValueError with close matches."""
-    if name in MODEL_REGISTRY:
-        return MODEL_REGISTRY[name]
-    return _timm_spec(name)
-
-
-@cache
-def _timm_spec(name: str) -> ModelSpec:
-    from timm.models import get_pretrained_cfg, is_model
-
-    if not isinstance(name, str) or not is_model(name):
-        candidates = [*MODEL_REGISTRY, *timm.list_models()]
-        close = difflib.get_close_matches(str(name), candidates, n=5, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"unknown model {name!r}: not one of {sorted(MODEL_REGISTRY)} nor a timm model name "
-            f"(see timm.list_models()){hint}"
-        )
-    config = get_pretrained_cfg(name)
-    input_size = getattr(config, "input_size", None) or (3, 224, 224)
-    mean = getattr(config, "mean", None) or (0.485, 0.456, 0.406)
-    std = getattr(config, "std", None) or (0.229, 0.224, 0.225)
-    fixed = bool(getattr(config, "fixed_input_size", False))
-    return ModelSpec(name, int(input_size[-1]), sum(mean) / len(mean), sum(std) / len(std), None, fixed)
-
-
-def is_known_model(name: str) -> bool:
-    try:
-        get_spec(name)
-    except ValueError:
-        return False
-    return True
 
 
 _NOT_CAM_LAYERS = (nn.Identity, nn.Dropout, nn.ReLU, nn.GELU, nn.SiLU)

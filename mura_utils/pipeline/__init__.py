@@ -13,7 +13,6 @@ So an interrupted ``mura reproduce`` continues when the same command is run agai
 """
 
 from mura_utils.pipeline.plan import (
-    _refuse_conflicts,
     check_parameter_types,
     declared_defaults,
     default_runs_dir,

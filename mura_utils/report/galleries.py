@@ -117,7 +117,7 @@ def _draw_gallery(run: Run, path: Path, per_group: int, img_size: int | None) ->
     from mura_utils.data.imaging import load_letterboxed
     from mura_utils.explain.cam import gradcam_heatmaps, overlay
     from mura_utils.models.ensemble import checkpoint_normalization
-    from mura_utils.models.networks import get_spec
+    from mura_utils.models.registry import get_spec
     from mura_utils.models.restore import load_model
 
     model, checkpoint = load_model(Path(run.path) / "best.pt", "cpu")

@@ -276,7 +276,7 @@ def step_seconds(config: TrainConfig, steps: int = 2) -> tuple[float, float]:
     import torch
     import torch.nn.functional as F
 
-    from mura_utils.models.networks import get_spec
+    from mura_utils.models.registry import get_spec
     from mura_utils.utils.runtime import amp_dtype_for, resolve_device
 
     device = resolve_device(config.device)
@@ -330,7 +330,7 @@ def estimate_seconds_per_step(
 
     import torch
 
-    from mura_utils.models.networks import get_spec
+    from mura_utils.models.registry import get_spec
     from mura_utils.utils.runtime import resolve_device
 
     if resolve_device(config.device).type == "cuda":

@@ -30,7 +30,8 @@ from mura_utils.data.dataset import RadiographDataset, class_weights, open_image
 from mura_utils.data.registry import dataset_info, load_index
 from mura_utils.evaluation.predictions import choose_threshold, compute_metrics, predict_batches, predictions_table
 from mura_utils.models.checkpoint import read_checkpoint, save_checkpoint
-from mura_utils.models.networks import build_model, get_spec
+from mura_utils.models.networks import build_model
+from mura_utils.models.registry import get_spec
 from mura_utils.training.run_folder import claim_run_folder
 from mura_utils.utils.io import atomic_write_text
 from mura_utils.utils.progress import ProgressLog, progress_bar, progress_write, rounded

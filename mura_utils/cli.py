@@ -293,6 +293,7 @@ def _parse_value(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mura_utils.data.registry import dataset_names
     from mura_utils.models.registry import MODEL_ORDER
 
     parser = argparse.ArgumentParser(
@@ -326,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     prepare = commands.add_parser("prepare", help="decode every image once into a uint8 memory-mapped cache")
     prepare.add_argument("--data-root", required=True)
-    prepare.add_argument("--dataset", default="auto", choices=["auto", "mura", "fracatlas", "manifest"])
+    prepare.add_argument("--dataset", default="auto", choices=["auto", *dataset_names()])
     prepare.add_argument("--img-size", type=int, required=True)
     prepare.add_argument("--cache-dir", default=None)
     prepare.set_defaults(handler=_cmd_prepare)
@@ -356,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--data-root", required=True, help="MURA-v1.1 (or its parent), a FracAtlas folder, or a manifest .csv"
     )
-    evaluate.add_argument("--dataset", default="auto", choices=["auto", "mura", "fracatlas", "manifest"])
+    evaluate.add_argument("--dataset", default="auto", choices=["auto", *dataset_names()])
     evaluate.add_argument(
         "--split",
         default=None,

@@ -45,7 +45,9 @@ class TrainConfig:
         "data/sample",
         "MURA-v1.1 folder or its parent, a FracAtlas folder, or a manifest .csv (mura_utils.data.registry)",
     )
-    dataset: str = _option("auto", "auto (detected from data_root) | mura | fracatlas | manifest")
+    dataset: str = _option(
+        "auto", "auto (detected from data_root) or a name of data.registry (mura, fracatlas, manifest)"
+    )
     img_size: int | None = _option(None, "letterboxed input size in px; default: the model's own (224 for most)")
     val_fraction: float = _option(0.1, "patient-level validation split of the training split")
     cache_dir: str | None = _option(
@@ -103,8 +105,10 @@ class TrainConfig:
         decay = self.ema_decay
         if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not (decay == 0 or 0 < decay < 1):
             problems.append(f"ema_decay {self.ema_decay!r} must be 0 (off) or between 0 and 1 (exclusive), e.g. 0.999")
-        if self.dataset not in ("auto", "mura", "fracatlas", "manifest"):
-            problems.append(f"dataset {self.dataset!r} is not one of auto, mura, fracatlas, manifest")
+        from mura_utils.data.registry import dataset_names
+
+        if self.dataset not in ("auto", *dataset_names()):
+            problems.append(f"dataset {self.dataset!r} is not one of auto, {', '.join(dataset_names())}")
         if self.selection_metric not in SELECTION_METRICS:
             problems.append(f"selection_metric {self.selection_metric!r} is not one of {list(SELECTION_METRICS)}")
         if not 0 < self.val_fraction < 1:

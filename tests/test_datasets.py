@@ -10,13 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mura_utils.data.registry import (
-    DatasetLayoutError,
-    dataset_info,
-    detect_dataset,
-    held_out_split,
-    load_index,
-)
+from mura_utils.data.base import DatasetLayoutError, held_out_split
+from mura_utils.data.registry import dataset_info, detect_dataset, load_index
 
 REGION_COLUMNS = ["hand", "leg", "hip", "shoulder", "mixed"]
 
@@ -306,7 +301,7 @@ def test_study_ids_may_repeat_across_patients_as_in_mura(tmp_path):
 
 
 def test_the_shipped_fracatlas_split_is_used_when_the_copy_holds_its_images(tmp_path, monkeypatch):
-    from mura_utils.data.registry import fracatlas
+    from mura_utils.data import fracatlas
 
     root = write_fracatlas(tmp_path / "FracAtlas", n=40)
     listed = tmp_path / "listed.csv"

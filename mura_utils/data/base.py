@@ -10,7 +10,9 @@ from MURA's constants.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -53,6 +55,23 @@ class DatasetInfo:
     @property
     def body_part_to_index(self) -> dict[str, int]:
         return {name: position for position, name in enumerate(self.body_parts)}
+
+
+@dataclass(frozen=True)
+class DatasetType:
+    """How the package finds, reads and names one dataset layout. Each dataset module in ``mura_utils.data``
+    declares one as ``DATASET``; ``data.registry`` lists the modules, and detection, loading, the CLI's
+    ``--dataset`` choices, config validation and the default cache folder all read it from there."""
+
+    name: str  # the --dataset value and DatasetInfo.name
+    looks_like: Callable[[Path], bool]  # does this path hold the layout? (detection)
+    layout: str  # what looks_like checks, for the error of a path that is no dataset
+    read: Callable[[str | Path, tuple[str, ...] | None], tuple[pd.DataFrame, DatasetInfo]]  # index table + info
+    info: Callable[[str | Path], DatasetInfo]  # the info alone (cheap where it is a constant)
+    folder: Callable[[str | Path], Path] = lambda root: Path(root).expanduser().resolve()  # the data's own folder
+    # folder beside which the decode-once cache goes (the data's folder -> the cache's parent); None: the
+    # user cache ($MURA_CACHE_DIR or ~/.cache/mura_utils), for downloads that are often read-only
+    cache_parent: Callable[[Path], Path] | None = None
 
 
 def stable_rank(keys: pd.Series, salt: str) -> np.ndarray:

@@ -95,16 +95,14 @@ def default_cache_dir(data_root: str | Path, dataset: str = "auto") -> Path:
     dataset location."""
     import hashlib
 
-    from mura_utils.data.registry import dataset_folder, detect_dataset
+    from mura_utils.data.registry import dataset_type
 
-    name = detect_dataset(data_root) if dataset in (None, "", "auto") else dataset
-    folder = dataset_folder(data_root, name)
-    if name == "mura":
-        return folder.parent / "mura_cache"
-    if name == "manifest":
-        return folder / "mura_cache"
+    kind = dataset_type(data_root, dataset)
+    folder = kind.folder(data_root)
+    if kind.cache_parent is not None:
+        return kind.cache_parent(folder) / "mura_cache"
     base = Path(os.environ.get("MURA_CACHE_DIR") or Path.home() / ".cache" / "mura_utils")
-    return base / f"{name}_{hashlib.sha256(str(folder).encode()).hexdigest()[:10]}"
+    return base / f"{kind.name}_{hashlib.sha256(str(folder).encode()).hexdigest()[:10]}"
 
 
 def open_image_cache(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mura_utils.data.base import INDEX_COLUMNS, DatasetInfo, DatasetLayoutError, held_out_split
+from mura_utils.data.base import INDEX_COLUMNS, DatasetInfo, DatasetLayoutError, DatasetType, held_out_split
 
 REGIONS = ("hand", "leg", "hip", "shoulder")
 LABEL_FOLDERS = {1: "Fractured", 0: "Non_fractured"}
@@ -128,3 +128,12 @@ def load_fracatlas_index(root: str | Path, splits: tuple[str, ...] | None = None
     if splits is not None:
         index = index[index["split"].isin(splits)].reset_index(drop=True)
     return index
+
+
+DATASET = DatasetType(
+    name="fracatlas",
+    looks_like=is_fracatlas,
+    layout="FracAtlas (dataset.csv with images/Fractured and images/Non_fractured)",
+    read=lambda root, splits: (load_fracatlas_index(root, splits), INFO),
+    info=lambda root: INFO,
+)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mura_utils.data.base import INDEX_COLUMNS, DatasetInfo, DatasetLayoutError, held_out_split
+from mura_utils.data.base import INDEX_COLUMNS, DatasetInfo, DatasetLayoutError, DatasetType, held_out_split
 
 SPLITS = ("train", "test")
 OPTIONAL_COLUMNS = ("body_part", "patient", "study", "split")
@@ -138,3 +138,31 @@ def _check_studies(index: pd.DataFrame, csv_path: Path, row_number) -> None:
             study = counts[counts > 1].index[0]
             rows = [int(number) for number in row_number[index["study"] == study][:3]]
             raise DatasetLayoutError(f"{csv_path}: study {study!r} (rows {rows}) has more than one {column}")
+
+
+def is_manifest(path: Path) -> bool:
+    """A path ending in .csv is a manifest; a missing one is named at once."""
+    if path.suffix.lower() != ".csv":
+        return False
+    if not path.is_file():
+        raise DatasetLayoutError(f"{path}: manifest file not found")
+    return True
+
+
+def read_manifest(csv_path: str | Path, splits: tuple[str, ...] | None = None) -> tuple[pd.DataFrame, DatasetInfo]:
+    """The manifest's table (only ``splits`` when given) and its info."""
+    table, info = load_manifest(csv_path)
+    if splits is not None:
+        table = table[table["split"].isin(splits)].reset_index(drop=True)
+    return table, info
+
+
+DATASET = DatasetType(
+    name="manifest",
+    looks_like=is_manifest,
+    layout="a manifest (pass the .csv file itself: path,label[,body_part,patient,study,split])",
+    read=read_manifest,
+    info=lambda root: load_manifest(root)[1],
+    folder=lambda root: Path(root).expanduser().resolve().parent,
+    cache_parent=lambda folder: folder,
+)

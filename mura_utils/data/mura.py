@@ -1,5 +1,5 @@
 """Stanford MURA-v1.1, read from its official CSVs and PNG tree into the index table (one row per
-image). ``mura_utils.data.dataset`` re-exports ``load_mura_index`` and friends from here."""
+image)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mura_utils.data.base import INDEX_COLUMNS, DatasetInfo, DatasetLayoutError
+from mura_utils.data.base import INDEX_COLUMNS, DatasetInfo, DatasetLayoutError, DatasetType
 from mura_utils.data.constants import BODY_PART_TO_INDEX, BODY_PARTS, NEGATIVE_LABEL, POSITIVE_LABEL
 
 INFO = DatasetInfo(
@@ -174,3 +174,14 @@ def load_mura_index(root: str | Path, splits: tuple[str, ...] = SPLITS) -> pd.Da
 
 def load_mura(root: str | Path, splits: tuple[str, ...] | None = None) -> pd.DataFrame:
     return load_mura_index(root, splits=tuple(splits) if splits is not None else SPLITS)
+
+
+DATASET = DatasetType(
+    name="mura",
+    looks_like=is_mura,
+    layout="MURA-v1.1 (MURA-v1.1/train_image_paths.csv or train_image_paths.csv)",
+    read=lambda root, splits: (load_mura(root, splits), INFO),
+    info=lambda root: INFO,
+    folder=lambda root: resolve_mura_root(root),
+    cache_parent=lambda folder: folder.parent,
+)

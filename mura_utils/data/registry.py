@@ -1,113 +1,92 @@
-"""Datasets as one table each: MURA-v1.1, FracAtlas, or a user's CSV manifest.
+"""The dataset registry: every layout the package reads (MURA-v1.1, FracAtlas, a user's CSV manifest) as
+one index table (path, split, body_part, patient, study, label) with its :class:`DatasetInfo` in
+``attrs["dataset"]``.
 
-``load_index(root)`` detects the layout (or takes ``dataset=``), returns the index table
-(path, split, body_part, patient, study, label) with its :class:`DatasetInfo` in ``attrs["dataset"]``;
-``dataset_info(root)`` gives the info alone. A folder that is none of them is a clear error naming what
-was looked for.
+Each dataset is one module of ``mura_utils.data`` that declares ``DATASET`` (a :class:`DatasetType`: how
+to detect, read and describe it). Adding a dataset is that one file plus its name in ``DATASET_MODULES``;
+detection, loading, config validation and the CLI's ``--dataset`` choices all read this list.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pandas as pd
 
-from mura_utils.data import fracatlas, mura
-from mura_utils.data.base import INDEX_COLUMNS, DatasetInfo, DatasetLayoutError, held_out_split
-from mura_utils.data.fracatlas import load_fracatlas_index
-from mura_utils.data.manifest import load_manifest
+from mura_utils.data.base import DatasetInfo, DatasetLayoutError, DatasetType
 
-DATASETS = ("mura", "fracatlas", "manifest")
+# Detection order (a manifest is a .csv file; folder layouts after it). A bare name is a module of
+# mura_utils.data; a dotted one ("mypackage.my_dataset") any importable module that defines DATASET.
+DATASET_MODULES: tuple[str, ...] = ("manifest", "mura", "fracatlas")
 
-__all__ = [
-    "DATASETS",
-    "INDEX_COLUMNS",
-    "DatasetInfo",
-    "DatasetLayoutError",
-    "dataset_folder",
-    "dataset_info",
-    "detect_dataset",
-    "held_out_split",
-    "info_from_record",
-    "load_fracatlas_index",
-    "load_index",
-    "load_manifest",
-]
+
+def datasets() -> dict[str, DatasetType]:
+    """{name: DatasetType} of every registered dataset, in detection order."""
+    found = {}
+    for module_name in DATASET_MODULES:
+        module = importlib.import_module(module_name if "." in module_name else f"mura_utils.data.{module_name}")
+        found[module.DATASET.name] = module.DATASET
+    return found
+
+
+def dataset_names() -> tuple[str, ...]:
+    return tuple(datasets())
 
 
 def detect_dataset(root: str | Path) -> str:
-    """'mura', 'fracatlas' or 'manifest' from what ``root`` holds."""
+    """The name of the dataset whose layout ``root`` holds; a path that is none of them is an error that
+    says what was looked for."""
     path = Path(root).expanduser()
-    if path.suffix.lower() == ".csv":
-        if not path.is_file():
-            raise DatasetLayoutError(f"{path}: manifest file not found")
-        return "manifest"
-    if mura.is_mura(path):
-        return "mura"
-    if fracatlas.is_fracatlas(path):
-        return "fracatlas"
+    registered = datasets()
+    for name, kind in registered.items():
+        if kind.looks_like(path):
+            return name
+    looked_for = "; ".join(kind.layout for kind in registered.values())
     raise DatasetLayoutError(
-        f"{path}: not a dataset this package reads. Looked for MURA-v1.1 "
-        f"({path / 'MURA-v1.1' / 'train_image_paths.csv'} or {path / 'train_image_paths.csv'}), "
-        f"FracAtlas ({path / 'dataset.csv'} with {path / 'images' / 'Fractured'} and .../Non_fractured), "
-        "or a manifest (pass the .csv file itself: path,label[,body_part,patient,study,split]). "
+        f"{path}: not a dataset this package reads. Looked for {looked_for}. "
         "`mura sample DIR` writes a synthetic MURA-shaped sample."
     )
 
 
-def _resolve(root: str | Path, dataset: str) -> str:
+def dataset_type(root: str | Path, dataset: str = "auto") -> DatasetType:
+    """The registered dataset at ``root``: detected, or the one named (``dataset``)."""
+    registered = datasets()
     if dataset in (None, "", "auto"):
-        return detect_dataset(root)
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose auto or one of {list(DATASETS)}")
-    return dataset
+        return registered[detect_dataset(root)]
+    if dataset not in registered:
+        raise ValueError(f"unknown dataset {dataset!r}; choose auto or one of {list(registered)}")
+    return registered[dataset]
 
 
 def load_index(root: str | Path, dataset: str = "auto", splits: tuple[str, ...] | None = None) -> pd.DataFrame:
     """The dataset at ``root`` as one row per image (all splits unless ``splits``); its DatasetInfo is
     ``table.attrs["dataset"]``."""
-    name = _resolve(root, dataset)
-    if name == "mura":
-        table, info = mura.load_mura(root, splits), mura.INFO
-    elif name == "fracatlas":
-        table, info = load_fracatlas_index(root, splits), fracatlas.INFO
-    else:
-        table, info = load_manifest(root)
-        if splits is not None:
-            table = table[table["split"].isin(splits)].reset_index(drop=True)
+    table, info = dataset_type(root, dataset).read(root, splits)
     table.attrs["dataset"] = info
     return table
 
 
 def dataset_folder(root: str | Path, dataset: str = "auto") -> Path:
     """The folder that holds a dataset (resolved): the MURA-v1.1 folder, the FracAtlas folder, a manifest's folder."""
-    from mura_utils.data.mura import resolve_mura_root
-
-    name = _resolve(root, dataset)
-    if name == "mura":
-        return resolve_mura_root(root)
-    path = Path(root).expanduser().resolve()
-    return path.parent if name == "manifest" else path
+    return dataset_type(root, dataset).folder(root)
 
 
 def dataset_info(root: str | Path, dataset: str = "auto") -> DatasetInfo:
     """The DatasetInfo of the dataset at ``root`` (a manifest's vocabulary comes from its rows)."""
-    name = _resolve(root, dataset)
-    if name == "mura":
-        return mura.INFO
-    if name == "fracatlas":
-        return fracatlas.INFO
-    return load_manifest(root)[1]
+    return dataset_type(root, dataset).info(root)
 
 
 def info_from_record(record: dict | None) -> DatasetInfo:
     """The DatasetInfo saved in a checkpoint, run.json or ONNX contract; MURA for files written before
     datasets were recorded."""
+    from mura_utils.data.mura import INFO as MURA_INFO
+
     if record is None:
-        return mura.INFO
+        return MURA_INFO
     stored = record.get("dataset") if isinstance(record, dict) else record
     if stored is None:  # written before datasets were recorded
-        return mura.INFO
+        return MURA_INFO
     if isinstance(stored, DatasetInfo):
         return stored
     try:

@@ -44,7 +44,8 @@ def training_images(checkpoint: dict) -> tuple[list[str], str]:
     """Every image of the dataset(s) a checkpoint (or each ensemble member) was trained on (all splits: a
     copy of a test image is excluded too), and a note; an empty list, with the reason, when that dataset is
     not on this machine. The data root recorded at training (resolved) wins over the config's as typed."""
-    from mura_utils.data.registry import DatasetLayoutError, load_index
+    from mura_utils.data.base import DatasetLayoutError
+    from mura_utils.data.registry import load_index
 
     paths, notes = [], []
     for record in checkpoint.get("members") or [checkpoint]:

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mura_utils.data.base import DatasetInfo
 from mura_utils.data.imaging import IMAGE_SUFFIXES, ImageReadError, read_grayscale
-from mura_utils.data.registry import DatasetInfo, info_from_record
+from mura_utils.data.registry import info_from_record
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 SKIPPED_NAMES = (".DS_Store", "Thumbs.db")  # plus any hidden file (AppleDouble "._*" included)

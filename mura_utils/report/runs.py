@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from mura_utils.config import _PATH_FIELDS, RESULT_NEUTRAL_FIELDS, TrainConfig
-from mura_utils.data.registry import mura as mura_dataset
+from mura_utils.data import mura as mura_dataset
 from mura_utils.evaluation.compare import read_predictions  # one reader of prediction CSVs for report and compare
 
 ENSEMBLE_NAME = "ensemble (multi-task mean)"

@@ -12,8 +12,9 @@ import pytest
 import torch
 from conftest import interrupt_in_epoch
 
-from mura_utils.cli import _train_config, build_parser
+from mura_utils.cli import build_parser
 from mura_utils.cli import main as cli_main
+from mura_utils.cli.train_options import train_config as _train_config
 from mura_utils.config import TrainConfig
 from mura_utils.models.checkpoint import read_checkpoint
 from mura_utils.models.restore import load_model

@@ -1,39 +1,18 @@
 """Decode once, read a memory map every epoch.
 
-Decoding a MURA PNG and letterboxing it costs ~2 ms per image per core; reading the same
-resized uint8 image back from a memory-mapped array costs microseconds. So every image is
-decoded once (with :func:`mura_utils.data.imaging.load_letterboxed`, the one decode step all
-pipelines share) into ``cache_dir/mura_{S}px_{key}.u8`` (raw uint8, shape (N,S,S), row order
-in the manifest) next to ``mura_{S}px_{key}.json``. ``key`` hashes the sorted path list, so
-caches of different splits and sizes coexist.
+Decoding a PNG and letterboxing it costs ~2 ms per image per core; reading the resized uint8 image back
+from a memory map costs microseconds. So every image is decoded once (``imaging.load_letterboxed``, the one
+decode step all pipelines share) into ``cache_dir/mura_{S}px_{key}.u8`` (raw uint8, shape (N,S,S), rows in
+manifest order) beside ``mura_{S}px_{key}.json``; ``key`` hashes the sorted path list, so caches of
+different splits and sizes coexist. Size on disk is N*S*S bytes (full MURA-v1.1 at 320 px: 4.1 GB). The
+array is mapped read-only: the OS pages it in on demand, so RAM need not hold it all.
 
-Size on disk is N*S*S bytes (1 GB = 10^9 bytes). Full MURA-v1.1, 40,005 images (36,808 train +
-3,197 valid); training caches the train split (36,808):
-
-    img_size   all 40,005   train 36,808
-    224 px       2.01 GB       1.85 GB
-    256 px       2.62 GB       2.41 GB
-    320 px       4.10 GB       3.77 GB
-    512 px      10.49 GB       9.65 GB
-
-The array is memory-mapped read-only: the OS pages it in on demand and evicts it under
-pressure, so RAM need not hold it all (with enough free RAM it stays in the page cache and
-epochs never touch the disk; with less, reads hit the disk, which is still far cheaper than
-decoding PNGs).
-
-The manifest is the "complete" marker: it is written last, atomically, after the array is
-flushed and renamed into place. A killed build leaves no manifest (only ``*.<pid>.*.tmp`` files,
-which the next build removes once that PID no longer runs or the file is an hour old), so it is
-never mistaken for a valid cache. A cache is used only if
-its manifest matches the format version, img_size, the exact set of paths, and every source
-file's size and mtime_ns; otherwise a :class:`StaleCacheWarning` says why it is rebuilt.
-Two processes building the same cache at once both finish: each writes its own temp file, and
-the one that finds the cache complete at the end uses it (building once with ``mura prepare``
-before starting concurrent jobs still saves the duplicate decoding).
-
-API: ``prepare_index_cache(index_df, S, dir)`` / ``prepare_cache(paths, S, dir)`` (open or
-build), ``open_cache`` (open or None), ``ImageCache`` (``images``, ``paths``, ``row_of``),
-``iterate_batches`` (whole batches from the memmap, no per-item Dataset) and ``prefetch``.
+The manifest is the "complete" marker, written last and atomically after the array is flushed and renamed
+into place. A killed build leaves no manifest (only ``*.<pid>.*.tmp`` files, removed by the next build once
+that PID is gone or the file is an hour old), so it is never mistaken for a valid cache. A cache is used
+only if its manifest matches the format version, img_size, the exact set of paths, and every source file's
+size and mtime_ns; otherwise a :class:`StaleCacheWarning` says why it is rebuilt. Two processes building
+the same cache at once both finish (each writes its own temp file).
 """
 
 from __future__ import annotations

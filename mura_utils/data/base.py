@@ -52,10 +52,6 @@ class DatasetInfo:
         kept["body_parts"] = tuple(kept.get("body_parts", ()))
         return cls(**kept)
 
-    @property
-    def body_part_to_index(self) -> dict[str, int]:
-        return {name: position for position, name in enumerate(self.body_parts)}
-
 
 @dataclass(frozen=True)
 class DatasetType:

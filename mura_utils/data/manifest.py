@@ -21,7 +21,6 @@ import pandas as pd
 from mura_utils.data.base import INDEX_COLUMNS, DatasetInfo, DatasetLayoutError, DatasetType, held_out_split
 
 SPLITS = ("train", "test")
-OPTIONAL_COLUMNS = ("body_part", "patient", "study", "split")
 SPLIT_SALT = "manifest-test-v1"
 _META_KEYS = ("title", "positive_label", "negative_label", "citation", "licence")
 

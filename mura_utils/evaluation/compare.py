@@ -28,6 +28,7 @@ from mura_utils.evaluation.metrics import (
     paired_differences,
     verdict,
 )
+from mura_utils.utils.formatting import format_interval
 from mura_utils.utils.io import atomic_write_text
 
 TEXT_COLUMNS = ("path", "split", "body_part", "patient", "study", "predicted_body_part")
@@ -214,7 +215,7 @@ def compare_markdown(result: dict) -> str:
     ]
     for key, value in result["metrics"].items():
         low, high = value["ci"]
-        interval = "n/a" if low != low or high != high else f"[{low:+.3f}, {high:+.3f}]"
+        interval = "n/a" if low != low or high != high else format_interval(low, high, signed=True)
         lines.append(
             f"| {names.get(key, key)} | {value['a']:.3f} | {value['b']:.3f} | {value['delta']:+.3f} "
             f"| {interval} | {format_p(value)} |"

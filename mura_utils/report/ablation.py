@@ -17,7 +17,7 @@ import pandas as pd
 
 from mura_utils.evaluation.metrics import ClusterBootstrap, dropped_note, paired_differences, verdict
 from mura_utils.report.runs import MODEL_LABELS, VARIANT_LABELS, Run, _folder_name, _seed_order, seed_groups
-from mura_utils.report.tables import markdown_table
+from mura_utils.utils.formatting import format_interval, markdown_table
 
 PAIRED = ("study_kappa", "study_auroc")
 METRIC_LABELS = {"study_kappa": "Study κ", "study_auroc": "Study AUROC", "image_auroc": "Image AUROC"}
@@ -158,7 +158,7 @@ def paired_markdown(table: pd.DataFrame, level: float = 0.95, resamples: int | N
                 f"{row['a']:.3f}",
                 f"{row['b']:.3f}",
                 f"{row['delta']:+.3f}",
-                "—" if np.isnan(row["ci_low"]) else f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]",
+                "—" if np.isnan(row["ci_low"]) else format_interval(row["ci_low"], row["ci_high"], signed=True),
                 f"{row['p']:.3f}",
             ]
         )

@@ -36,14 +36,12 @@ from mura_utils.report.runs import (
     warn_left_out,
 )
 from mura_utils.report.tables import (
-    _number,
-    _plain,
     comparison_markdown,
     comparison_table,
-    markdown_table,
     report_bootstrap,
     write_comparison,
 )
+from mura_utils.utils.formatting import float_or_nan, format_number, markdown_table
 from mura_utils.utils.io import atomic_write_text
 
 BASELINES = [
@@ -101,7 +99,7 @@ def _runs_markdown(runs: Sequence[Run]) -> str:
                 str(info.get("img_size", "—")),
                 f"{info.get('epochs', '—')} ({info.get('best_epoch', '—')})",
                 str(info.get("seed", "—")),
-                _plain(_number(info.get("threshold")), 3),
+                format_number(float_or_nan(info.get("threshold")), 3),
                 f"{len(run.predictions)} / {run.predictions['study'].nunique()}",
             ]
         )

@@ -23,6 +23,13 @@ from mura_utils.report.runs import (
     seed_groups,
     tta_run,
 )
+from mura_utils.utils.formatting import (
+    float_or_nan,
+    format_duration,
+    format_number,
+    format_parameters,
+    markdown_table,
+)
 from mura_utils.utils.io import atomic_write_text
 
 HEADLINE = ("image_accuracy", "image_auroc", "study_auroc", "study_kappa")
@@ -61,10 +68,6 @@ TABLE_COLUMNS = [
 ]
 
 
-def _number(value) -> float:
-    return float("nan") if value is None else float(value)
-
-
 def report_bootstrap(runs: Sequence[Run], n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> ClusterBootstrap:
     """One set of patient resamples for a whole report: every row, level and paired difference
     uses it, so differences between rows are paired. Patients of every run's test set."""
@@ -92,10 +95,10 @@ def run_row(
         "seeds": len(run.info.get("members", [])) if run.kind in ("seed_ensemble", "ensemble") else 1,
         "seed": run.seed if run.kind in ("run", "tta") else None,
         "threshold": 0.5,
-        **{name: _number(metrics[level][key]) for name, (level, key) in HEADLINE_METRICS.items()},
-        "study_sensitivity": _number(metrics["study"]["sensitivity"]),
-        "study_specificity": _number(metrics["study"]["specificity"]),
-        "body_part_accuracy": _number(metrics["body_part_accuracy"]) if run.kind == "run" else float("nan"),
+        **{name: float_or_nan(metrics[level][key]) for name, (level, key) in HEADLINE_METRICS.items()},
+        "study_sensitivity": float_or_nan(metrics["study"]["sensitivity"]),
+        "study_specificity": float_or_nan(metrics["study"]["specificity"]),
+        "body_part_accuracy": float_or_nan(metrics["body_part_accuracy"]) if run.kind == "run" else float("nan"),
         "n_images": metrics["n_images"],
         "n_studies": metrics["n_studies"],
         "n_patients": metrics["n_patients"],
@@ -108,14 +111,14 @@ def run_row(
     # a resample of one class only is dropped from every metric: one count per row
     row["dropped_resamples"] = max(bootstrap.dropped(resampled[level][key]) for level, key in HEADLINE_METRICS.values())
     val_threshold = run.info.get("threshold") if run.kind == "run" else None
-    row["val_threshold"] = _number(val_threshold)
+    row["val_threshold"] = float_or_nan(val_threshold)
     if val_threshold is not None:
         studies = study_table(run.predictions)
         row["study_kappa_at_val_threshold"] = binary_metrics(
             studies["label"], studies["probability"], float(val_threshold)
         )["kappa"]
     for key in ("parameters", "train_seconds", "images_per_second"):
-        row[key] = _number(run.info.get(key))
+        row[key] = float_or_nan(run.info.get(key))
     return row
 
 
@@ -143,7 +146,7 @@ def seed_summary_row(rows: Sequence[dict]) -> dict:
     ]
     numeric += ["val_threshold", "parameters", "train_seconds", "images_per_second"]
     for name in numeric:
-        values = np.array([_number(row.get(name)) for row in rows], dtype=float)
+        values = np.array([float_or_nan(row.get(name)) for row in rows], dtype=float)
         summary[name] = float(np.mean(values))
         if name in HEADLINE:
             summary[f"{name}_sd"] = float(np.std(values, ddof=1))
@@ -182,21 +185,6 @@ def comparison_table(
 # ----------------------------------------------------------------------------- markdown
 
 
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool] | None = None) -> str:
-    """A GitHub markdown table by hand (pandas' to_markdown needs the optional tabulate package)."""
-    right = right or [False] * len(header)
-    lines = [
-        "| " + " | ".join(_cell(h) for h in header) + " |",
-        "|" + "|".join("---:" if r else ":---" for r in right) + "|",
-    ]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
 def _with_ci(row: pd.Series, name: str) -> str:
     value, low, high = row[name], row.get(f"{name}_ci_low"), row.get(f"{name}_ci_high")
     if pd.isna(value):
@@ -206,24 +194,6 @@ def _with_ci(row: pd.Series, name: str) -> str:
     if low is None or pd.isna(low) or pd.isna(high):
         return f"{value:.3f}"
     return f"{value:.3f} [{low:.2f}, {high:.2f}]"
-
-
-def _plain(value, digits: int = 3) -> str:
-    return "—" if pd.isna(value) else f"{value:.{digits}f}"
-
-
-def _parameters(value) -> str:
-    return "—" if pd.isna(value) else f"{value / 1e6:.1f} M"
-
-
-def _duration(seconds) -> str:
-    if pd.isna(seconds):
-        return "—"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _settings(row: pd.Series) -> str:
@@ -289,12 +259,12 @@ def comparison_markdown(table: pd.DataFrame, dataset: dict | None = None) -> str
             _with_ci(row, "image_auroc"),
             _with_ci(row, "study_auroc"),
             _with_ci(row, "study_kappa"),
-            _plain(row["study_sensitivity"]),
-            _plain(row["study_specificity"]),
-            _plain(row["body_part_accuracy"]),
-            _parameters(row["parameters"]),
-            _duration(row["train_seconds"]),
-            _plain(row["images_per_second"], 0),
+            format_number(row["study_sensitivity"]),
+            format_number(row["study_specificity"]),
+            format_number(row["body_part_accuracy"]),
+            format_parameters(row["parameters"]),
+            format_duration(row["train_seconds"]),
+            format_number(row["images_per_second"], 0),
         ]
         for _, row in shown_rows(table).iterrows()
     ]

@@ -15,8 +15,9 @@ from PIL import Image
 
 from mura_utils.config import TrainConfig
 from mura_utils.data.constants import BODY_PARTS
-from mura_utils.evaluation.metrics import confidence_intervals
-from mura_utils.evaluation.predictions import compute_metrics, study_table
+from mura_utils.evaluation.bootstrap import confidence_intervals
+from mura_utils.evaluation.metrics import study_table
+from mura_utils.evaluation.predictions import compute_metrics
 from mura_utils.models.checkpoint import save_checkpoint
 from mura_utils.models.networks import build_model
 from mura_utils.report import (

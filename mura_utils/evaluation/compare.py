@@ -18,16 +18,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from mura_utils.evaluation.metrics import (
+from mura_utils.evaluation.bootstrap import (
     DEFAULT_RESAMPLES,
     PAIRED_METRICS,
     ClusterBootstrap,
-    check_predictions,
     dropped_note,
     interval_rank,
     paired_differences,
     verdict,
 )
+from mura_utils.evaluation.metrics import check_predictions
 from mura_utils.utils.formatting import format_interval
 from mura_utils.utils.io import atomic_write_text
 

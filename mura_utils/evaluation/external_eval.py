@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mura_utils.evaluation.metrics import ClusterBootstrap, weighted_metrics
+from mura_utils.evaluation.bootstrap import ClusterBootstrap
+from mura_utils.evaluation.metrics import weighted_metrics
 from mura_utils.inference.predict import predict_paths
 from mura_utils.utils.formatting import format_interval
 

@@ -13,6 +13,7 @@ import pandas as pd
 
 from mura_utils.data.imaging import IMAGE_SUFFIXES, ImageReadError, read_grayscale
 from mura_utils.data.registry import DatasetInfo, info_from_record
+from mura_utils.evaluation.metrics import image_study_probability
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 SKIPPED_NAMES = (".DS_Store", "Thumbs.db")  # plus any hidden file (AppleDouble "._*" included)
@@ -182,7 +183,7 @@ def study_predictions(
 
     info = dataset if dataset is not None else info_from_record(None)
     table = predictions_table(inputs, outputs, info.body_parts)
-    table["study_probability"] = table.groupby("study", sort=False)["probability"].transform("mean")
+    table["study_probability"] = image_study_probability(table)
     table["study_prediction"] = np.where(
         table["study_probability"] >= threshold, info.positive_label, info.negative_label
     )

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from mura_utils.evaluation.metrics import ClusterBootstrap, dropped_note, paired_differences, verdict
+from mura_utils.evaluation.bootstrap import ClusterBootstrap, dropped_note, paired_differences, verdict
 from mura_utils.report.runs import MODEL_LABELS, VARIANT_LABELS, Run, _folder_name, _seed_order, seed_groups
 from mura_utils.utils.formatting import format_interval, markdown_table
 

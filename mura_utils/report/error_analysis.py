@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mura_utils.evaluation.predictions import body_part_order, study_table
+from mura_utils.evaluation.metrics import study_table
+from mura_utils.evaluation.predictions import body_part_order
 
 ERROR_KINDS = {"FN": "false negative (positive, missed)", "FP": "false positive (negative, flagged)"}
 

@@ -16,8 +16,7 @@ from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss, confusion_matrix, roc_curve
 
-from mura_utils.evaluation.metrics import point_metrics
-from mura_utils.evaluation.predictions import binary_metrics, study_table
+from mura_utils.evaluation.metrics import point_metrics, study_table
 from mura_utils.report.runs import MODEL_LABELS, MODEL_ORDER, Run, dataset_short_name, report_dataset
 from mura_utils.utils.io import atomic_path
 
@@ -144,7 +143,7 @@ def body_part_kappas(runs: Sequence[Run], threshold: float = 0.5) -> pd.DataFram
         for part in parts:
             studies = table[table["body_part"].astype(str) == part]
             kappas.append(
-                binary_metrics(studies["label"], studies["probability"], threshold)["kappa"] if len(studies) else np.nan
+                point_metrics(studies["label"], studies["probability"], threshold)["kappa"] if len(studies) else np.nan
             )
         result[run.name] = kappas
     return result
@@ -249,7 +248,7 @@ def plot_confusion_matrices(runs: Sequence[Run], path: str | Path, threshold: fl
                 fontsize=10,
                 color="white" if shares[i, j] > 0.6 else "black",
             )
-        kappa = binary_metrics(studies["label"], studies["probability"], threshold)["kappa"]
+        kappa = point_metrics(studies["label"], studies["probability"], threshold)["kappa"]
         axes.set_xticks([0, 1], names)
         axes.set_yticks([0, 1], names, rotation=90, va="center")
         axes.set(xlabel="Predicted", ylabel="True", title=f"{label}\nκ = {kappa:.3f}")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mura_utils.evaluation.metrics import image_study_probability
 from mura_utils.report.figures import _figure, _save, _styled
 from mura_utils.report.runs import MODEL_LABELS, Run
 from mura_utils.utils.io import atomic_write_text
@@ -32,8 +33,7 @@ def gallery_cases(predictions: pd.DataFrame, threshold: float, per_group: int = 
     each study is shown by its highest-scoring image (the one that pulls its mean up most), so a
     tile row shows different studies. Column ``group`` is TP, FP or FN; ``study_probability`` the
     mean of the study's image probabilities."""
-    study_probability = predictions.groupby("study")["probability"].transform("mean")
-    images = predictions.assign(study_probability=study_probability)
+    images = predictions.assign(study_probability=image_study_probability(predictions))
     top_images = images.sort_values("probability", ascending=False, kind="stable").drop_duplicates("study")
     predicted = top_images["study_probability"] >= threshold
     abnormal = top_images["label"] == 1

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mura_utils.evaluation.metrics import DEFAULT_RESAMPLES, ClusterBootstrap, dropped_note, level_resamples
-from mura_utils.evaluation.predictions import binary_metrics, compute_metrics, study_table
+from mura_utils.evaluation.bootstrap import DEFAULT_RESAMPLES, ClusterBootstrap, dropped_note, level_resamples
+from mura_utils.evaluation.metrics import point_metrics, study_table
+from mura_utils.evaluation.predictions import compute_metrics
 from mura_utils.report.runs import (
     MODEL_LABELS,
     VARIANT_LABELS,
@@ -114,7 +115,7 @@ def run_row(
     row["val_threshold"] = float_or_nan(val_threshold)
     if val_threshold is not None:
         studies = study_table(run.predictions)
-        row["study_kappa_at_val_threshold"] = binary_metrics(
+        row["study_kappa_at_val_threshold"] = point_metrics(
             studies["label"], studies["probability"], float(val_threshold)
         )["kappa"]
     for key in ("parameters", "train_seconds", "images_per_second"):

@@ -17,10 +17,10 @@ import pandas as pd
 
 from mura_utils.evaluation.bootstrap import ClusterBootstrap, dropped_note, paired_differences, verdict
 from mura_utils.report.runs import MODEL_LABELS, VARIANT_LABELS, Run, _folder_name, _seed_order, seed_groups
+from mura_utils.report.tables import METRIC_LABELS
 from mura_utils.utils.formatting import format_interval, markdown_table
 
 PAIRED = ("study_kappa", "study_auroc")
-METRIC_LABELS = {"study_kappa": "Study κ", "study_auroc": "Study AUROC", "image_auroc": "Image AUROC"}
 PAIRED_COLUMNS = [
     "model",
     "variant",

@@ -33,8 +33,21 @@ from mura_utils.utils.formatting import (
 )
 from mura_utils.utils.io import atomic_write_text
 
-HEADLINE = ("image_accuracy", "image_auroc", "study_auroc", "study_kappa")
-HEADLINE_METRICS = {name: tuple(name.split("_", 1)) for name in HEADLINE}  # (level, metric)
+# The metrics of the comparison table, in column order: (column "<level>_<metric>" of a metric in
+# metrics.METRIC_KEYS, its heading in comparison.md, whether it gets a bootstrap CI and a seed spread).
+# Adding a metric to the reports is one line here (after defining it in evaluation/metrics.py).
+REPORT_METRICS = (
+    ("image_accuracy", "Image accuracy", True),
+    ("image_auroc", "Image AUROC", True),
+    ("study_auroc", "Study AUROC", True),
+    ("study_kappa", "Study κ", True),
+    ("study_sensitivity", "Sensitivity", False),
+    ("study_specificity", "Specificity", False),
+)
+METRIC_LABELS = {name: label for name, label, _ in REPORT_METRICS}
+HEADLINE = tuple(name for name, _, with_interval in REPORT_METRICS if with_interval)  # with CIs and seed spread
+POINT_ONLY = tuple(name for name, _, with_interval in REPORT_METRICS if not with_interval)
+LEVEL_METRIC = {name: tuple(name.split("_", 1)) for name, _, _ in REPORT_METRICS}  # (level, metric key)
 # settings: what sets the row's experiment apart from the same model's others ("img_size 128"; "" when
 # the model was trained with one set of settings); an experiment is (model, variant, settings).
 # kind: "run" (one trained run), "seed_mean" (mean and spread over an experiment's seeds),
@@ -52,8 +65,7 @@ TABLE_COLUMNS = [
     "threshold",
     *[f"{name}{suffix}" for name in HEADLINE for suffix in ("", "_ci_low", "_ci_high")],
     *[f"{name}_{spread}" for name in HEADLINE for spread in ("sd", "min", "max")],
-    "study_sensitivity",
-    "study_specificity",
+    *POINT_ONLY,
     "body_part_accuracy",
     "val_threshold",
     "study_kappa_at_val_threshold",
@@ -96,9 +108,7 @@ def run_row(
         "seeds": len(run.info.get("members", [])) if run.kind in ("seed_ensemble", "ensemble") else 1,
         "seed": run.seed if run.kind in ("run", "tta") else None,
         "threshold": 0.5,
-        **{name: float_or_nan(metrics[level][key]) for name, (level, key) in HEADLINE_METRICS.items()},
-        "study_sensitivity": float_or_nan(metrics["study"]["sensitivity"]),
-        "study_specificity": float_or_nan(metrics["study"]["specificity"]),
+        **{name: float_or_nan(metrics[level][key]) for name, (level, key) in LEVEL_METRIC.items()},
         "body_part_accuracy": float_or_nan(metrics["body_part_accuracy"]) if run.kind == "run" else float("nan"),
         "n_images": metrics["n_images"],
         "n_studies": metrics["n_studies"],
@@ -107,10 +117,13 @@ def run_row(
         "bootstrap_resamples": bootstrap.n_resamples,
     }
     resampled = level_resamples(run.predictions, bootstrap, 0.5, 0.5)
-    for name, (level, key) in HEADLINE_METRICS.items():
+    for name in HEADLINE:
+        level, key = LEVEL_METRIC[name]
         row[f"{name}_ci_low"], row[f"{name}_ci_high"] = bootstrap.interval(resampled[level][key])
     # a resample of one class only is dropped from every metric: one count per row
-    row["dropped_resamples"] = max(bootstrap.dropped(resampled[level][key]) for level, key in HEADLINE_METRICS.values())
+    row["dropped_resamples"] = max(
+        bootstrap.dropped(resampled[level][key]) for level, key in map(LEVEL_METRIC.get, HEADLINE)
+    )
     val_threshold = run.info.get("threshold") if run.kind == "run" else None
     row["val_threshold"] = float_or_nan(val_threshold)
     if val_threshold is not None:
@@ -138,13 +151,7 @@ def seed_summary_row(rows: Sequence[dict]) -> dict:
         "n_studies": first["n_studies"],
         "n_patients": first["n_patients"],
     }
-    numeric = [
-        *HEADLINE,
-        "study_sensitivity",
-        "study_specificity",
-        "body_part_accuracy",
-        "study_kappa_at_val_threshold",
-    ]
+    numeric = [*LEVEL_METRIC, "body_part_accuracy", "study_kappa_at_val_threshold"]
     numeric += ["val_threshold", "parameters", "train_seconds", "images_per_second"]
     for name in numeric:
         values = np.array([float_or_nan(row.get(name)) for row in rows], dtype=float)
@@ -242,12 +249,7 @@ def comparison_markdown(table: pd.DataFrame, dataset: dict | None = None) -> str
     header = [
         "Model",
         "Variant",
-        "Image accuracy",
-        "Image AUROC",
-        "Study AUROC",
-        "Study κ",
-        "Sensitivity",
-        "Specificity",
+        *METRIC_LABELS.values(),
         "Body-part acc.",
         "Parameters",
         "Train time",
@@ -256,12 +258,7 @@ def comparison_markdown(table: pd.DataFrame, dataset: dict | None = None) -> str
     rows = [
         [
             *_model_label(row),
-            _with_ci(row, "image_accuracy"),
-            _with_ci(row, "image_auroc"),
-            _with_ci(row, "study_auroc"),
-            _with_ci(row, "study_kappa"),
-            format_number(row["study_sensitivity"]),
-            format_number(row["study_specificity"]),
+            *[_with_ci(row, name) if name in HEADLINE else format_number(row[name]) for name in METRIC_LABELS],
             format_number(row["body_part_accuracy"]),
             format_parameters(row["parameters"]),
             format_duration(row["train_seconds"]),

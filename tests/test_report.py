@@ -41,7 +41,7 @@ from mura_utils.report import (
     report_bootstrap,
     seed_groups,
     tta_table,
-    write_comparison,
+    write_comparison_table,
     write_report,
 )
 
@@ -270,7 +270,7 @@ def test_table_intervals_are_the_patient_bootstrap_of_statistics(runs, table):
 
 
 def test_write_comparison_round_trips(table, tmp_path):
-    paths = write_comparison(table, tmp_path)
+    paths = write_comparison_table(table, tmp_path)
     back = pd.read_csv(paths["comparison_csv"])
     assert list(back["run"]) == list(table["run"]) and list(back.columns) == TABLE_COLUMNS
     np.testing.assert_allclose(back["study_auroc"], table["study_auroc"])

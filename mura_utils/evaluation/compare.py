@@ -229,7 +229,7 @@ def compare_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_comparison(
+def write_paired_comparison(
     folder_a: str | Path,
     folder_b: str | Path,
     out_dir: str | Path,
@@ -255,5 +255,5 @@ __all__ = [
     "load_evaluation",
     "read_predictions",
     "threshold_warning",
-    "write_comparison",
+    "write_paired_comparison",
 ]

@@ -16,7 +16,14 @@ import numpy as np
 import pandas as pd
 
 from mura_utils.evaluation.bootstrap import ClusterBootstrap, dropped_note, paired_differences, verdict
-from mura_utils.report.runs import MODEL_LABELS, VARIANT_LABELS, Run, _folder_name, _seed_order, seed_groups
+from mura_utils.report.runs import (
+    VARIANT_LABELS,
+    Run,
+    _folder_name,
+    _seed_order,
+    report_model_label,
+    seed_groups,
+)
 from mura_utils.report.tables import METRIC_LABELS
 from mura_utils.utils.formatting import format_interval, markdown_table
 
@@ -131,7 +138,7 @@ def tta_table(runs: Sequence[Run], bootstrap: ClusterBootstrap) -> pd.DataFrame:
 def _model_label(row: pd.Series) -> str:
     """'Custom CNN · multi-task' where the row is about one variant (TTA), 'Custom CNN' where it
     compares the variants (ablation), then the experiment's settings ('· img_size 128') if any."""
-    model = MODEL_LABELS.get(row["model"], row["model"])
+    model = report_model_label(row["model"])
     label = f"{model} · {VARIANT_LABELS.get(row['variant'], row['variant'])}" if row["variant"] else model
     settings = row.get("settings", "")
     return label if settings is None or pd.isna(settings) or not settings else f"{label} · {settings}"

@@ -11,7 +11,7 @@ import pandas as pd
 
 from mura_utils.evaluation.metrics import image_study_probability
 from mura_utils.report.figures import _figure, _save, _styled
-from mura_utils.report.runs import MODEL_LABELS, Run
+from mura_utils.report.runs import Run, report_model_label
 from mura_utils.utils.io import atomic_write_text
 
 
@@ -164,7 +164,7 @@ def _draw_gallery(run: Run, path: Path, per_group: int, img_size: int | None) ->
             )
     head = "abnormality head" if dataset["name"] == "mura" else f"{positive!r} score"
     figure.suptitle(
-        f"Grad-CAM, {head}: {MODEL_LABELS.get(model_name, model_name)} "
+        f"Grad-CAM, {head}: {report_model_label(model_name)} "
         f"({'multi-task' if checkpoint.get('multitask') else 'single-task'})\nrun {run.name}",
         fontsize=10,
     )

@@ -12,17 +12,15 @@ import pandas as pd
 from mura_utils.evaluation.bootstrap import DEFAULT_RESAMPLES, ClusterBootstrap, dropped_note, level_resamples
 from mura_utils.evaluation.metrics import point_metrics, study_table
 from mura_utils.evaluation.predictions import compute_metrics
+from mura_utils.report.ensembles import ensemble_run, seed_ensemble_run, tta_run
 from mura_utils.report.runs import (
-    MODEL_LABELS,
     VARIANT_LABELS,
     Run,
     dataset_short_name,
-    ensemble_run,
     report_dataset,
+    report_model_label,
     run_dataset,
-    seed_ensemble_run,
     seed_groups,
-    tta_run,
 )
 from mura_utils.utils.formatting import (
     float_or_nan,
@@ -213,7 +211,7 @@ def _settings(row: pd.Series) -> str:
 def _model_label(row: pd.Series) -> tuple[str, str]:
     model, variant, kind = row["model"], row["variant"], row.get("kind", "run")
     if model == "ensemble":
-        return MODEL_LABELS["ensemble"], "—"
+        return report_model_label("ensemble"), "—"
     variant = VARIANT_LABELS.get(variant, variant) + (f" · {_settings(row)}" if _settings(row) else "")
     seeds = int(row["seeds"]) if not pd.isna(row.get("seeds")) else 1
     seed = row.get("seed")
@@ -224,7 +222,7 @@ def _model_label(row: pd.Series) -> tuple[str, str]:
         "tta": f" + TTA{seed}",
         "tta_seed_mean": f" + TTA · mean ± sd (min–max), {seeds} seeds",
     }.get(kind, "")
-    return MODEL_LABELS.get(model, model), variant + suffix
+    return report_model_label(model), variant + suffix
 
 
 def shown_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -291,7 +289,7 @@ def comparison_markdown(table: pd.DataFrame, dataset: dict | None = None) -> str
     return note + markdown_table(header, rows, [False, False] + [True] * (len(header) - 2))
 
 
-def write_comparison(table: pd.DataFrame, out_dir: str | Path, dataset: dict | None = None) -> dict[str, Path]:
+def write_comparison_table(table: pd.DataFrame, out_dir: str | Path, dataset: dict | None = None) -> dict[str, Path]:
     """comparison.csv (every column, for re-analysis) and comparison.md (for reading; ``dataset``
     as in ``comparison_markdown``)."""
     out_dir = Path(out_dir)

@@ -55,7 +55,7 @@ def _read_json(path: Path) -> dict:
 def read_predictions(path: str | Path, required: Sequence[str] = COMPARE_COLUMNS) -> pd.DataFrame:
     """A predictions CSV (evaluation, run folder or TTA) with ids kept as text (patient 00012 stays
     00012), integer labels, and a clear error naming the file when columns or rows are missing or a
-    probability is not a number in [0, 1] (a diverged model: statistics.InvalidProbabilities)."""
+    probability is not a number in [0, 1] (a diverged model: metrics.InvalidProbabilities)."""
     path = Path(path)
     header = pd.read_csv(path, nrows=0).columns
     table = pd.read_csv(path, dtype={column: str for column in TEXT_COLUMNS if column in header})

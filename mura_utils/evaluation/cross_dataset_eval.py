@@ -16,8 +16,6 @@ import pandas as pd
 
 from mura_utils.utils.formatting import format_interval, json_default
 
-OVERLAP_COLUMNS = ["overlap_kind", "overlap_with"]
-
 
 def training_overlap(evaluated_paths: list[str], training_paths: list[str], progress: bool = False) -> pd.DataFrame:
     """One row per evaluated path: ``overlap_kind`` ('' when none; else 'exact', 'near' or 'transformed':

@@ -10,7 +10,7 @@ Definitions (point estimates; ``bootstrap`` applies the same formulas with resam
 - Cohen's kappa = (p_o - p_e) / (1 - p_e). When p_e = 1 (truth and prediction are both one and the
   same class) it is 0/0; it is **defined as 0** here: such a sample shows no agreement beyond
   chance. With one true class but mixed predictions the formula itself gives 0. Never NaN as a
-  point estimate (a bootstrap resample of one class is dropped, below);
+  point estimate (a bootstrap resample of one class is dropped: ``bootstrap``);
 - sensitivity / specificity: NaN without positives / negatives; F1 = 2TP / (2TP + FP + FN), 0 when
   that is 0/0 (sklearn's ``zero_division=0``).
 
@@ -25,6 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+# Every metric weighted_metrics computes, at each level; a new metric is one more entry here and its
+# formula in weighted_metrics (the report's columns: report.tables.REPORT_METRICS).
 METRIC_KEYS = ("accuracy", "auroc", "kappa", "sensitivity", "specificity", "f1")
 LEVELS = ("study", "image")
 _EXAMPLES = 5  # offending images named in an error

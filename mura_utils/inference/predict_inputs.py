@@ -1,5 +1,5 @@
 """Reading what users point the models at: radiographs (PNG, JPEG, DICOM) and study folders, and
-turning model outputs for them into a per-study table. Shared by ``predict`` (PyTorch) and ``export``
+turning model outputs for them into a per-study table. Shared by ``predict`` (PyTorch) and ``onnx_export``
 (ONNX) so neither imports the other for it.
 """
 

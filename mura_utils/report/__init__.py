@@ -17,7 +17,6 @@ runs of one dataset (run.json "dataset"; MURA for older runs) and speaks its wor
 
 from __future__ import annotations
 
-from mura_utils.evaluation.compare import TEXT_COLUMNS
 from mura_utils.report.ablation import PAIRED_COLUMNS, ablation_markdown, ablation_table, paired_markdown, tta_table
 from mura_utils.report.ensembles import (
     ENSEMBLE_NAME,
@@ -39,7 +38,7 @@ from mura_utils.report.figures import (
     plot_roc,
     plot_training_curves,
 )
-from mura_utils.report.galleries import GROUPS, cam_gallery, gallery_cases, gallery_groups
+from mura_utils.report.galleries import cam_gallery, gallery_cases, gallery_groups
 from mura_utils.report.index import BASELINES, git_commit, write_report
 from mura_utils.report.runs import (
     ENSEMBLE_LABEL,
@@ -72,14 +71,12 @@ __all__ = [
     "BASELINES",
     "PAIRED_COLUMNS",
     "ENSEMBLE_NAME",
-    "GROUPS",
     "HEADLINE",
     "ENSEMBLE_LABEL",
     "MURA_DATASET",
     "REQUIRED_COLUMNS",
     "STYLE",
     "TABLE_COLUMNS",
-    "TEXT_COLUMNS",
     "VARIANT_LABELS",
     "Run",
     "ablation_markdown",

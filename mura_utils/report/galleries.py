@@ -24,9 +24,6 @@ def gallery_groups(positive: str = "abnormal", negative: str = "normal") -> dict
     }
 
 
-GROUPS = gallery_groups()  # MURA's
-
-
 def gallery_cases(predictions: pd.DataFrame, threshold: float, per_group: int = 3) -> pd.DataFrame:
     """True positives, false positives and false negatives among the test *studies* at a
     study-level threshold (the level the validation threshold is chosen at), most confident first;

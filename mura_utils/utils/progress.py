@@ -20,10 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from mura_utils.utils.formatting import (
-    format_clock,
-    rounded,  # noqa: F401  (lead: cli.py and training/fit.py import it from here)
-)
+from mura_utils.utils.formatting import format_clock
 
 PROGRESS_FILE_VARIABLE = "MURA_PROGRESS_FILE"
 QUIET_INTERVAL_S = 30.0  # off a terminal: at most one progress line this often (plus one at the end)

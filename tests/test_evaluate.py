@@ -6,14 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mura_utils.evaluation.predictions import (
-    binary_metrics,
-    bootstrap_ci,
-    choose_threshold,
-    compute_metrics,
-    predictions_table,
-    study_table,
-)
+from mura_utils.evaluation.bootstrap import level_resamples, patient_bootstrap
+from mura_utils.evaluation.metrics import point_metrics, study_table
+from mura_utils.evaluation.predictions import choose_threshold, compute_metrics, predictions_table
 
 
 def make_predictions() -> pd.DataFrame:
@@ -36,12 +31,12 @@ def test_study_probability_is_the_mean_of_its_images():
 
 
 def test_binary_metrics_by_hand():
-    metrics = binary_metrics([1, 1, 0, 0], [0.9, 0.4, 0.6, 0.1])
+    metrics = point_metrics([1, 1, 0, 0], [0.9, 0.4, 0.6, 0.1])
     assert metrics["accuracy"] == 0.5
     assert metrics["sensitivity"] == 0.5 and metrics["specificity"] == 0.5
     assert metrics["kappa"] == pytest.approx(0.0)
     assert metrics["auroc"] == pytest.approx(0.75)
-    assert binary_metrics([1, 1], [0.2, 0.9])["auroc"] is None  # undefined, not invented
+    assert point_metrics([1, 1], [0.2, 0.9])["auroc"] is None  # undefined, not invented
 
 
 def test_compute_metrics_shape_and_values():
@@ -61,9 +56,10 @@ def test_threshold_is_chosen_on_validation_studies():
     assert metrics["study"]["kappa"] >= compute_metrics(make_predictions())["study"]["kappa"]
 
 
-def test_bootstrap_ci_resamples_whole_patients():
-    """Two studies per patient with identical scores: a patient drawn once brings both studies, so
-    every resample holds an even number of copies of each patient's studies."""
+def test_weighted_resamples_equal_drawing_whole_patients_with_their_studies():
+    """The vectorised bootstrap (patients weighted by their draw counts) gives, on every resample, the
+    study AUROC of the resample drawn by hand: each drawn patient copied with all its studies (copies
+    renamed apart), so a patient's studies always come together."""
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 60)
     predictions = pd.DataFrame(
@@ -75,25 +71,32 @@ def test_bootstrap_ci_resamples_whole_patients():
             "probability": np.repeat(np.clip(labels * 0.3 + rng.random(60) * 0.7, 0, 1), 4),
         }
     )
-    seen = []
-
-    def auroc(sample: pd.DataFrame) -> float | None:
-        seen.append(sample.groupby("patient")["study"].nunique())
-        return binary_metrics(study_table(sample)["label"], study_table(sample)["probability"])["auroc"]
-
-    low, high = bootstrap_ci(predictions, auroc, n_resamples=100)
-    assert low < auroc(predictions) < high and 0.5 < low and high <= 1.0
-    for studies_per_patient in seen:  # a patient's studies come together (copies renamed apart)
-        assert (studies_per_patient % 2 == 0).all()
+    bootstrap = patient_bootstrap(predictions, n_resamples=40)
+    vectorised = level_resamples(predictions, bootstrap)["study"]["auroc"]
+    codes = bootstrap.codes(predictions["patient"])
+    rows_by_patient = [np.flatnonzero(codes == patient) for patient in range(bootstrap.n_clusters)]
+    by_hand = []
+    for counts in bootstrap.counts:
+        drawn = np.repeat(np.arange(len(counts)), counts)
+        rows = np.concatenate([rows_by_patient[patient] for patient in drawn])
+        copies = np.repeat(np.arange(len(drawn)), [len(rows_by_patient[patient]) for patient in drawn])
+        sample = predictions.iloc[rows].copy()
+        sample["study"] = sample["study"] + "#" + copies.astype(str)
+        assert (sample.groupby("patient")["study"].nunique() % 2 == 0).all()
+        studies = study_table(sample)
+        by_hand.append(point_metrics(studies["label"], studies["probability"])["auroc"])
+    assert np.allclose(vectorised, np.array(by_hand, dtype=float), equal_nan=True)
+    low, high = bootstrap.interval(vectorised)
+    assert 0.5 < low < point_metrics(predictions["label"], predictions["probability"])["auroc"] < high <= 1.0
 
 
 def test_image_metrics_use_the_image_threshold_and_study_metrics_the_study_one():
     predictions = make_predictions()
     metrics = compute_metrics(predictions, threshold=0.44)
     assert metrics["threshold"] == 0.44 and metrics["image_threshold"] == 0.5
-    assert metrics["image"] == binary_metrics(predictions["label"], predictions["probability"], 0.5)
+    assert metrics["image"] == point_metrics(predictions["label"], predictions["probability"], 0.5)
     studies = study_table(predictions)
-    assert metrics["study"] == binary_metrics(studies["label"], studies["probability"], 0.44)
+    assert metrics["study"] == point_metrics(studies["label"], studies["probability"], 0.44)
 
 
 def test_predictions_table_rejects_duplicates_and_gaps():
@@ -146,7 +149,7 @@ def test_cli_evaluate_writes_patient_intervals(evaluations):
             point = metrics[level][key]
             assert low <= high and (point is None or low - 1e-9 <= point <= high + 1e-9), (level, key)
     # the intervals are the patient bootstrap of predictions.csv itself (patients as written there)
-    from mura_utils.evaluation.metrics import confidence_intervals
+    from mura_utils.evaluation.bootstrap import confidence_intervals
 
     again = confidence_intervals(predictions.astype({"patient": str, "study": str}), 200, metrics["threshold"])
     assert again["study"]["auroc"] == pytest.approx(ci["study"]["auroc"])

@@ -10,7 +10,8 @@ import subprocess
 import sys
 
 from mura_utils.utils import progress
-from mura_utils.utils.progress import QuietBar, progress_bar, rounded
+from mura_utils.utils.formatting import rounded
+from mura_utils.utils.progress import QuietBar, progress_bar
 
 UNROUNDED = re.compile(r"\d\.\d{5,}")  # e.g. 0.6541666666666667
 

@@ -15,8 +15,9 @@ from PIL import Image
 
 from mura_utils.config import TrainConfig
 from mura_utils.data.constants import BODY_PARTS
-from mura_utils.evaluation.metrics import confidence_intervals
-from mura_utils.evaluation.predictions import compute_metrics, study_table
+from mura_utils.evaluation.bootstrap import confidence_intervals
+from mura_utils.evaluation.metrics import study_table
+from mura_utils.evaluation.predictions import compute_metrics
 from mura_utils.models.checkpoint import save_checkpoint
 from mura_utils.models.networks import build_model
 from mura_utils.report import (
@@ -40,7 +41,7 @@ from mura_utils.report import (
     report_bootstrap,
     seed_groups,
     tta_table,
-    write_comparison,
+    write_comparison_table,
     write_report,
 )
 
@@ -269,7 +270,7 @@ def test_table_intervals_are_the_patient_bootstrap_of_statistics(runs, table):
 
 
 def test_write_comparison_round_trips(table, tmp_path):
-    paths = write_comparison(table, tmp_path)
+    paths = write_comparison_table(table, tmp_path)
     back = pd.read_csv(paths["comparison_csv"])
     assert list(back["run"]) == list(table["run"]) and list(back.columns) == TABLE_COLUMNS
     np.testing.assert_allclose(back["study_auroc"], table["study_auroc"])

@@ -7,10 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
-from mura_utils.evaluation.metrics import (
-    METRIC_KEYS,
+from mura_utils.evaluation.bootstrap import (
     ClusterBootstrap,
-    InvalidProbabilities,
     bootstrap_p_value,
     confidence_intervals,
     interval_rank,
@@ -18,11 +16,15 @@ from mura_utils.evaluation.metrics import (
     p_value_is_bound,
     paired_differences,
     patient_bootstrap,
-    point_metrics,
     resample_counts,
+    verdict,
+)
+from mura_utils.evaluation.metrics import (
+    METRIC_KEYS,
+    InvalidProbabilities,
+    point_metrics,
     study_scores,
     study_table,
-    verdict,
     weighted_auroc,
     weighted_metrics,
 )

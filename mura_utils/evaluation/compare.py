@@ -18,16 +18,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from mura_utils.evaluation.metrics import (
+from mura_utils.evaluation.bootstrap import (
     DEFAULT_RESAMPLES,
     PAIRED_METRICS,
     ClusterBootstrap,
-    check_predictions,
     dropped_note,
     interval_rank,
     paired_differences,
     verdict,
 )
+from mura_utils.evaluation.metrics import check_predictions
+from mura_utils.utils.formatting import format_interval
 from mura_utils.utils.io import atomic_write_text
 
 TEXT_COLUMNS = ("path", "split", "body_part", "patient", "study", "predicted_body_part")
@@ -54,7 +55,7 @@ def _read_json(path: Path) -> dict:
 def read_predictions(path: str | Path, required: Sequence[str] = COMPARE_COLUMNS) -> pd.DataFrame:
     """A predictions CSV (evaluation, run folder or TTA) with ids kept as text (patient 00012 stays
     00012), integer labels, and a clear error naming the file when columns or rows are missing or a
-    probability is not a number in [0, 1] (a diverged model: statistics.InvalidProbabilities)."""
+    probability is not a number in [0, 1] (a diverged model: metrics.InvalidProbabilities)."""
     path = Path(path)
     header = pd.read_csv(path, nrows=0).columns
     table = pd.read_csv(path, dtype={column: str for column in TEXT_COLUMNS if column in header})
@@ -214,7 +215,7 @@ def compare_markdown(result: dict) -> str:
     ]
     for key, value in result["metrics"].items():
         low, high = value["ci"]
-        interval = "n/a" if low != low or high != high else f"[{low:+.3f}, {high:+.3f}]"
+        interval = "n/a" if low != low or high != high else format_interval(low, high, signed=True)
         lines.append(
             f"| {names.get(key, key)} | {value['a']:.3f} | {value['b']:.3f} | {value['delta']:+.3f} "
             f"| {interval} | {format_p(value)} |"
@@ -228,7 +229,7 @@ def compare_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_comparison(
+def write_paired_comparison(
     folder_a: str | Path,
     folder_b: str | Path,
     out_dir: str | Path,
@@ -254,5 +255,5 @@ __all__ = [
     "load_evaluation",
     "read_predictions",
     "threshold_warning",
-    "write_comparison",
+    "write_paired_comparison",
 ]

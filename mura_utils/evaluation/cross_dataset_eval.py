@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-OVERLAP_COLUMNS = ["overlap_kind", "overlap_with"]
+from mura_utils.utils.formatting import format_interval, json_default
 
 
 def training_overlap(evaluated_paths: list[str], training_paths: list[str], progress: bool = False) -> pd.DataFrame:
@@ -120,7 +119,7 @@ def evaluate_cross_dataset(
         "metrics": metrics,
     }
     out = Path(out_dir)
-    atomic_write_text(out / f"cross_{name}.json", json.dumps(summary, indent=2, default=_plain))
+    atomic_write_text(out / f"cross_{name}.json", json.dumps(summary, indent=2, default=json_default))
     atomic_write_text(out / f"cross_{name}_predictions.csv", predictions.to_csv(index=False))
     if overlap is not None:
         atomic_write_text(out / f"cross_{name}_overlap.csv", overlap[overlap["overlap_kind"] != ""].to_csv(index=False))
@@ -128,16 +127,12 @@ def evaluate_cross_dataset(
     return summary
 
 
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else str(value)
-
-
 def _with_interval(metrics: dict, level: str, key: str) -> str:
     value = metrics[level].get(key)
     if value is None:
         return "n/a"
     interval = metrics.get("ci", {}).get(level, {}).get(key)
-    return f"{value:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+    return f"{value:.3f}" + (f" {format_interval(*interval)}" if interval else "")
 
 
 def cross_markdown(summary: dict) -> str:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mura_utils.evaluation.metrics import ClusterBootstrap, weighted_metrics
+from mura_utils.evaluation.bootstrap import ClusterBootstrap
+from mura_utils.evaluation.metrics import weighted_metrics
 from mura_utils.inference.predict import predict_paths
+from mura_utils.utils.formatting import format_interval
 
 HEADLINE = ("auroc", "balanced_accuracy", "sensitivity", "specificity", "kappa")
 
@@ -117,7 +119,7 @@ def external_markdown(
     resamples = int(table["bootstrap_resamples"].iloc[0])
     for _, row in table.iterrows():
         cells = [
-            f"{row[k]:.3f} [{row[k + '_ci_low']:.3f}, {row[k + '_ci_high']:.3f}]"
+            f"{row[k]:.3f} {format_interval(row[k + '_ci_low'], row[k + '_ci_high'])}"
             if row[k] is not None and not pd.isna(row[k])
             else "n/a"
             for k in HEADLINE
@@ -178,7 +180,7 @@ def evaluate_external(
     from mura_utils.data.external import deduplicate, find_duplicates, load_external_index
     from mura_utils.evaluation.cross_dataset_eval import training_images, training_overlap
     from mura_utils.models.checkpoint import checkpoint_dataset, read_checkpoint
-    from mura_utils.report import markdown_table
+    from mura_utils.utils.formatting import markdown_table
     from mura_utils.utils.io import atomic_write_text
 
     out = Path(out_dir)

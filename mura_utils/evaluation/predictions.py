@@ -1,7 +1,8 @@
-"""Predictions as a table (one row per image) and MURA's metrics at image and study level.
+"""A checkpoint's predictions on a dataset split (one row per image) and their metrics.json.
 
-MURA is scored per *study*: a study's probability is the mean of its images' probabilities,
-and Cohen's kappa of the thresholded study predictions is the headline number.
+The metrics and the study probability are defined once, in ``mura_utils.evaluation.metrics``;
+their intervals come from ``mura_utils.evaluation.bootstrap``. MURA is scored per *study*, and
+Cohen's kappa of the thresholded study predictions is the headline number.
 """
 
 from __future__ import annotations
@@ -16,28 +17,8 @@ from torch.utils.data import DataLoader
 
 from mura_utils.data.augment import normalize
 from mura_utils.data.constants import BODY_PARTS
-from mura_utils.evaluation.metrics import (
-    DEFAULT_RESAMPLES,
-    METRIC_KEYS,
-    ClusterBootstrap,
-    confidence_intervals,
-    point_metrics,
-    study_table,
-)
-
-__all__ = [
-    "METRIC_KEYS",
-    "add_confidence_intervals",
-    "binary_metrics",
-    "bootstrap_ci",
-    "choose_threshold",
-    "compute_metrics",
-    "evaluate_checkpoint",
-    "evaluate_checkpoint_views",
-    "predict_batches",
-    "predictions_table",
-    "study_table",
-]
+from mura_utils.evaluation.bootstrap import DEFAULT_RESAMPLES, confidence_intervals
+from mura_utils.evaluation.metrics import point_metrics, study_table
 
 
 @torch.no_grad()
@@ -122,13 +103,6 @@ def predictions_table(
     return table
 
 
-def binary_metrics(labels, probabilities, threshold: float = 0.5) -> dict[str, float | None]:
-    """Accuracy, AUROC, Cohen's kappa, sensitivity, specificity, F1 at a threshold, with the
-    definitions of ``mura_utils.evaluation.metrics`` (kappa is 0, not NaN, when truth and prediction are
-    one and the same class). A metric that is undefined on the data (AUROC with one class) is None."""
-    return point_metrics(labels, probabilities, threshold)
-
-
 def body_part_order(parts) -> list[str]:
     """The body parts present, MURA's order where they are MURA's, else alphabetical."""
     present = set(parts)
@@ -157,7 +131,7 @@ def compute_metrics(
         part_studies = studies[studies["body_part"] == part]
         if part_studies.empty:
             continue
-        part_metrics = binary_metrics(part_studies["label"], part_studies["probability"], threshold)
+        part_metrics = point_metrics(part_studies["label"], part_studies["probability"], threshold)
         per_body_part[part] = {
             "study_kappa": part_metrics["kappa"],
             "study_auroc": part_metrics["auroc"],
@@ -169,8 +143,8 @@ def compute_metrics(
         scored = predictions[predictions["body_part"].isin(model_body_parts)]
     has_parts = has_parts and len(scored) > 0
     return {
-        "image": binary_metrics(predictions["label"], predictions["probability"], image_threshold),
-        "study": binary_metrics(studies["label"], studies["probability"], threshold),
+        "image": point_metrics(predictions["label"], predictions["probability"], image_threshold),
+        "study": point_metrics(studies["label"], studies["probability"], threshold),
         "per_body_part": per_body_part,
         "body_part_accuracy": (
             float((scored["predicted_body_part"] == scored["body_part"]).mean()) if has_parts else None
@@ -205,41 +179,13 @@ def choose_threshold(predictions: pd.DataFrame, criterion: str = "kappa") -> flo
         return 0.5
 
     def score(threshold: float) -> float:
-        metrics = binary_metrics(studies["label"], studies["probability"], threshold)
+        metrics = point_metrics(studies["label"], studies["probability"], threshold)
         if criterion == "youden":
             return metrics["sensitivity"] + metrics["specificity"] - 1
         return metrics["kappa"]
 
     scores = [score(threshold) for threshold in candidates]
     return float(candidates[int(np.argmax(scores))])
-
-
-def bootstrap_ci(
-    predictions: pd.DataFrame,
-    statistic,
-    n_resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
-    level: float = 0.95,
-    groups: str = "patient",
-) -> tuple[float, float]:
-    """Percentile CI of any ``statistic(predictions_subset)``, resampling whole ``groups`` (patients:
-    their studies and images are correlated). A group drawn twice counts twice: its studies are
-    renamed per copy. The slow, general path; metrics.json's intervals use the vectorised
-    ``statistics.confidence_intervals`` on the same kind of resamples."""
-    bootstrap = ClusterBootstrap(predictions[groups], n_resamples, seed, level, unit=groups)
-    codes = bootstrap.codes(predictions[groups])
-    rows_by_group = np.split(np.argsort(codes, kind="stable"), np.cumsum(np.bincount(codes))[:-1])
-    values = []
-    for counts in bootstrap.counts:
-        drawn = np.repeat(np.arange(len(counts)), counts)
-        rows = np.concatenate([rows_by_group[group] for group in drawn])
-        copies = np.repeat(np.arange(len(drawn)), [len(rows_by_group[group]) for group in drawn])
-        sample = predictions.iloc[rows].copy()
-        sample["study"] = sample["study"].astype(str) + "#" + copies.astype(str)
-        value = statistic(sample)
-        values.append(np.nan if value is None else value)
-    low, high = bootstrap.interval(np.asarray(values, dtype=float))
-    return low, high
 
 
 def evaluate_checkpoint(

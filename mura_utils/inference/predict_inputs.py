@@ -1,5 +1,5 @@
 """Reading what users point the models at: radiographs (PNG, JPEG, DICOM) and study folders, and
-turning model outputs for them into a per-study table. Shared by ``predict`` (PyTorch) and ``export``
+turning model outputs for them into a per-study table. Shared by ``predict`` (PyTorch) and ``onnx_export``
 (ONNX) so neither imports the other for it.
 """
 
@@ -14,6 +14,7 @@ import pandas as pd
 from mura_utils.data.base import DatasetInfo
 from mura_utils.data.imaging import IMAGE_SUFFIXES, ImageReadError, read_grayscale
 from mura_utils.data.registry import info_from_record
+from mura_utils.evaluation.metrics import image_study_probability
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 SKIPPED_NAMES = (".DS_Store", "Thumbs.db")  # plus any hidden file (AppleDouble "._*" included)
@@ -183,7 +184,7 @@ def study_predictions(
 
     info = dataset if dataset is not None else info_from_record(None)
     table = predictions_table(inputs, outputs, info.body_parts)
-    table["study_probability"] = table.groupby("study", sort=False)["probability"].transform("mean")
+    table["study_probability"] = image_study_probability(table)
     table["study_prediction"] = np.where(
         table["study_probability"] >= threshold, info.positive_label, info.negative_label
     )

@@ -4,9 +4,10 @@ Grad-CAM galleries and an ``index.md`` that says what was run, on what data, whe
 It reads the run folders that ``mura_utils.training.experiment`` writes (run.json, history.csv,
 test_predictions.csv, best.pt) and knows nothing about notebooks: pure functions that return
 DataFrames or write files. Every file is written atomically (temp file + rename). One module per
-concern: ``runs`` (loading, seeds, ensembles), ``tables`` (comparison table, markdown),
-``ablation`` (paired multi-task and TTA differences), ``figures``, ``galleries`` (Grad-CAM) and
-``index`` (index.md, ``write_report``). Intervals come from ``mura_utils.evaluation.metrics``: whole
+concern: ``runs`` (loading, settings, seeds), ``ensembles`` (seed, TTA and multi-model ensembles),
+``tables`` (comparison table, markdown), ``ablation`` (paired multi-task and TTA differences),
+``figures``, ``galleries`` (Grad-CAM), ``error_analysis`` (notebook 06's errors) and ``index``
+(index.md, ``write_report``). Intervals come from ``mura_utils.evaluation.bootstrap``: whole
 patients resampled, the same resamples for every row and difference.
 
 An experiment is a model, a variant and every other training setting (config.json) but the seed:
@@ -16,8 +17,16 @@ runs of one dataset (run.json "dataset"; MURA for older runs) and speaks its wor
 
 from __future__ import annotations
 
-from mura_utils.evaluation.compare import TEXT_COLUMNS
 from mura_utils.report.ablation import PAIRED_COLUMNS, ablation_markdown, ablation_table, paired_markdown, tta_table
+from mura_utils.report.ensembles import (
+    ENSEMBLE_NAME,
+    ensemble_predictions,
+    ensemble_run,
+    mean_predictions,
+    representatives,
+    seed_ensemble_run,
+    tta_run,
+)
 from mura_utils.report.figures import (
     STYLE,
     body_part_kappas,
@@ -29,56 +38,45 @@ from mura_utils.report.figures import (
     plot_roc,
     plot_training_curves,
 )
-from mura_utils.report.galleries import GROUPS, cam_gallery, gallery_cases, gallery_groups
+from mura_utils.report.galleries import cam_gallery, gallery_cases, gallery_groups
 from mura_utils.report.index import BASELINES, git_commit, write_report
 from mura_utils.report.runs import (
-    ENSEMBLE_NAME,
-    MODEL_LABELS,
-    MODEL_ORDER,
+    ENSEMBLE_LABEL,
     MURA_DATASET,
     REQUIRED_COLUMNS,
     VARIANT_LABELS,
     Run,
     drop_repeated_seeds,
-    ensemble_predictions,
-    ensemble_run,
     load_run,
     load_runs,
-    mean_predictions,
     name_settings,
     report_dataset,
-    representatives,
+    report_model_label,
     run_dataset,
     run_settings,
-    seed_ensemble_run,
     seed_groups,
-    tta_run,
 )
 from mura_utils.report.tables import (
     HEADLINE,
     TABLE_COLUMNS,
     comparison_markdown,
     comparison_table,
-    markdown_table,
     report_bootstrap,
     run_row,
     seed_summary_row,
-    write_comparison,
+    write_comparison_table,
 )
 
 __all__ = [
     "BASELINES",
     "PAIRED_COLUMNS",
     "ENSEMBLE_NAME",
-    "GROUPS",
     "HEADLINE",
-    "MODEL_LABELS",
-    "MODEL_ORDER",
+    "ENSEMBLE_LABEL",
     "MURA_DATASET",
     "REQUIRED_COLUMNS",
     "STYLE",
     "TABLE_COLUMNS",
-    "TEXT_COLUMNS",
     "VARIANT_LABELS",
     "Run",
     "ablation_markdown",
@@ -87,6 +85,7 @@ __all__ = [
     "gallery_groups",
     "name_settings",
     "report_dataset",
+    "report_model_label",
     "run_dataset",
     "run_settings",
     "mean_predictions",
@@ -108,7 +107,6 @@ __all__ = [
     "git_commit",
     "load_run",
     "load_runs",
-    "markdown_table",
     "model_colors",
     "plot_ablation",
     "plot_confusion_matrices",
@@ -117,6 +115,6 @@ __all__ = [
     "plot_roc",
     "plot_training_curves",
     "run_row",
-    "write_comparison",
+    "write_comparison_table",
     "write_report",
 ]

@@ -15,12 +15,19 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from mura_utils.evaluation.metrics import ClusterBootstrap, dropped_note, paired_differences, verdict
-from mura_utils.report.runs import MODEL_LABELS, VARIANT_LABELS, Run, _folder_name, _seed_order, seed_groups
-from mura_utils.report.tables import markdown_table
+from mura_utils.evaluation.bootstrap import ClusterBootstrap, dropped_note, paired_differences, verdict
+from mura_utils.report.runs import (
+    VARIANT_LABELS,
+    Run,
+    _folder_name,
+    _seed_order,
+    report_model_label,
+    seed_groups,
+)
+from mura_utils.report.tables import METRIC_LABELS
+from mura_utils.utils.formatting import format_interval, markdown_table
 
 PAIRED = ("study_kappa", "study_auroc")
-METRIC_LABELS = {"study_kappa": "Study κ", "study_auroc": "Study AUROC", "image_auroc": "Image AUROC"}
 PAIRED_COLUMNS = [
     "model",
     "variant",
@@ -131,7 +138,7 @@ def tta_table(runs: Sequence[Run], bootstrap: ClusterBootstrap) -> pd.DataFrame:
 def _model_label(row: pd.Series) -> str:
     """'Custom CNN · multi-task' where the row is about one variant (TTA), 'Custom CNN' where it
     compares the variants (ablation), then the experiment's settings ('· img_size 128') if any."""
-    model = MODEL_LABELS.get(row["model"], row["model"])
+    model = report_model_label(row["model"])
     label = f"{model} · {VARIANT_LABELS.get(row['variant'], row['variant'])}" if row["variant"] else model
     settings = row.get("settings", "")
     return label if settings is None or pd.isna(settings) or not settings else f"{label} · {settings}"
@@ -158,7 +165,7 @@ def paired_markdown(table: pd.DataFrame, level: float = 0.95, resamples: int | N
                 f"{row['a']:.3f}",
                 f"{row['b']:.3f}",
                 f"{row['delta']:+.3f}",
-                "—" if np.isnan(row["ci_low"]) else f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]",
+                "—" if np.isnan(row["ci_low"]) else format_interval(row["ci_low"], row["ci_high"], signed=True),
                 f"{row['p']:.3f}",
             ]
         )

@@ -10,16 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mura_utils.evaluation.predictions import body_part_order, study_table
-
-ERROR_KINDS = {"FN": "false negative (positive, missed)", "FP": "false positive (negative, flagged)"}
+from mura_utils.evaluation.metrics import study_table
+from mura_utils.evaluation.predictions import body_part_order
+from mura_utils.report.runs import load_runs, run_dataset
 
 
 def pick_run(runs_dir: str | Path, model: str = "custom_cnn", variant: str = "multitask"):
     """The finished run of ``model``/``variant`` under ``runs_dir`` (the lowest seed when there are
     several), chosen by its run.json fields, never by folder name."""
-    from mura_utils.report import load_runs
-
     runs = [run for run in load_runs(runs_dir) if run.model == model and run.variant == variant]
     if not runs:
         raise FileNotFoundError(f"{runs_dir}: no finished {model} {variant} run (run.json with test predictions)")
@@ -151,7 +149,6 @@ def _render(overlays: list[np.ndarray], cases: pd.DataFrame, title: str):
 def error_figure(run, cases: pd.DataFrame, path: str | Path, threshold: float = 0.5) -> Path:
     """The static error gallery (PNG): per body part the most confident false negatives, then
     false positives, each a Grad-CAM overlay captioned with the study's and the image's probability."""
-    from mura_utils.report.runs import run_dataset
     from mura_utils.utils.io import atomic_path
 
     positive = run_dataset(run.info)["positive_label"]

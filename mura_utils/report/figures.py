@@ -16,9 +16,9 @@ from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss, confusion_matrix, roc_curve
 
-from mura_utils.evaluation.metrics import point_metrics
-from mura_utils.evaluation.predictions import binary_metrics, study_table
-from mura_utils.report.runs import MODEL_LABELS, MODEL_ORDER, Run, dataset_short_name, report_dataset
+from mura_utils.evaluation.metrics import point_metrics, study_table
+from mura_utils.models.registry import MODEL_ORDER, model_rank
+from mura_utils.report.runs import Run, dataset_short_name, report_dataset, report_model_label
 from mura_utils.utils.io import atomic_path
 
 STYLE = {
@@ -144,7 +144,7 @@ def body_part_kappas(runs: Sequence[Run], threshold: float = 0.5) -> pd.DataFram
         for part in parts:
             studies = table[table["body_part"].astype(str) == part]
             kappas.append(
-                binary_metrics(studies["label"], studies["probability"], threshold)["kappa"] if len(studies) else np.nan
+                point_metrics(studies["label"], studies["probability"], threshold)["kappa"] if len(studies) else np.nan
             )
         result[run.name] = kappas
     return result
@@ -249,7 +249,7 @@ def plot_confusion_matrices(runs: Sequence[Run], path: str | Path, threshold: fl
                 fontsize=10,
                 color="white" if shares[i, j] > 0.6 else "black",
             )
-        kappa = binary_metrics(studies["label"], studies["probability"], threshold)["kappa"]
+        kappa = point_metrics(studies["label"], studies["probability"], threshold)["kappa"]
         axes.set_xticks([0, 1], names)
         axes.set_yticks([0, 1], names, rotation=90, va="center")
         axes.set(xlabel="Predicted", ylabel="True", title=f"{label}\nκ = {kappa:.3f}")
@@ -340,7 +340,7 @@ def plot_ablation(ablation: pd.DataFrame, path: str | Path, colors: dict | None 
     settings = ablation["settings"].fillna("") if "settings" in ablation else pd.Series("", index=ablation.index)
     experiments = sorted(
         set(zip(ablation["model"], settings)),
-        key=lambda e: (MODEL_ORDER.index(e[0]) if e[0] in MODEL_ORDER else 99, e[0], e[1]),
+        key=lambda e: (model_rank(e[0]), e[0], e[1]),
     )  # one point per (model, settings): runs of other settings are other experiments
     colors = colors or model_colors(model for model, _ in experiments)
     figure = _figure(max(8, 1.6 * len(experiments) + 4), 4.2)
@@ -364,7 +364,7 @@ def plot_ablation(ablation: pd.DataFrame, path: str | Path, colors: dict | None 
                 va="center",
             )
         axes.axhline(0, color="0.3", linewidth=0.8, linestyle="--")
-        names = [MODEL_LABELS.get(m, m) + (f"\n{setting}" if setting else "") for m, setting in experiments]
+        names = [report_model_label(m) + (f"\n{setting}" if setting else "") for m, setting in experiments]
         axes.set_xticks(range(len(experiments)), names)
         axes.set_xlim(-0.6, len(experiments) - 0.4)
         axes.grid(axis="x", visible=False)

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mura_utils.evaluation.metrics import image_study_probability
 from mura_utils.report.figures import _figure, _save, _styled
-from mura_utils.report.runs import MODEL_LABELS, Run
+from mura_utils.report.runs import Run, report_model_label
 from mura_utils.utils.io import atomic_write_text
 
 
@@ -23,17 +24,13 @@ def gallery_groups(positive: str = "abnormal", negative: str = "normal") -> dict
     }
 
 
-GROUPS = gallery_groups()  # MURA's
-
-
 def gallery_cases(predictions: pd.DataFrame, threshold: float, per_group: int = 3) -> pd.DataFrame:
     """True positives, false positives and false negatives among the test *studies* at a
     study-level threshold (the level the validation threshold is chosen at), most confident first;
     each study is shown by its highest-scoring image (the one that pulls its mean up most), so a
     tile row shows different studies. Column ``group`` is TP, FP or FN; ``study_probability`` the
     mean of the study's image probabilities."""
-    study_probability = predictions.groupby("study")["probability"].transform("mean")
-    images = predictions.assign(study_probability=study_probability)
+    images = predictions.assign(study_probability=image_study_probability(predictions))
     top_images = images.sort_values("probability", ascending=False, kind="stable").drop_duplicates("study")
     predicted = top_images["study_probability"] >= threshold
     abnormal = top_images["label"] == 1
@@ -164,7 +161,7 @@ def _draw_gallery(run: Run, path: Path, per_group: int, img_size: int | None) ->
             )
     head = "abnormality head" if dataset["name"] == "mura" else f"{positive!r} score"
     figure.suptitle(
-        f"Grad-CAM, {head}: {MODEL_LABELS.get(model_name, model_name)} "
+        f"Grad-CAM, {head}: {report_model_label(model_name)} "
         f"({'multi-task' if checkpoint.get('multitask') else 'single-task'})\nrun {run.name}",
         fontsize=10,
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from mura_utils.report.ablation import ablation_markdown, ablation_table, paired_markdown, tta_table
+from mura_utils.report.ensembles import ensemble_run, representatives
 from mura_utils.report.figures import (
     model_colors,
     plot_ablation,
@@ -23,27 +24,23 @@ from mura_utils.report.figures import (
 )
 from mura_utils.report.galleries import cam_gallery
 from mura_utils.report.runs import (
-    MODEL_LABELS,
     VARIANT_LABELS,
     Run,
     dataset_short_name,
     drop_repeated_seeds,
-    ensemble_run,
     load_runs,
     name_settings,
     report_dataset,
-    representatives,
+    report_model_label,
     warn_left_out,
 )
 from mura_utils.report.tables import (
-    _number,
-    _plain,
     comparison_markdown,
     comparison_table,
-    markdown_table,
     report_bootstrap,
-    write_comparison,
+    write_comparison_table,
 )
+from mura_utils.utils.formatting import float_or_nan, format_number, markdown_table
 from mura_utils.utils.io import atomic_write_text
 
 BASELINES = [
@@ -95,13 +92,13 @@ def _runs_markdown(runs: Sequence[Run]) -> str:
         rows.append(
             [
                 run.name,
-                MODEL_LABELS.get(run.model, run.model),
+                report_model_label(run.model),
                 VARIANT_LABELS.get(run.variant, run.variant) + (f" · {run.setting}" if run.setting else ""),
                 str(info.get("pretrained", "—")),
                 str(info.get("img_size", "—")),
                 f"{info.get('epochs', '—')} ({info.get('best_epoch', '—')})",
                 str(info.get("seed", "—")),
-                _plain(_number(info.get("threshold")), 3),
+                format_number(float_or_nan(info.get("threshold")), 3),
                 f"{len(run.predictions)} / {run.predictions['study'].nunique()}",
             ]
         )
@@ -295,7 +292,7 @@ def write_report(
     everyone = runs + ([ensemble] if ensemble is not None else [])
     bootstrap = report_bootstrap(everyone, n_resamples, seed)
     table = comparison_table(everyone, bootstrap=bootstrap)
-    written = write_comparison(table, out_dir, dataset)
+    written = write_comparison_table(table, out_dir, dataset)
     ablation, tta = ablation_table(runs, bootstrap), tta_table(runs, bootstrap)
     unit = "patient" if dataset.get("has_patients", True) else "image"  # FracAtlas: each image its own patient
     paired = {

@@ -11,22 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from mura_utils.config import _PATH_FIELDS, RESULT_NEUTRAL_FIELDS, TrainConfig
 from mura_utils.data import mura as mura_dataset
 from mura_utils.evaluation.compare import read_predictions  # one reader of prediction CSVs for report and compare
+from mura_utils.models.registry import model_label, model_rank
 
-ENSEMBLE_NAME = "ensemble (multi-task mean)"
-MODEL_ORDER = ("custom_cnn", "resnet50", "densenet169", "efficientnet_b0")
-MODEL_LABELS = {
-    "custom_cnn": "Custom CNN",
-    "resnet50": "ResNet50",
-    "densenet169": "DenseNet169",
-    "efficientnet_b0": "EfficientNet-B0",
-    "ensemble": "Ensemble (multi-task mean)",
-}
+ENSEMBLE_LABEL = "Ensemble (multi-task mean)"  # the report's name for model "ensemble" (not a registry model)
 VARIANT_LABELS = {"multitask": "multi-task", "single_task": "single-task"}
 REQUIRED_COLUMNS = ("path", "body_part", "study", "label", "probability")
 # run.json "dataset" of runs written before datasets were recorded: they all trained on MURA
@@ -82,12 +74,18 @@ class Run:
         """How figures and tables name the run: 'ResNet50 · multi-task', 'ResNet50 · multi-task ·
         img_size 128' where the same model was also trained with other settings."""
         if self.model == "ensemble":
-            return MODEL_LABELS["ensemble"]
-        base = f"{MODEL_LABELS.get(self.model, self.model)} · {VARIANT_LABELS.get(self.variant, self.variant)}"
+            return ENSEMBLE_LABEL
+        base = f"{report_model_label(self.model)} · {VARIANT_LABELS.get(self.variant, self.variant)}"
         base += f" · {self.setting}" if self.setting else ""
         if self.kind == "seed_ensemble":
             return f"{base} · {len(self.info.get('members', []))}-seed ensemble"
         return f"{base} + TTA" if self.kind == "tta" else base
+
+
+def report_model_label(model: str) -> str:
+    """How tables and figures name a model: the registry's label ("DenseNet169"), the ensemble's
+    ENSEMBLE_LABEL, any other (timm) name as it is."""
+    return ENSEMBLE_LABEL if model == "ensemble" else model_label(model)
 
 
 def run_dataset(info: dict, where: str = "run.json") -> dict:
@@ -189,8 +187,7 @@ def name_settings(runs: Sequence[Run]) -> None:
 
 
 def _sort_key(run: Run) -> tuple:
-    model_rank = MODEL_ORDER.index(run.model) if run.model in MODEL_ORDER else len(MODEL_ORDER)
-    return (model_rank, run.model, not run.multitask, run.name)
+    return (model_rank(run.model), run.model, not run.multitask, run.name)
 
 
 def load_run(folder: str | Path) -> Run:
@@ -237,53 +234,6 @@ def load_runs(runs_dir: str | Path) -> list[Run]:
     runs = sorted((load_run(folder) for folder in folders), key=_sort_key)
     name_settings(runs)
     return runs
-
-
-def mean_predictions(members: Sequence[Run], name: str) -> pd.DataFrame:
-    """Mean image probability over ``members``, matched by path; since a study's probability is
-    the mean of its images', its study probability is the mean of theirs too."""
-    if not members:
-        raise ValueError(f"{name}: no runs to average")
-    report_dataset(members)  # never average runs of two datasets
-    index_columns = [
-        c for c in ("path", "split", "body_part", "patient", "study", "label") if c in members[0].predictions
-    ]
-    base = members[0].predictions[index_columns].reset_index(drop=True)
-    if base["path"].duplicated().any():
-        raise ValueError(f"run {members[0].name}: test_predictions.csv lists an image twice")
-    probabilities = []
-    for run in members:
-        table = run.predictions.set_index("path")
-        if table.index.duplicated().any() or set(table.index) != set(base["path"]):
-            raise ValueError(
-                f"run {run.name} was tested on other images than run {members[0].name}; "
-                "an ensemble needs the same test set"
-            )
-        if (table["label"].reindex(base["path"]).to_numpy() != base["label"].to_numpy()).any():
-            raise ValueError(f"run {run.name} labels some test images differently from run {members[0].name}")
-        probabilities.append(table["probability"].reindex(base["path"]).to_numpy(dtype=float))
-    ensemble = base.copy()
-    ensemble["probability"] = np.mean(probabilities, axis=0)
-    ensemble["predicted_body_part"] = None  # the members' body-part probabilities are not stored
-    ensemble["body_part_probability"] = np.nan
-    ensemble.attrs["name"] = name
-    ensemble.attrs["members"] = [run.name for run in members]
-    return ensemble
-
-
-def ensemble_predictions(runs: Sequence[Run]) -> pd.DataFrame:
-    """Mean image probability over the multi-task runs (every model and seed, each seed once), matched by path."""
-    members = [
-        run for run in drop_repeated_seeds(runs)[0] if run.multitask and run.model != "ensemble" and run.kind == "run"
-    ]
-    if not members:
-        raise ValueError("no multi-task runs to ensemble")
-    return mean_predictions(members, ENSEMBLE_NAME)
-
-
-def _total(members: Sequence[Run], key: str) -> float:
-    values = [run.info.get(key) for run in members]
-    return float(sum(values)) if all(isinstance(v, (int, float)) for v in values) else float("nan")
 
 
 def _seed_order(seed) -> tuple:
@@ -356,93 +306,3 @@ def seed_groups(runs: Sequence[Run]) -> dict[tuple[str, str, str], list[Run]]:
     for run in trained:
         groups.setdefault((run.model, run.variant, run.settings_key), []).append(run)
     return {key: sorted(members, key=lambda r: (_seed_order(r.seed), r.name)) for key, members in groups.items()}
-
-
-_INHERITED = ("dataset", "test_split", "synthetic", "data_root", "img_size", "epochs", "pretrained")
-
-
-def _inherited(first: Run) -> dict:
-    """run.json fields a run made from others keeps: its data and settings (not its seed or threshold)."""
-    return {key: first.info[key] for key in _INHERITED if key in first.info}
-
-
-def seed_ensemble_run(members: Sequence[Run]) -> Run:
-    """The mean of one experiment's seeds as a Run: what averaging the seeds' outputs buys."""
-    first = members[0]
-    keys = {run.settings_key for run in members}
-    if len(keys) > 1 or len({(run.model, run.variant) for run in members}) > 1:
-        raise ValueError(f"runs {[run.name for run in members]} are not one experiment over seeds; no seed ensemble")
-    name = f"{first.model}_{first.variant} ({len(members)}-seed ensemble)"
-    if first.setting:
-        name = f"{first.model}_{first.variant} {first.setting} ({len(members)}-seed ensemble)"
-    info = {
-        **_inherited(first),
-        "run_name": name,
-        "model": first.model,
-        "variant": first.variant,
-        "threshold": 0.5,
-        "members": [run.name for run in members],
-        "seeds": [run.seed for run in members],
-        "parameters": _total(members, "parameters"),
-        "train_seconds": _total(members, "train_seconds"),
-    }
-    predictions = mean_predictions(members, name)
-    return Run(
-        name,
-        first.model,
-        first.variant,
-        info,
-        predictions,
-        kind="seed_ensemble",
-        settings=first.settings,
-        setting=first.setting,
-    )
-
-
-def tta_run(run: Run) -> Run | None:
-    """The run's test-time-augmentation predictions as a Run ("+ TTA"); None when it has none."""
-    if run.tta_predictions is None:
-        return None
-    info = {**run.info, "run_name": f"{run.name} + TTA"}
-    return Run(
-        f"{run.name} + TTA",
-        run.model,
-        run.variant,
-        info,
-        run.tta_predictions,
-        path=run.path,
-        kind="tta",
-        settings=run.settings,
-        setting=run.setting,
-    )
-
-
-def representatives(runs: Sequence[Run]) -> list[Run]:
-    """One curve per experiment (model, variant, settings) for the figures: the seed ensemble when
-    there are several seeds, else the run; ensembles over models are kept."""
-    chosen = []
-    for members in seed_groups(runs).values():
-        chosen.append(seed_ensemble_run(members) if len(members) > 1 else members[0])
-    return chosen + [run for run in runs if run.model == "ensemble"]
-
-
-def ensemble_run(runs: Sequence[Run]) -> Run | None:
-    """The ensemble as a Run (so figures treat it like a model); None with fewer than two
-    multi-task runs, where an 'ensemble' would just repeat one run; a repeated seed counts once."""
-    members = [
-        run for run in drop_repeated_seeds(runs)[0] if run.multitask and run.model != "ensemble" and run.kind == "run"
-    ]
-    if len(members) < 2:
-        return None
-
-    info = {
-        **{key: members[0].info[key] for key in ("dataset", "test_split", "synthetic") if key in members[0].info},
-        "run_name": ENSEMBLE_NAME,
-        "model": "ensemble",
-        "variant": "multitask",
-        "threshold": 0.5,
-        "members": [run.name for run in members],
-        "parameters": _total(members, "parameters"),
-        "train_seconds": _total(members, "train_seconds"),
-    }
-    return Run(ENSEMBLE_NAME, "ensemble", "multitask", info, ensemble_predictions(members), kind="ensemble")

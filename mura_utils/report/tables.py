@@ -9,24 +9,43 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mura_utils.evaluation.metrics import DEFAULT_RESAMPLES, ClusterBootstrap, dropped_note, level_resamples
-from mura_utils.evaluation.predictions import binary_metrics, compute_metrics, study_table
+from mura_utils.evaluation.bootstrap import DEFAULT_RESAMPLES, ClusterBootstrap, dropped_note, level_resamples
+from mura_utils.evaluation.metrics import point_metrics, study_table
+from mura_utils.evaluation.predictions import compute_metrics
+from mura_utils.report.ensembles import ensemble_run, seed_ensemble_run, tta_run
 from mura_utils.report.runs import (
-    MODEL_LABELS,
     VARIANT_LABELS,
     Run,
     dataset_short_name,
-    ensemble_run,
     report_dataset,
+    report_model_label,
     run_dataset,
-    seed_ensemble_run,
     seed_groups,
-    tta_run,
+)
+from mura_utils.utils.formatting import (
+    float_or_nan,
+    format_duration,
+    format_number,
+    format_parameters,
+    markdown_table,
 )
 from mura_utils.utils.io import atomic_write_text
 
-HEADLINE = ("image_accuracy", "image_auroc", "study_auroc", "study_kappa")
-HEADLINE_METRICS = {name: tuple(name.split("_", 1)) for name in HEADLINE}  # (level, metric)
+# The metrics of the comparison table, in column order: (column "<level>_<metric>" of a metric in
+# metrics.METRIC_KEYS, its heading in comparison.md, whether it gets a bootstrap CI and a seed spread).
+# Adding a metric to the reports is one line here (after defining it in evaluation/metrics.py).
+REPORT_METRICS = (
+    ("image_accuracy", "Image accuracy", True),
+    ("image_auroc", "Image AUROC", True),
+    ("study_auroc", "Study AUROC", True),
+    ("study_kappa", "Study κ", True),
+    ("study_sensitivity", "Sensitivity", False),
+    ("study_specificity", "Specificity", False),
+)
+METRIC_LABELS = {name: label for name, label, _ in REPORT_METRICS}
+HEADLINE = tuple(name for name, _, with_interval in REPORT_METRICS if with_interval)  # with CIs and seed spread
+POINT_ONLY = tuple(name for name, _, with_interval in REPORT_METRICS if not with_interval)
+LEVEL_METRIC = {name: tuple(name.split("_", 1)) for name, _, _ in REPORT_METRICS}  # (level, metric key)
 # settings: what sets the row's experiment apart from the same model's others ("img_size 128"; "" when
 # the model was trained with one set of settings); an experiment is (model, variant, settings).
 # kind: "run" (one trained run), "seed_mean" (mean and spread over an experiment's seeds),
@@ -44,8 +63,7 @@ TABLE_COLUMNS = [
     "threshold",
     *[f"{name}{suffix}" for name in HEADLINE for suffix in ("", "_ci_low", "_ci_high")],
     *[f"{name}_{spread}" for name in HEADLINE for spread in ("sd", "min", "max")],
-    "study_sensitivity",
-    "study_specificity",
+    *POINT_ONLY,
     "body_part_accuracy",
     "val_threshold",
     "study_kappa_at_val_threshold",
@@ -59,10 +77,6 @@ TABLE_COLUMNS = [
     "train_seconds",
     "images_per_second",
 ]
-
-
-def _number(value) -> float:
-    return float("nan") if value is None else float(value)
 
 
 def report_bootstrap(runs: Sequence[Run], n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> ClusterBootstrap:
@@ -92,10 +106,8 @@ def run_row(
         "seeds": len(run.info.get("members", [])) if run.kind in ("seed_ensemble", "ensemble") else 1,
         "seed": run.seed if run.kind in ("run", "tta") else None,
         "threshold": 0.5,
-        **{name: _number(metrics[level][key]) for name, (level, key) in HEADLINE_METRICS.items()},
-        "study_sensitivity": _number(metrics["study"]["sensitivity"]),
-        "study_specificity": _number(metrics["study"]["specificity"]),
-        "body_part_accuracy": _number(metrics["body_part_accuracy"]) if run.kind == "run" else float("nan"),
+        **{name: float_or_nan(metrics[level][key]) for name, (level, key) in LEVEL_METRIC.items()},
+        "body_part_accuracy": float_or_nan(metrics["body_part_accuracy"]) if run.kind == "run" else float("nan"),
         "n_images": metrics["n_images"],
         "n_studies": metrics["n_studies"],
         "n_patients": metrics["n_patients"],
@@ -103,19 +115,22 @@ def run_row(
         "bootstrap_resamples": bootstrap.n_resamples,
     }
     resampled = level_resamples(run.predictions, bootstrap, 0.5, 0.5)
-    for name, (level, key) in HEADLINE_METRICS.items():
+    for name in HEADLINE:
+        level, key = LEVEL_METRIC[name]
         row[f"{name}_ci_low"], row[f"{name}_ci_high"] = bootstrap.interval(resampled[level][key])
     # a resample of one class only is dropped from every metric: one count per row
-    row["dropped_resamples"] = max(bootstrap.dropped(resampled[level][key]) for level, key in HEADLINE_METRICS.values())
+    row["dropped_resamples"] = max(
+        bootstrap.dropped(resampled[level][key]) for level, key in map(LEVEL_METRIC.get, HEADLINE)
+    )
     val_threshold = run.info.get("threshold") if run.kind == "run" else None
-    row["val_threshold"] = _number(val_threshold)
+    row["val_threshold"] = float_or_nan(val_threshold)
     if val_threshold is not None:
         studies = study_table(run.predictions)
-        row["study_kappa_at_val_threshold"] = binary_metrics(
+        row["study_kappa_at_val_threshold"] = point_metrics(
             studies["label"], studies["probability"], float(val_threshold)
         )["kappa"]
     for key in ("parameters", "train_seconds", "images_per_second"):
-        row[key] = _number(run.info.get(key))
+        row[key] = float_or_nan(run.info.get(key))
     return row
 
 
@@ -134,16 +149,10 @@ def seed_summary_row(rows: Sequence[dict]) -> dict:
         "n_studies": first["n_studies"],
         "n_patients": first["n_patients"],
     }
-    numeric = [
-        *HEADLINE,
-        "study_sensitivity",
-        "study_specificity",
-        "body_part_accuracy",
-        "study_kappa_at_val_threshold",
-    ]
+    numeric = [*LEVEL_METRIC, "body_part_accuracy", "study_kappa_at_val_threshold"]
     numeric += ["val_threshold", "parameters", "train_seconds", "images_per_second"]
     for name in numeric:
-        values = np.array([_number(row.get(name)) for row in rows], dtype=float)
+        values = np.array([float_or_nan(row.get(name)) for row in rows], dtype=float)
         summary[name] = float(np.mean(values))
         if name in HEADLINE:
             summary[f"{name}_sd"] = float(np.std(values, ddof=1))
@@ -182,21 +191,6 @@ def comparison_table(
 # ----------------------------------------------------------------------------- markdown
 
 
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool] | None = None) -> str:
-    """A GitHub markdown table by hand (pandas' to_markdown needs the optional tabulate package)."""
-    right = right or [False] * len(header)
-    lines = [
-        "| " + " | ".join(_cell(h) for h in header) + " |",
-        "|" + "|".join("---:" if r else ":---" for r in right) + "|",
-    ]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
 def _with_ci(row: pd.Series, name: str) -> str:
     value, low, high = row[name], row.get(f"{name}_ci_low"), row.get(f"{name}_ci_high")
     if pd.isna(value):
@@ -208,24 +202,6 @@ def _with_ci(row: pd.Series, name: str) -> str:
     return f"{value:.3f} [{low:.2f}, {high:.2f}]"
 
 
-def _plain(value, digits: int = 3) -> str:
-    return "—" if pd.isna(value) else f"{value:.{digits}f}"
-
-
-def _parameters(value) -> str:
-    return "—" if pd.isna(value) else f"{value / 1e6:.1f} M"
-
-
-def _duration(seconds) -> str:
-    if pd.isna(seconds):
-        return "—"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def _settings(row: pd.Series) -> str:
     """The row's settings text ('' when none, also when read back from a CSV as NaN)."""
     settings = row.get("settings", "")
@@ -235,7 +211,7 @@ def _settings(row: pd.Series) -> str:
 def _model_label(row: pd.Series) -> tuple[str, str]:
     model, variant, kind = row["model"], row["variant"], row.get("kind", "run")
     if model == "ensemble":
-        return MODEL_LABELS["ensemble"], "—"
+        return report_model_label("ensemble"), "—"
     variant = VARIANT_LABELS.get(variant, variant) + (f" · {_settings(row)}" if _settings(row) else "")
     seeds = int(row["seeds"]) if not pd.isna(row.get("seeds")) else 1
     seed = row.get("seed")
@@ -246,7 +222,7 @@ def _model_label(row: pd.Series) -> tuple[str, str]:
         "tta": f" + TTA{seed}",
         "tta_seed_mean": f" + TTA · mean ± sd (min–max), {seeds} seeds",
     }.get(kind, "")
-    return MODEL_LABELS.get(model, model), variant + suffix
+    return report_model_label(model), variant + suffix
 
 
 def shown_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -271,12 +247,7 @@ def comparison_markdown(table: pd.DataFrame, dataset: dict | None = None) -> str
     header = [
         "Model",
         "Variant",
-        "Image accuracy",
-        "Image AUROC",
-        "Study AUROC",
-        "Study κ",
-        "Sensitivity",
-        "Specificity",
+        *METRIC_LABELS.values(),
         "Body-part acc.",
         "Parameters",
         "Train time",
@@ -285,16 +256,11 @@ def comparison_markdown(table: pd.DataFrame, dataset: dict | None = None) -> str
     rows = [
         [
             *_model_label(row),
-            _with_ci(row, "image_accuracy"),
-            _with_ci(row, "image_auroc"),
-            _with_ci(row, "study_auroc"),
-            _with_ci(row, "study_kappa"),
-            _plain(row["study_sensitivity"]),
-            _plain(row["study_specificity"]),
-            _plain(row["body_part_accuracy"]),
-            _parameters(row["parameters"]),
-            _duration(row["train_seconds"]),
-            _plain(row["images_per_second"], 0),
+            *[_with_ci(row, name) if name in HEADLINE else format_number(row[name]) for name in METRIC_LABELS],
+            format_number(row["body_part_accuracy"]),
+            format_parameters(row["parameters"]),
+            format_duration(row["train_seconds"]),
+            format_number(row["images_per_second"], 0),
         ]
         for _, row in shown_rows(table).iterrows()
     ]
@@ -323,7 +289,7 @@ def comparison_markdown(table: pd.DataFrame, dataset: dict | None = None) -> str
     return note + markdown_table(header, rows, [False, False] + [True] * (len(header) - 2))
 
 
-def write_comparison(table: pd.DataFrame, out_dir: str | Path, dataset: dict | None = None) -> dict[str, Path]:
+def write_comparison_table(table: pd.DataFrame, out_dir: str | Path, dataset: dict | None = None) -> dict[str, Path]:
     """comparison.csv (every column, for re-analysis) and comparison.md (for reading; ``dataset``
     as in ``comparison_markdown``)."""
     out_dir = Path(out_dir)

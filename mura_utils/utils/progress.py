@@ -13,13 +13,14 @@ environment variable MURA_PROGRESS_FILE (set by `mura reproduce` for its noteboo
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from mura_utils.utils.formatting import format_clock
 
 PROGRESS_FILE_VARIABLE = "MURA_PROGRESS_FILE"
 QUIET_INTERVAL_S = 30.0  # off a terminal: at most one progress line this often (plus one at the end)
@@ -37,19 +38,6 @@ def live_bars() -> bool:
         return sys.stderr is not None and sys.stderr.isatty()
     except (AttributeError, ValueError):  # a replaced or closed stream
         return False
-
-
-def rounded(value: float | None, digits: int = 3) -> str:
-    """A number for a log line: ``digits`` decimals; "n/a" when undefined (None or NaN, e.g. AUROC with one class)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
-def _duration(seconds: float) -> str:
-    minutes, seconds = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"
 
 
 def _postfix_value(value: Any) -> str:
@@ -129,10 +117,10 @@ class QuietBar:
         parts = [f"{self.n}/{self.total} {self.unit}" if self.total else f"{self.n} {self.unit}"]
         if self.total:
             parts[0] += f" ({100 * self.n / self.total:.0f}%)"
-        parts[0] += f" in {_duration(elapsed)}"
+        parts[0] += f" in {format_clock(elapsed)}"
         parts.append(f"{rate:.1f} {self.unit}/s")
         if self.total and rate > 0 and self.n < self.total:
-            parts.append(f"~{_duration((self.total - self.n) / rate)} left")
+            parts.append(f"~{format_clock((self.total - self.n) / rate)} left")
         if self.postfix:
             parts.append(self.postfix)
         return f"{self.desc}: {', '.join(parts)}" if self.desc else ", ".join(parts)

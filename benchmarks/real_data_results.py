@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from mura_utils.evaluation.metrics import confidence_intervals
+from mura_utils.evaluation.bootstrap import confidence_intervals
 from mura_utils.evaluation.predictions import compute_metrics
 from mura_utils.report import load_runs
 from mura_utils.report.runs import report_dataset

@@ -93,8 +93,8 @@ def train_minutes(run: Path) -> float:
 def study_rows(runs: dict[tuple[str, int], Path], n_resamples: int) -> pd.DataFrame:
     """One row per (lever, seed): its validation metrics with intervals and its paired difference
     against the baseline of that seed (the baseline's own row: a difference of 0)."""
+    from mura_utils.evaluation.bootstrap import confidence_intervals
     from mura_utils.evaluation.compare import compare_evaluations
-    from mura_utils.evaluation.metrics import confidence_intervals
 
     rows = []
     for (lever, seed), run in runs.items():

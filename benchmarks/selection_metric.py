@@ -27,7 +27,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, if mura_utils is not installed
 from mura_utils.config import TrainConfig
-from mura_utils.evaluation.predictions import evaluate_checkpoint, study_table
+from mura_utils.evaluation.metrics import study_table
+from mura_utils.evaluation.predictions import evaluate_checkpoint
 from mura_utils.training import fit as train_module
 
 RULES = ("val_loss", "study_auroc", "last")

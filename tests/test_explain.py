@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from mura_utils.data.imaging import letterbox
-from mura_utils.evaluation.metrics import ClusterBootstrap
+from mura_utils.evaluation.bootstrap import ClusterBootstrap
 from mura_utils.explain.boxes import AnnotationSizeError, FractureAnnotation, read_coco
 from mura_utils.explain.frames import letterbox_region, to_image_frame
 from mura_utils.explain.localization import (

@@ -52,7 +52,7 @@ def _cmd_train(args) -> None:
     from mura_utils.models.registry import get_spec
     from mura_utils.training.fit import fit
     from mura_utils.training.run_folder import claim_run_folder
-    from mura_utils.utils.progress import rounded
+    from mura_utils.utils.formatting import rounded
 
     config = train_config(args)
     get_spec(config.model)  # an unknown model name fails here, with close matches, before any data is read
@@ -67,8 +67,8 @@ def _cmd_train(args) -> None:
 
 def _cmd_evaluate(args) -> None:
     from mura_utils.evaluation.predictions import add_confidence_intervals, evaluate_checkpoint
+    from mura_utils.utils.formatting import rounded
     from mura_utils.utils.io import atomic_write_text
-    from mura_utils.utils.progress import rounded
 
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be 0 (off) or a number of resamples, not {args.bootstrap}")
@@ -99,11 +99,11 @@ def _cmd_evaluate(args) -> None:
 
 
 def _cmd_compare(args) -> None:
-    from mura_utils.evaluation.compare import format_p, write_comparison
+    from mura_utils.evaluation.compare import format_p, write_paired_comparison
 
     if args.bootstrap < 1:
         raise ValueError(f"--bootstrap must be at least 1 for a comparison, not {args.bootstrap}")
-    result = write_comparison(args.a, args.b, args.out, args.bootstrap, args.seed, args.threshold)
+    result = write_paired_comparison(args.a, args.b, args.out, args.bootstrap, args.seed, args.threshold)
     if result["threshold_warning"]:
         print(f"warning: {result['threshold_warning']}")
     for name, value in result["metrics"].items():

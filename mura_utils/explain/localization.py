@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from mura_utils.evaluation.metrics import ClusterBootstrap, bootstrap_p_value
+from mura_utils.evaluation.bootstrap import ClusterBootstrap, bootstrap_p_value
 
 BASELINES = ("centre", "flat")  # maps that know nothing of the image: its centre, and no location at all
 SCORES = ("pointing", "box_mass_ratio", "polygon_mass_ratio", "box_mass_share")

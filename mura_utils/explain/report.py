@@ -14,7 +14,7 @@ import pandas as pd
 from mura_utils.explain.boxes import FractureAnnotation
 from mura_utils.explain.localization import BASELINES
 from mura_utils.report.figures import _figure, _save, _styled
-from mura_utils.report.tables import markdown_table
+from mura_utils.utils.formatting import markdown_table
 
 LABELS = {
     "gradcam": "Grad-CAM",

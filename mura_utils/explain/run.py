@@ -15,7 +15,7 @@ import torch
 
 from mura_utils.data.augment import normalize
 from mura_utils.data.imaging import letterbox, read_grayscale
-from mura_utils.evaluation.metrics import DEFAULT_RESAMPLES, ClusterBootstrap
+from mura_utils.evaluation.bootstrap import DEFAULT_RESAMPLES, ClusterBootstrap
 from mura_utils.explain.boxes import COCO_FILE, AnnotationSizeError, FractureAnnotation, read_coco
 from mura_utils.explain.cam import DEFAULT_CAM_METHOD, cam_heatmaps
 from mura_utils.explain.frames import to_image_frame
@@ -27,6 +27,7 @@ from mura_utils.explain.methods import (
     check_methods,
     road_scores,
 )
+from mura_utils.utils.formatting import plain_json
 from mura_utils.utils.io import atomic_write_text
 
 
@@ -237,19 +238,6 @@ def run_explain(
     }
     result["figures"] = write_figures(explainer, per_image, annotations, out, gallery_method, methods, per_group)
     atomic_write_text(out / "methods.md", methods_markdown(table, result))
-    result = _plain_json(result)
+    result = plain_json(result)
     atomic_write_text(out / "localization.json", json.dumps(result, indent=2, allow_nan=False))
     return result
-
-
-def _plain_json(value):
-    """Plain JSON values: numpy scalars as Python numbers, NaN as null (strict JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {key: _plain_json(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain_json(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value

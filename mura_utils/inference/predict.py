@@ -9,7 +9,6 @@ its own is a study of one image. Each image goes through exactly the pixels path
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from mura_utils.inference.predict_inputs import (
     read_image,
     study_predictions,
 )
+from mura_utils.utils.formatting import plain_json
 
 FORMATS = ("table", "json", "csv")
 
@@ -149,15 +149,6 @@ def predict_paths(
 # --- output --------------------------------------------------------------------------------------
 
 
-def _plain(value):
-    """JSON-safe scalar: NumPy numbers to Python, NaN to null."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
 def format_predictions(table: pd.DataFrame, fmt: str = "table") -> str:
     """Render ``predict_paths`` output as 'table' (one block per study, then its images),
     'json' (a list of studies, each with its images) or 'csv' (one row per image)."""
@@ -176,10 +167,10 @@ def format_predictions(table: pd.DataFrame, fmt: str = "table") -> str:
         studies.append(
             {
                 "study": study,
-                "study_probability": _plain(first["study_probability"]),
+                "study_probability": plain_json(first["study_probability"]),
                 "study_prediction": first["study_prediction"],
-                "threshold": _plain(first["threshold"]),
-                "images": [{key: _plain(row[key]) for key in image_keys} for _, row in rows.iterrows()],
+                "threshold": plain_json(first["threshold"]),
+                "images": [{key: plain_json(row[key]) for key in image_keys} for _, row in rows.iterrows()],
             }
         )
     if fmt == "json":

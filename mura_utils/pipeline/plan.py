@@ -19,6 +19,7 @@ from mura_utils.pipeline.profiles import (
     ReproduceError,
     notebook_settings,
 )
+from mura_utils.utils.formatting import format_estimate
 
 
 def dataset_slug(data_root: str | Path) -> str:
@@ -187,11 +188,11 @@ def describe_plan(
         for config, status, differences in runs:
             name = Path(config.out_dir).name
             planned.add(name)
-            estimate = f" (~{_duration(estimates[name])})" if estimates and name in estimates else ""
+            estimate = f" (~{format_estimate(estimates[name])})" if estimates and name in estimates else ""
             reason = f": {describe_conflict(differences)}" if status == "conflict" else ""
             lines.append(f"  {notebook}: {name}: {status}{estimate}{reason}")
     if estimates:
-        lines.append(f"  training left, roughly: {_duration(sum(estimates.values()))} ({ESTIMATE_NOTE})")
+        lines.append(f"  training left, roughly: {format_estimate(sum(estimates.values()))} ({ESTIMATE_NOTE})")
     others = sorted(
         folder.name for folder in runs_dir.glob("*") if (folder / "run.json").is_file() and folder.name not in planned
     )
@@ -208,13 +209,6 @@ def describe_plan(
                 f"to reuse them, or move them into {runs_dir}"
             )
     return "\n".join(lines)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    minutes = round(seconds / 60)
-    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{max(minutes, 1)} min"
 
 
 ESTIMATE_NOTE = (

@@ -33,8 +33,9 @@ from mura_utils.models.checkpoint import read_checkpoint, save_checkpoint
 from mura_utils.models.networks import build_model
 from mura_utils.models.registry import get_spec
 from mura_utils.training.run_folder import claim_run_folder
+from mura_utils.utils.formatting import rounded
 from mura_utils.utils.io import atomic_write_text
-from mura_utils.utils.progress import ProgressLog, progress_bar, progress_write, rounded
+from mura_utils.utils.progress import ProgressLog, progress_bar, progress_write
 from mura_utils.utils.runtime import Distributed, amp_dtype_for, init_distributed, resolve_device, seed_everything
 
 

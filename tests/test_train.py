@@ -22,6 +22,7 @@ from mura_utils.models import checkpoint as checkpoint_module
 from mura_utils.models.checkpoint import read_checkpoint
 from mura_utils.training import fit as train_module
 from mura_utils.training.fit import fit
+from mura_utils.training.state import restore_rng_states
 
 
 def tiny_config(data_root, out_dir, **changes) -> TrainConfig:
@@ -160,7 +161,7 @@ def test_resume_on_cuda_restores_the_cuda_generator(tiny_mura, tmp_path):
     assert states["cuda"] is not None
     torch.cuda.manual_seed(12345)  # anything else
     generators = {"shuffle": torch.Generator(), "augment": torch.Generator()}
-    train_module._restore_rng_states(states, generators, torch.device("cuda"))
+    restore_rng_states(states, generators, torch.device("cuda"))
     assert torch.equal(torch.cuda.get_rng_state(), states["cuda"])
     assert torch.equal(generators["augment"].get_state(), states["augment"])
 

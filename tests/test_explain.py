@@ -74,6 +74,8 @@ def test_tolerant_pointing_hits_a_maximum_closer_than_15_px_to_a_box():
         assert scores == image_scores(_peak((100, 100), row, column), boxes, boxes)  # the zone computed alone
     flat = baseline_scores(boxes, boxes)["flat"]
     assert flat["pointing_tol15"] == pytest.approx(near.mean()) and near.mean() > flat["pointing"] == boxes.mean()
+    halved = near_mask(boxes, pixel_size=(2.0, 2.0))  # a copy at half the original size: 15 px are 7.5 here
+    assert halved[45, 56] and not halved[45, 57] and not halved[45, 59]
 
 
 def test_a_map_equal_to_the_box_mask_has_mass_ratio_one_over_the_area_share():
@@ -117,6 +119,7 @@ def test_annotations_scale_from_the_listed_size_to_the_file_size():
     listed = _annotation([[40, 20, 80, 40]], [[[40, 20], [120, 20], [40, 60]]], width=200, height=100)
     scaled = listed.scaled(50, 25)
     np.testing.assert_allclose(scaled.boxes, [[10, 5, 20, 10]])
+    assert scaled.pixel_size == (4.0, 4.0) and scaled.scaled(100, 50).pixel_size == (2.0, 2.0)
     np.testing.assert_allclose(scaled.polygons[0], [[10, 5], [30, 5], [10, 15]])
     assert scaled.box_mask().shape == (25, 50) and scaled.box_mask().sum() == 20 * 10
     with pytest.raises(AnnotationSizeError, match="a.png.*30x25 px.*200x100"):
@@ -176,9 +179,11 @@ def _bump_at(height: int, width: int, size: int, row: int, column: int) -> np.nd
     return np.exp(-((rows - centre_row) ** 2 + (columns - centre_column) ** 2) / (2 * 2.0**2)).astype(np.float32)
 
 
-def test_the_tolerance_is_measured_in_pixels_of_the_file_through_the_coco_scaling_and_the_letterbox(tmp_path):
-    # 300 x 180 files whose annotations are listed at 600 x 360; the box [200, 100, 40, 40] is columns
-    # 100..119 and rows 50..69 of the file; the model sees a 96 px letterbox (a 96 x 58 region)
+def test_the_tolerance_is_measured_in_original_pixels_through_the_coco_scaling_and_the_letterbox(tmp_path):
+    # 300 x 180 files, a copy at half the 600 x 360 that the annotations list; the box [200, 100, 40, 40]
+    # is columns 100..119 and rows 50..69 of the file; the model sees a 96 px letterbox (a 96 x 58 region).
+    # Maxima 10 and 20 original px right of the box are 5 and 10 px of the file (both within 15 file px,
+    # and within 15 px of the canvas): only the original pixels tell them apart.
     coco = {"images": [], "annotations": []}
     names = ["IMG_near.png", "IMG_far.png"]
     for number, name in enumerate(names):
@@ -187,8 +192,9 @@ def test_the_tolerance_is_measured_in_pixels_of_the_file_through_the_coco_scalin
         coco["annotations"].append({"image_id": number, "bbox": [200, 100, 40, 40], "segmentation": []})
     (tmp_path / "coco.json").write_text(json.dumps(coco))
     annotations = read_coco(tmp_path / "coco.json")
-    planted = [_bump_at(180, 300, 96, 60, 129), _bump_at(180, 300, 96, 60, 139)]  # 10 and 20 px right of the box
-    for heatmap, column in zip(planted, (129, 139)):
+    assert annotations["IMG_near.png"].scaled(300, 180).pixel_size == (2.0, 2.0)
+    planted = [_bump_at(180, 300, 96, 60, 124), _bump_at(180, 300, 96, 60, 129)]  # 5 and 10 px of the file
+    for heatmap, column in zip(planted, (124, 129)):
         peak = np.unravel_index(np.argmax(to_image_frame(heatmap, 180, 300)), (180, 300))
         assert abs(peak[0] - 60) <= 1 and abs(peak[1] - column) <= 1
     cases = pd.DataFrame({"image": names, "path": [str(tmp_path / name) for name in names]})
@@ -199,7 +205,6 @@ def test_the_tolerance_is_measured_in_pixels_of_the_file_through_the_coco_scalin
     scores = table[table["method"] == "gradcam"].set_index("image")
     assert scores.loc["IMG_near.png", ["pointing", "pointing_tol15"]].tolist() == [0.0, 1.0]
     assert scores.loc["IMG_far.png", ["pointing", "pointing_tol15"]].tolist() == [0.0, 0.0]
-    # 15 px of the canvas would be 47 px of the file, and 15 px listed 7.5: both images would score otherwise
     assert set(table["method"]) == {"gradcam", "centre", "flat"} and table["pointing_tol15"].notna().all()
 
 

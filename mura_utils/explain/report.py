@@ -107,7 +107,8 @@ def methods_markdown(table: pd.DataFrame, result: dict) -> str:
     if "pointing_tol15" in table:
         lines.append(
             f"- Pointing game (15 px): the same with the game's standard tolerance (Zhang et al. 2016): a hit when the "
-            f"maximum lies closer than {POINTING_TOLERANCE} px to a box, in pixels of the image file."
+            f"maximum lies closer than {POINTING_TOLERANCE} px to a box, in pixels of the radiograph at its "
+            "original size (the size the annotations list; a reduced copy's pixels count as the pixels they span)."
         )
     lines.append(
         "- Mass ratio: share of the heatmap's mass inside the boxes (polygons) / their share of the image area; "

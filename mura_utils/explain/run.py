@@ -104,7 +104,8 @@ def explain_cases(
                 continue
             grays.append((image, str(path), gray))
             boxes = annotation.box_mask()
-            masks.append((boxes, annotation.polygon_mask(), near_mask(boxes)))
+            near_boxes = near_mask(boxes, POINTING_TOLERANCE, annotation.pixel_size)  # in original pixels
+            masks.append((boxes, annotation.polygon_mask(), near_boxes))
         if not grays:
             continue
         images = explainer.letterboxed([gray for _, _, gray in grays])
@@ -231,7 +232,8 @@ def run_explain(
         "reference": reference,
         "pointing": {
             "tolerance_px": POINTING_TOLERANCE,
-            "frame": "pixels of the image files (boxes scaled from the listed COCO size, maps through the letterbox)",
+            "frame": "maps brought back through the letterbox onto the image files, boxes scaled from the listed "
+            "COCO size to the files; the tolerance in pixels of the listed (original) size",
             "strict": "pointing: the map's maximum inside a box",
             "tolerant": f"pointing_tol{POINTING_TOLERANCE}: the maximum closer than {POINTING_TOLERANCE} px to a box",
         },

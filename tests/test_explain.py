@@ -21,9 +21,11 @@ from mura_utils.explain.localization import (
     centre_map,
     image_scores,
     mass_ratio,
+    near_mask,
     pointing,
     summarize,
 )
+from mura_utils.explain.run import explain_cases
 
 
 def _annotation(boxes, polygons=(), width=10, height=10, name="a.png") -> FractureAnnotation:
@@ -47,6 +49,33 @@ def test_pointing_hits_when_the_peak_is_in_a_box_and_misses_outside():
     assert pointing(inside, boxes) == 1.0
     assert pointing(outside, boxes) == 0.0
     assert pointing(np.ones((10, 10)), boxes) == pytest.approx(boxes.mean())  # a flat map: the area share
+
+
+def _peak(shape, row, column) -> np.ndarray:
+    heatmap = np.zeros(shape)
+    heatmap[row, column] = 1.0
+    return heatmap
+
+
+def test_tolerant_pointing_hits_a_maximum_closer_than_15_px_to_a_box():
+    boxes = np.zeros((100, 100), dtype=bool)
+    boxes[40:50, 40:50] = True  # rows and columns 40..49
+    near = near_mask(boxes)
+    for (row, column), strict, tolerant in [
+        ((45, 45), 1.0, 1.0),  # inside
+        ((45, 59), 0.0, 1.0),  # 10 px right of the box
+        ((59, 59), 0.0, 1.0),  # 10 px right and 10 px down: 14.1 px from the corner
+        ((45, 64), 0.0, 0.0),  # 15 px: not closer than 15
+        ((45, 69), 0.0, 0.0),  # 20 px
+        ((61, 61), 0.0, 0.0),  # 12 px right and 12 px down: 17.0 px
+    ]:
+        scores = image_scores(_peak((100, 100), row, column), boxes, boxes, near)
+        assert (scores["pointing"], scores["pointing_tol15"]) == (strict, tolerant), (row, column)
+        assert scores == image_scores(_peak((100, 100), row, column), boxes, boxes)  # the zone computed alone
+    flat = baseline_scores(boxes, boxes)["flat"]
+    assert flat["pointing_tol15"] == pytest.approx(near.mean()) and near.mean() > flat["pointing"] == boxes.mean()
+    halved = near_mask(boxes, pixel_size=(2.0, 2.0))  # a copy at half the original size: 15 px are 7.5 here
+    assert halved[45, 56] and not halved[45, 57] and not halved[45, 59]
 
 
 def test_a_map_equal_to_the_box_mask_has_mass_ratio_one_over_the_area_share():
@@ -90,6 +119,7 @@ def test_annotations_scale_from_the_listed_size_to_the_file_size():
     listed = _annotation([[40, 20, 80, 40]], [[[40, 20], [120, 20], [40, 60]]], width=200, height=100)
     scaled = listed.scaled(50, 25)
     np.testing.assert_allclose(scaled.boxes, [[10, 5, 20, 10]])
+    assert scaled.pixel_size == (4.0, 4.0) and scaled.scaled(100, 50).pixel_size == (2.0, 2.0)
     np.testing.assert_allclose(scaled.polygons[0], [[10, 5], [30, 5], [10, 15]])
     assert scaled.box_mask().shape == (25, 50) and scaled.box_mask().sum() == 20 * 10
     with pytest.raises(AnnotationSizeError, match="a.png.*30x25 px.*200x100"):
@@ -121,6 +151,61 @@ def test_a_map_made_on_the_letterbox_maps_back_onto_the_image_pixels():
     block[10:20, 25:35] = True
     assert pointing(back, block) == 1.0
     assert mass_ratio(back, block) > 0.5 / block.mean()
+
+
+class PlantedExplainer:
+    """An ``Explainer`` whose maps are given: one (size, size) letterboxed map per image, in order."""
+
+    def __init__(self, size: int, maps: list[np.ndarray]):
+        self.img_size, self.maps = size, maps
+
+    def letterboxed(self, grays):
+        return torch.from_numpy(np.stack([letterbox(gray, self.img_size) for gray in grays]))[:, None]
+
+    def probabilities(self, images):
+        return np.full(len(images), 0.5, dtype=np.float32)
+
+    def heatmaps(self, images, method):
+        return np.stack(self.maps[: len(images)])
+
+
+def _bump_at(height: int, width: int, size: int, row: int, column: int) -> np.ndarray:
+    """A smooth bump on the ``size`` letterbox canvas of a ``height`` x ``width`` image whose
+    maximum, brought back onto the image's pixels, lies at (row, column) of the image."""
+    top, left, region_height, region_width = letterbox_region(height, width, size)
+    centre_row = top + (row + 0.5) * region_height / height - 0.5
+    centre_column = left + (column + 0.5) * region_width / width - 0.5
+    rows, columns = np.mgrid[0:size, 0:size]
+    return np.exp(-((rows - centre_row) ** 2 + (columns - centre_column) ** 2) / (2 * 2.0**2)).astype(np.float32)
+
+
+def test_the_tolerance_is_measured_in_original_pixels_through_the_coco_scaling_and_the_letterbox(tmp_path):
+    # 300 x 180 files, a copy at half the 600 x 360 that the annotations list; the box [200, 100, 40, 40]
+    # is columns 100..119 and rows 50..69 of the file; the model sees a 96 px letterbox (a 96 x 58 region).
+    # Maxima 10 and 20 original px right of the box are 5 and 10 px of the file (both within 15 file px,
+    # and within 15 px of the canvas): only the original pixels tell them apart.
+    coco = {"images": [], "annotations": []}
+    names = ["IMG_near.png", "IMG_far.png"]
+    for number, name in enumerate(names):
+        Image.fromarray(np.full((180, 300), 128, dtype=np.uint8)).save(tmp_path / name)
+        coco["images"].append({"id": number, "width": 600, "height": 360, "file_name": name})
+        coco["annotations"].append({"image_id": number, "bbox": [200, 100, 40, 40], "segmentation": []})
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    annotations = read_coco(tmp_path / "coco.json")
+    assert annotations["IMG_near.png"].scaled(300, 180).pixel_size == (2.0, 2.0)
+    planted = [_bump_at(180, 300, 96, 60, 124), _bump_at(180, 300, 96, 60, 129)]  # 5 and 10 px of the file
+    for heatmap, column in zip(planted, (124, 129)):
+        peak = np.unravel_index(np.argmax(to_image_frame(heatmap, 180, 300)), (180, 300))
+        assert abs(peak[0] - 60) <= 1 and abs(peak[1] - column) <= 1
+    cases = pd.DataFrame({"image": names, "path": [str(tmp_path / name) for name in names]})
+    table, skipped = explain_cases(
+        PlantedExplainer(96, planted), cases, annotations, methods=["gradcam"], road_percentiles=None
+    )
+    assert skipped == []
+    scores = table[table["method"] == "gradcam"].set_index("image")
+    assert scores.loc["IMG_near.png", ["pointing", "pointing_tol15"]].tolist() == [0.0, 1.0]
+    assert scores.loc["IMG_far.png", ["pointing", "pointing_tol15"]].tolist() == [0.0, 0.0]
+    assert set(table["method"]) == {"gradcam", "centre", "flat"} and table["pointing_tol15"].notna().all()
 
 
 # ----------------------------------------------------------------------------- COCO reading
@@ -161,12 +246,19 @@ def tiny_model():
     return build_model("custom_cnn", pretrained=False).eval()
 
 
-def test_the_method_names_of_the_cli_are_the_cam_registry():
-    from mura_utils.explain.cam import CAM_METHODS
-    from mura_utils.explain.names import CAM_METHOD_NAMES, DEFAULT_METHODS
+def test_every_method_name_is_a_grad_cam_class_and_the_names_load_without_torch():
+    import subprocess
+    import sys
 
-    assert tuple(CAM_METHODS) == CAM_METHOD_NAMES
-    assert set(DEFAULT_METHODS) <= set(CAM_METHODS)
+    from pytorch_grad_cam.base_cam import BaseCAM
+
+    from mura_utils.explain.cam import CAM_METHODS
+    from mura_utils.explain.names import CAM_METHOD_NAMES, DEFAULT_CAM_METHOD, DEFAULT_METHODS
+
+    assert tuple(CAM_METHODS) == CAM_METHOD_NAMES and all(issubclass(c, BaseCAM) for c in CAM_METHODS.values())
+    assert set(DEFAULT_METHODS) <= set(CAM_METHOD_NAMES) and DEFAULT_CAM_METHOD in DEFAULT_METHODS
+    code = "import sys, mura_utils.explain.names; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
 
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++", "hirescam", "eigencam", "layercam", "xgradcam"])
@@ -294,14 +386,34 @@ def test_run_explain_writes_scores_summary_table_and_figures(tmp_path, planted_f
     assert len(per_image) == 4 * 4
     assert per_image.loc[per_image["method"] == "gradcam", "road_combined"].notna().sum() == 1
     np.testing.assert_allclose(per_image.loc[per_image["method"] == "flat", "box_mass_ratio"], 1.0)
+    assert (per_image["pointing_tol15"] >= per_image["pointing"]).all()  # the tolerance only adds hits
     stored = json.loads((out / "localization.json").read_text())
     assert set(stored["summary"]) == {"gradcam", "eigencam", "centre", "flat"}
     assert "minus_gradcam" in stored["summary"]["eigencam"]["pointing"]
+    assert stored["pointing"]["tolerance_px"] == 15
+    for method in ("gradcam", "eigencam", "flat"):  # the tolerant game, paired against the centre, as the strict
+        assert {"mean", "ci", "minus_centre"} <= set(stored["summary"][method]["pointing_tol15"])
+        assert {"mean", "ci", "minus_centre"} <= set(stored["summary"][method]["pointing"])
     assert "road_combined" not in stored["summary"]["flat"]  # ROAD only for the CAM methods
     table = pd.read_csv(out / "methods.csv")
     assert table["method"].tolist() == ["gradcam", "eigencam", "centre", "flat"]
+    for column in ("pointing_tol15", "pointing_tol15_minus_gradcam_ci_low", "pointing_tol15_minus_centre_ci_high"):
+        assert column in table
+    gradcam = table.set_index("method").loc["gradcam"]
+    centre_difference = stored["summary"]["gradcam"]["pointing_tol15"]["minus_centre"]
+    assert gradcam["pointing_tol15_minus_centre"] == pytest.approx(centre_difference["delta"])
     markdown, figures = localization_section(out, relative_to=tmp_path)
     assert "| Grad-CAM |" in markdown and "Δ vs Grad-CAM" in markdown and "baseline: flat map" in markdown
+    assert "Pointing game (15 px)" in markdown and "Pointing game (15 px), Δ vs image centre" in markdown
+    # a folder written before the tolerant game (no pointing_tol15, no differences to the centre) still renders
+    old = table[[c for c in table if "pointing_tol15" not in c and "minus_centre" not in c]]
+    old.to_csv(out / "methods.csv", index=False)
+    for scores in stored["summary"].values():
+        scores.pop("pointing_tol15")
+    del stored["pointing"]
+    (out / "localization.json").write_text(json.dumps(stored))
+    markdown, _ = localization_section(out, relative_to=tmp_path)
+    assert "| Grad-CAM |" in markdown and "15 px" not in markdown and "Δ vs image centre" not in markdown, markdown
     assert [path.name for path in figures] == ["gallery.png", "methods.png"]
     assert "(explain/gallery.png)" in markdown and all(path.stat().st_size > 0 for path in figures)
 

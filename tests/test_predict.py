@@ -20,14 +20,9 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, generate_uid  # 
 
 from mura_utils.config import TrainConfig  # noqa: E402
 from mura_utils.data.constants import BODY_PARTS  # noqa: E402
-from mura_utils.data.imaging import ImageReadError  # noqa: E402
-from mura_utils.inference.predict import (  # noqa: E402
-    PredictInputError,
-    collect_inputs,
-    format_predictions,
-    predict_paths,
-    read_dicom,
-)
+from mura_utils.data.imaging import ImageReadError, letterbox  # noqa: E402
+from mura_utils.inference.predict import cam_caption, cam_panels, format_predictions, predict_paths  # noqa: E402
+from mura_utils.inference.predict_inputs import PredictInputError, collect_inputs, read_dicom, read_image  # noqa: E402
 from mura_utils.models.checkpoint import CheckpointError, save_checkpoint  # noqa: E402
 from mura_utils.models.networks import build_model  # noqa: E402
 
@@ -251,16 +246,65 @@ def test_study_probability_is_the_mean_of_its_images(inputs, checkpoint):
     assert alone["probability"].iloc[0] == pytest.approx(table["probability"].iloc[4], abs=1e-5)
 
 
-def test_cam_overlays_one_per_image_at_the_letterboxed_size(inputs, checkpoint, tmp_path):
+def test_cam_overlays_one_per_image_beside_the_image_at_its_own_size(inputs, checkpoint, tmp_path):
     cam_dir = tmp_path / "cams"
     table = predict_paths(list(inputs), checkpoint, device="cpu", cam_dir=cam_dir)
     cam_paths = table["cam_path"].tolist()
     assert len(set(cam_paths)) == len(table) == 6
     assert sorted(p.name for p in cam_dir.iterdir()) == sorted(Path(p).name for p in cam_paths)
     assert "patient00001__study1_positive__image1_cam.png" in {Path(p).name for p in cam_paths}
-    for path in cam_paths:
-        with Image.open(path) as image:
-            assert image.format == "PNG" and image.mode == "RGB" and image.size == (IMG_SIZE, IMG_SIZE)
+    for path, cam_path in zip(table["path"], cam_paths):
+        gray = read_image(path)
+        with Image.open(cam_path) as image:
+            assert image.format == "PNG" and image.mode == "RGB"
+            picture = np.asarray(image)
+        height, width = gray.shape
+        assert picture.shape[0] > height and picture.shape[1] >= 2 * width  # two panels, a caption below
+        np.testing.assert_array_equal(picture[:height, :width], np.repeat(gray[..., None], 3, axis=2))
+
+
+def test_cam_of_a_wide_image_is_drawn_on_the_image_not_the_letterbox(checkpoint, tmp_path):
+    from mura_utils.explain.cam import cam_heatmaps
+    from mura_utils.explain.frames import to_image_frame
+    from mura_utils.models.restore import load_model
+
+    gray = radiograph(180, 300, seed=5)  # wide: a letterbox would put bars above and below
+    Image.fromarray(gray).save(tmp_path / "wide.png")
+    table = predict_paths([tmp_path / "wide.png"], checkpoint, device="cpu", cam_dir=tmp_path / "cams")
+    with Image.open(table["cam_path"].iloc[0]) as image:
+        picture = np.asarray(image)
+    model, _ = load_model(checkpoint, "cpu")
+    canvas = torch.from_numpy(letterbox(gray, IMG_SIZE))[None, None]
+    expected_map = to_image_frame(cam_heatmaps(model, "custom_cnn", canvas)[0], 180, 300)
+    caption = cam_caption(table["probability"].iloc[0], 0.4, "abnormal", "normal")
+    np.testing.assert_array_equal(picture, cam_panels(gray, expected_map, caption))
+    assert picture.shape[0] > 180 and picture.shape[1] > 600
+
+
+def test_cam_panels_put_the_image_beside_its_overlay_at_the_image_size():
+    from mura_utils.explain.cam import overlay
+
+    gray = radiograph(180, 300, seed=6)
+    heatmap = np.random.default_rng(0).random((180, 300)).astype(np.float32)
+    picture = cam_panels(gray, heatmap, "p(abnormal) = 0.83, threshold 0.41 -> abnormal")
+    height, width = gray.shape
+    np.testing.assert_array_equal(picture[:height, :width], np.repeat(gray[..., None], 3, axis=2))
+    assert 2 * width < picture.shape[1] <= 2 * width + 10  # a narrow gap; a 300 px image leaves the caption room
+    np.testing.assert_array_equal(picture[:height, -width:], overlay(gray, heatmap))
+    caption_strip = picture[height:]
+    assert caption_strip.shape[0] >= 10 and (caption_strip < 128).any()  # the caption is drawn
+    with pytest.raises(ValueError, match="not on the image's pixels"):
+        cam_panels(gray, np.zeros((IMG_SIZE, IMG_SIZE), dtype=np.float32), "x")
+    tiny = cam_panels(radiograph(20, 10), np.zeros((20, 10), dtype=np.float32), "a long caption " * 4)
+    assert tiny.shape[1] > 2 * 10 + 2  # widened for its caption; the panels stay at 10 px
+
+
+def test_cam_caption_states_the_probability_the_threshold_and_the_call():
+    assert cam_caption(0.83, 0.41, "fractured", "not fractured") == "p(fractured) = 0.83, threshold 0.41 -> fractured"
+    assert cam_caption(0.2, 0.41, "abnormal", "normal") == "p(abnormal) = 0.20, threshold 0.41 -> normal"
+    # two decimals would show 0.41 against 0.41: as many as tell them apart
+    assert cam_caption(0.409, 0.411, "abnormal", "normal") == "p(abnormal) = 0.409, threshold 0.411 -> normal"
+    assert cam_caption(0.41, 0.41, "abnormal", "normal").endswith("-> abnormal")  # at the threshold: positive
 
 
 def test_single_task_checkpoint_gives_no_body_part(inputs, tmp_path):

@@ -149,7 +149,8 @@ def _cmd_explain(args) -> None:
         road = scores.get("road_combined", {}).get("mean")
         print(
             f"{method:>10}: pointing {scores['pointing']['mean']:.3f} [{low:.3f}, {high:.3f}], "
-            f"box mass ratio {scores['box_mass_ratio']['mean']:.2f}"
+            + (f"at 15 px {scores['pointing_tol15']['mean']:.3f}, " if "pointing_tol15" in scores else "")
+            + f"box mass ratio {scores['box_mass_ratio']['mean']:.2f}"
             + (f", ROAD {road:+.4f}" if road is not None else "")
         )
     print(

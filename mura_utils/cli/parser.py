@@ -130,7 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="abnormality probabilities for images, study folders or DICOM")
     predict.add_argument("paths", nargs="+", help="PNG/JPEG/DICOM files or study folders (a folder = one study)")
     predict.add_argument("--checkpoint", required=True, help="best.pt, an ensemble file, or an exported .onnx file")
-    predict.add_argument("--cam-dir", default=None, help="write a Grad-CAM overlay PNG per image here")
+    predict.add_argument(
+        "--cam-dir",
+        default=None,
+        help="write per image a PNG of the image beside its Grad-CAM map (at the image's own size), captioned with the probability and threshold",
+    )
     predict.add_argument("--format", choices=["table", "json", "csv"], default="table")
     predict.add_argument("--device", default="auto")
     predict.add_argument("--batch-size", type=int, default=16)

@@ -1,8 +1,9 @@
 """Explanations you can check: CAM methods measured against annotated fracture boxes (FracAtlas).
 
 boxes (COCO boxes/polygons scaled to the files), frames (letterbox -> image pixels), localization
-(pointing game, mass ratios, baselines, bootstrap summary), methods (ROAD faithfulness), report
-(tables, galleries, ``localization_section``), run (``mura explain``), names (method names, no torch).
+(pointing game strict and within 15 px, mass ratios, baselines, bootstrap summary), methods (ROAD
+faithfulness), report (tables, galleries, ``localization_section``), run (``mura explain``), names
+(method names and their grad-cam classes, no torch).
 Names load on first use (PEP 562), as in ``mura_utils``.
 """
 

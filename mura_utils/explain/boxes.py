@@ -3,8 +3,10 @@ to the pixels of the image files and drawn as masks.
 
 COCO coordinates are in the ``width``/``height`` the JSON lists for each image, which need not be the
 file's size (the reduced FracAtlas copy shrinks the files, not the JSON), so every annotation is
-scaled by (file size / listed size) before it meets a heatmap. A pixel belongs to a box or polygon
-when its centre (column + 0.5, row + 0.5) lies inside it.
+scaled by (file size / listed size) before it meets a heatmap, and keeps how many listed pixels one
+pixel of the file spans (``pixel_size``), so that distances (the pointing game's tolerance) are
+measured on the radiograph at its listed, original size whatever the copy's reduction. A pixel
+belongs to a box or polygon when its centre (column + 0.5, row + 0.5) lies inside it.
 """
 
 from __future__ import annotations
@@ -29,13 +31,15 @@ class AnnotationSizeError(ValueError):
 @dataclass(frozen=True)
 class FractureAnnotation:
     """The fractures of one image: boxes (K, 4) as x, y, w, h and polygons ((P, 2) x, y each), in
-    the coordinates of ``width`` x ``height``."""
+    the coordinates of ``width`` x ``height``; ``pixel_size`` (rows, columns): pixels of the size the
+    COCO file lists per pixel of these coordinates (1, 1 until ``scaled``)."""
 
     file_name: str
     width: float
     height: float
     boxes: np.ndarray
     polygons: tuple[np.ndarray, ...]
+    pixel_size: tuple[float, float] = (1.0, 1.0)
 
     def scaled(self, width: int, height: int) -> FractureAnnotation:
         """The same fractures in pixels of a ``width`` x ``height`` file; AnnotationSizeError when the
@@ -49,7 +53,8 @@ class FractureAnnotation:
         factor = np.array([width / self.width, height / self.height])
         boxes = self.boxes * np.tile(factor, 2)
         polygons = tuple(polygon * factor for polygon in self.polygons)
-        return replace(self, width=width, height=height, boxes=boxes, polygons=polygons)
+        pixel_size = (self.pixel_size[0] * self.height / height, self.pixel_size[1] * self.width / width)
+        return replace(self, width=width, height=height, boxes=boxes, polygons=polygons, pixel_size=pixel_size)
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -3,45 +3,25 @@ MURA model, and overlays on the grayscale radiograph.
 
 The target layer comes from the model registry (or, for other timm models, is found automatically);
 an ensemble's heatmap is the mean of its members'; ``HeadOutput`` turns the model's dict output
-into the single tensor grad-cam expects. ``CAM_METHODS`` names the methods ``mura explain`` compares
-(how well each points at FracAtlas fracture boxes: ``mura_utils.explain``).
+into the single tensor grad-cam expects. ``CAM_METHODS`` holds the classes of the methods named in
+``explain.names`` (``mura explain`` measures how well each points at FracAtlas fracture boxes).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pytorch_grad_cam
 import torch
 import torch.nn.functional as F
-from pytorch_grad_cam import (
-    EigenCAM,
-    EigenGradCAM,
-    GradCAM,
-    GradCAMPlusPlus,
-    HiResCAM,
-    LayerCAM,
-    ScoreCAM,
-    XGradCAM,
-)
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from mura_utils.data.augment import normalize
+from mura_utils.explain.names import CAM_METHOD_CLASSES, DEFAULT_CAM_METHOD
 from mura_utils.models.networks import HeadOutput, MuraNet, cam_target_layer
 from mura_utils.models.registry import get_spec
 
-# CLI name -> grad-cam class. EigenCAM ignores the target (first principal component of the layer's
-# activations, sign as SVD gives it); ScoreCAM runs the model once per channel (slow).
-CAM_METHODS = {
-    "gradcam": GradCAM,
-    "gradcam++": GradCAMPlusPlus,
-    "hirescam": HiResCAM,
-    "eigencam": EigenCAM,
-    "layercam": LayerCAM,
-    "xgradcam": XGradCAM,
-    "eigengradcam": EigenGradCAM,
-    "scorecam": ScoreCAM,
-}
-DEFAULT_CAM_METHOD = "gradcam"
+CAM_METHODS = {name: getattr(pytorch_grad_cam, class_name) for name, class_name in CAM_METHOD_CLASSES.items()}
 
 
 def cam_class(method: str) -> type:

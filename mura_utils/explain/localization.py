@@ -3,6 +3,10 @@ two baselines (the image centre, a flat map) and their bootstrap summary over im
 
 - pointing: does the map's maximum (at image resolution) fall inside a box; with several pixels at
   the maximum, the share of them inside (so a flat map scores the boxes' area share);
+- pointing_tol15: the same with the pointing game's own tolerance (Zhang et al., "Top-down Neural
+  Attention by Excitation Backprop", ECCV 2016): a hit when the maximum lies within 15 pixels of a box
+  (distance between pixel centres below 15), in pixels of the radiograph at the size its annotations
+  list (its original size: a reduced copy's pixels count as the original pixels they span);
 - mass ratio: (share of the map's mass inside the boxes) / (the boxes' share of the image area):
   1 = no better than a flat map, 1 / area share = all mass inside; the same for the polygons.
   An all-zero map carries no location and is scored as a flat map (and counted as empty).
@@ -14,11 +18,13 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.ndimage import distance_transform_edt
 
 from mura_utils.evaluation.bootstrap import ClusterBootstrap, bootstrap_p_value
 
 BASELINES = ("centre", "flat")  # maps that know nothing of the image: its centre, and no location at all
-SCORES = ("pointing", "box_mass_ratio", "polygon_mass_ratio", "box_mass_share")
+POINTING_TOLERANCE = 15  # original pixels: the pointing game's tolerance (Zhang et al. 2016)
+SCORES = ("pointing", "pointing_tol15", "box_mass_ratio", "polygon_mass_ratio", "box_mass_share")
 _TIE = 1e-6  # relative to the map's maximum: pixels this close to it count as "at the maximum"
 
 
@@ -28,6 +34,19 @@ def pointing(heatmap: np.ndarray, mask: np.ndarray) -> float:
     peak = heatmap.max()
     at_peak = heatmap >= peak - _TIE * max(abs(peak), 1e-12)
     return float(mask[at_peak].mean())
+
+
+def near_mask(
+    mask: np.ndarray, tolerance: float = POINTING_TOLERANCE, pixel_size: tuple[float, float] = (1.0, 1.0)
+) -> np.ndarray:
+    """Pixels whose centre lies closer than ``tolerance`` to the centre of a pixel of ``mask`` (the
+    mask itself included): where a maximum counts as a hit in the tolerant pointing game. Distances
+    are in units of ``pixel_size`` (rows, columns) per pixel, e.g. ``FractureAnnotation.pixel_size``:
+    original pixels on a reduced copy."""
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return mask.copy()
+    return distance_transform_edt(~mask, sampling=pixel_size) < tolerance
 
 
 def mass_share(heatmap: np.ndarray, mask: np.ndarray) -> float:
@@ -52,12 +71,18 @@ def centre_map(height: int, width: int) -> np.ndarray:
     return np.exp(-0.5 * (rows[:, None] ** 2 + columns[None, :] ** 2)).astype(np.float32)
 
 
-def image_scores(heatmap: np.ndarray, boxes: np.ndarray, polygons: np.ndarray) -> dict[str, float]:
-    """Every score of one map against one image's box and polygon masks (all three the same shape)."""
+def image_scores(
+    heatmap: np.ndarray, boxes: np.ndarray, polygons: np.ndarray, near_boxes: np.ndarray | None = None
+) -> dict[str, float]:
+    """Every score of one map against one image's box and polygon masks (all three the same shape);
+    ``near_boxes`` is ``near_mask(boxes, ...)``, where the tolerant game counts a hit (computed once
+    per image, with the annotation's pixel size; without it, ``near_mask(boxes)`` in these pixels)."""
     if heatmap.shape != boxes.shape or boxes.shape != polygons.shape:
         raise ValueError(f"heatmap {heatmap.shape}, box mask {boxes.shape} and polygon mask {polygons.shape} differ")
+    near_boxes = near_mask(boxes) if near_boxes is None else near_boxes
     return {
         "pointing": pointing(heatmap, boxes),
+        "pointing_tol15": pointing(heatmap, near_boxes),
         "box_mass_ratio": mass_ratio(heatmap, boxes),
         "polygon_mass_ratio": mass_ratio(heatmap, polygons),
         "box_mass_share": mass_share(heatmap, boxes),
@@ -67,11 +92,14 @@ def image_scores(heatmap: np.ndarray, boxes: np.ndarray, polygons: np.ndarray) -
     }
 
 
-def baseline_scores(boxes: np.ndarray, polygons: np.ndarray) -> dict[str, dict[str, float]]:
+def baseline_scores(
+    boxes: np.ndarray, polygons: np.ndarray, near_boxes: np.ndarray | None = None
+) -> dict[str, dict[str, float]]:
     """{baseline: scores} of the centre and flat maps for one image's masks."""
     height, width = boxes.shape
+    near_boxes = near_mask(boxes) if near_boxes is None else near_boxes
     maps = {"centre": centre_map(height, width), "flat": np.ones((height, width), dtype=np.float32)}
-    return {name: image_scores(maps[name], boxes, polygons) for name in BASELINES}
+    return {name: image_scores(maps[name], boxes, polygons, near_boxes) for name in BASELINES}
 
 
 def _weighted_means(bootstrap: ClusterBootstrap, clusters: Sequence, values: np.ndarray) -> np.ndarray:

@@ -16,11 +16,9 @@ import numpy as np
 import torch
 from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirstAverage, ROADMostRelevantFirstAverage
 
-from mura_utils.explain.cam import CAM_METHODS, cam_class
-from mura_utils.explain.names import DEFAULT_METHODS, DEFAULT_ROAD_PERCENTILES
+from mura_utils.explain.cam import cam_class
+from mura_utils.explain.names import CAM_METHOD_NAMES, DEFAULT_ROAD_PERCENTILES
 from mura_utils.models.networks import HeadOutput
-
-__all__ = ["DEFAULT_METHODS", "DEFAULT_ROAD_PERCENTILES", "ROAD_SCORES", "check_methods", "road_scores"]
 
 ROAD_SCORES = ("road_morf", "road_lerf", "road_combined")
 
@@ -30,7 +28,7 @@ def check_methods(methods: Sequence[str]) -> list[str]:
     for method in methods:
         cam_class(method)
     if not methods:
-        raise ValueError(f"no CAM method given; choose from {', '.join(CAM_METHODS)}")
+        raise ValueError(f"no CAM method given; choose from {', '.join(CAM_METHOD_NAMES)}")
     return list(dict.fromkeys(methods))
 
 

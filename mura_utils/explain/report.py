@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from mura_utils.explain.boxes import FractureAnnotation
-from mura_utils.explain.localization import BASELINES
+from mura_utils.explain.localization import BASELINES, POINTING_TOLERANCE
 from mura_utils.report.figures import _figure, _save, _styled
 from mura_utils.utils.formatting import markdown_table
 
@@ -30,6 +30,7 @@ LABELS = {
 }
 COLUMNS = {  # score -> (column title of the markdown table, decimals)
     "pointing": ("Pointing game", 2),
+    "pointing_tol15": ("Pointing game (15 px)", 2),
     "box_mass_ratio": ("Box mass ratio", 2),
     "polygon_mass_ratio": ("Polygon mass ratio", 2),
     "road_combined": ("ROAD (higher: more faithful)", 3),
@@ -40,20 +41,25 @@ def label(method: str) -> str:
     return LABELS.get(method, method)
 
 
-def methods_table(summary: dict, methods: Sequence[str], reference: str = "gradcam") -> pd.DataFrame:
+def methods_table(
+    summary: dict, methods: Sequence[str], references: Sequence[str] = ("gradcam", "centre")
+) -> pd.DataFrame:
     """One row per method (then the baselines): each score's mean and interval, and its paired
-    difference to ``reference`` (interval, p) on the same image resamples."""
+    difference to each of ``references`` (interval, p) on the same image resamples; the first
+    reference is the method the markdown table compares with."""
     rows = []
     for method in methods:
         row: dict = {"method": method, "kind": "baseline" if method in BASELINES else "cam"}
         for score, entry in summary.get(method, {}).items():
             row["images"] = max(row.get("images", 0), entry["n"])
             row[score], (row[f"{score}_ci_low"], row[f"{score}_ci_high"]) = entry["mean"], entry["ci"]
-            difference = entry.get(f"minus_{reference}")
-            if difference is not None:
-                row[f"{score}_minus_{reference}"] = difference["delta"]
-                row[f"{score}_minus_{reference}_ci_low"], row[f"{score}_minus_{reference}_ci_high"] = difference["ci"]
-                row[f"{score}_minus_{reference}_p"] = difference["p"]
+            for reference in references:
+                difference = entry.get(f"minus_{reference}")
+                if difference is None:
+                    continue
+                name = f"{score}_minus_{reference}"
+                row[name], (row[f"{name}_ci_low"], row[f"{name}_ci_high"]) = difference["delta"], difference["ci"]
+                row[f"{name}_p"] = difference["p"]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -94,11 +100,20 @@ def methods_markdown(table: pd.DataFrame, result: dict) -> str:
         f"Mean over images [{bootstrap['level']:.0%} interval, {bootstrap['resamples']} bootstrap resamples of "
         f"images, seed {bootstrap['seed']}]; Δ: paired difference to {label(reference)} on the same resamples "
         "(p: two-sided bootstrap p-value).",
+        *_centre_table(table),
         "- Pointing game: share of images whose heatmap maximum (mapped back to the image's own pixels) lies in a "
         "fracture box; the centre baseline points at the image centre, the flat map scores the boxes' area share.",
-        "- Mass ratio: share of the heatmap's mass inside the boxes (polygons) / their share of the image area; "
-        "1 = no better than a flat map.",
     ]
+    if "pointing_tol15" in table:
+        lines.append(
+            f"- Pointing game (15 px): the same with the game's standard tolerance (Zhang et al. 2016): a hit when the "
+            f"maximum lies closer than {POINTING_TOLERANCE} px to a box, in pixels of the radiograph at its "
+            "original size (the size the annotations list; a reduced copy's pixels count as the pixels they span)."
+        )
+    lines.append(
+        "- Mass ratio: share of the heatmap's mass inside the boxes (polygons) / their share of the image area; "
+        "1 = no better than a flat map."
+    )
     if road["images"]:
         lines.append(
             f"- ROAD ({road['images']} images, pixels kept {road['percentiles']} %): "
@@ -110,6 +125,22 @@ def methods_markdown(table: pd.DataFrame, result: dict) -> str:
     if result["unannotated"]:
         lines.append(f"- {len(result['unannotated'])} positive test image(s) have no annotation and are not scored.")
     return "\n".join(lines) + "\n"
+
+
+def _centre_table(table: pd.DataFrame) -> list[str]:
+    """The pointing games' paired differences to the centre baseline (a map that knows nothing of the
+    image), one row per method but the centre itself; nothing for a table without them."""
+    scores = [score for score in ("pointing", "pointing_tol15") if f"{score}_minus_centre" in table]
+    if not scores:
+        return []
+    header = ["Method", *[f"{COLUMNS[score][0]}, Δ vs image centre" for score in scores]]
+    rows = [
+        [label(row["method"]), *[_cell(row, f"{score}_minus_centre") for score in scores]]
+        for _, row in table.iterrows()
+        if row["method"] != "centre"
+    ]
+    note = "Paired difference to the image centre on the same resamples: above 0, the maps point better than it."
+    return ["", markdown_table(header, rows, right=[False] + [True] * len(scores)), note, ""]
 
 
 def gallery_choice(per_image: pd.DataFrame, method: str, per_group: int = 4) -> pd.DataFrame:
@@ -164,29 +195,43 @@ def plot_gallery(items: Sequence[dict], path: str | Path, method: str, per_group
         grid[row, 0].set_ylabel(row_label, fontsize=10, fontweight="bold")
     figure.suptitle(f"{label(method)}: best hits and worst misses on fracture boxes", fontsize=10)
     figure.supxlabel(
-        "white boxes: annotated fractures (cyan dashes: polygons); +: the map's maximum; hit = maximum inside a box",
+        "white boxes: annotated fractures (cyan dashes: polygons); +: the map's maximum; hit = maximum inside a box\n"
+        f"a miss 'within {POINTING_TOLERANCE} px' is a hit of the tolerant pointing game",
         fontsize=8,
         color="0.3",
     )
     return _save(figure, path)
 
 
+def _verdict(hit: float, near: float) -> str:
+    """'hit' (maximum in a box), 'hit at 15 px' (only within the tolerance) or 'miss'."""
+    return "hit" if hit == 1 else f"hit at {POINTING_TOLERANCE} px" if near == 1 else "miss"
+
+
 @_styled
 def plot_methods(items: Sequence[dict], methods: Sequence[str], path: str | Path, subtitle: str = "") -> Path:
     """One row per image, one column per method: items {gray, annotation, caption, maps: {method: map},
-    scores: {method: (pointing, box mass ratio)}}."""
+    scores: {method: (pointing, pointing within 15 px, box mass ratio)}}."""
     figure = _figure(2.0 * len(methods) + 0.6, 2.5 * max(len(items), 1) + 0.7)
     grid = figure.subplots(max(len(items), 1), len(methods), squeeze=False)
     for row, item in enumerate(items):
         for column, method in enumerate(methods):
-            hit, ratio = item["scores"][method]
-            title = f"{label(method)}: {'hit' if hit == 1 else 'miss'}, ratio {ratio:.1f}"
+            hit, near, ratio = item["scores"][method]
+            title = f"{label(method)}: {_verdict(hit, near)}, ratio {ratio:.1f}"
             _draw(grid[row, column], item["gray"], item["maps"][method], item["annotation"], title)
         grid[row, 0].set_ylabel(item["caption"], fontsize=8)
     if not items:
         _blank(grid[0, 0], "no images")
     figure.suptitle(f"CAM methods on the same fractured images ({subtitle})", fontsize=10)
     return _save(figure, path)
+
+
+def _gallery_caption(case: pd.Series) -> str:
+    """File name, probability, mass ratio and, for a miss that the tolerant pointing game counts, so."""
+    near = case["group"] == "miss" and case.get("pointing_tol15") == 1
+    return f"{case['image']}\nP(positive) {case['probability']:.2f} · mass ratio {case['box_mass_ratio']:.1f}" + (
+        f" · within {POINTING_TOLERANCE} px" if near else ""
+    )
 
 
 def write_figures(
@@ -213,8 +258,7 @@ def write_figures(
             "gray": grays[case["image"]],
             "heatmap": maps[method][case["image"]],
             "annotation": scaled[case["image"]],
-            "caption": f"{case['image']}\nP(positive) {case['probability']:.2f} · "
-            f"mass ratio {case['box_mass_ratio']:.1f}",
+            "caption": _gallery_caption(case),
         }
         for _, case in chosen.iterrows()
     ]
@@ -227,7 +271,9 @@ def write_figures(
             "annotation": scaled[image],
             "caption": image,
             "maps": {m: maps[m][image] for m in methods},
-            "scores": {m: tuple(scores.loc[(image, m), ["pointing", "box_mass_ratio"]]) for m in methods},
+            "scores": {
+                m: tuple(scores.loc[(image, m), ["pointing", "pointing_tol15", "box_mass_ratio"]]) for m in methods
+            },
         }
         for image in strip
     ]
@@ -255,22 +301,24 @@ def localization_section(
         except ValueError:
             return Path(path).resolve().as_posix()
 
-    best = _best_method(result)
+    best, best_tolerant = _best_method(result), _best_method(result, "pointing_tol15")
     parts = [
         f"{heading} Do the heatmaps point at the fracture?",
         "",
         methods_markdown(table, result),
         f"Best pointing game among the CAM methods: **{label(best)}**." if best else "",
+        *([f"With the {POINTING_TOLERANCE} px tolerance: **{label(best_tolerant)}**."] if best_tolerant else []),
         "",
     ]
     parts += [f"![{path.stem}]({link(path)})" for path in figures if path.is_file()]
     return "\n".join(parts).rstrip() + "\n", [path for path in figures if path.is_file()]
 
 
-def _best_method(result: dict) -> str | None:
-    """The CAM method with the highest mean pointing game (ties: the higher box mass ratio)."""
+def _best_method(result: dict, score: str = "pointing") -> str | None:
+    """The CAM method with the highest mean ``score`` (a pointing game; ties: the higher box mass
+    ratio); None when no method has it (a folder written before the tolerant game was scored)."""
     summary = result.get("summary", {})
-    candidates = [m for m in result.get("methods", []) if "pointing" in summary.get(m, {})]
+    candidates = [m for m in result.get("methods", []) if score in summary.get(m, {})]
     if not candidates:
         return None
-    return max(candidates, key=lambda m: (summary[m]["pointing"]["mean"], summary[m]["box_mass_ratio"]["mean"]))
+    return max(candidates, key=lambda m: (summary[m][score]["mean"], summary[m]["box_mass_ratio"]["mean"]))

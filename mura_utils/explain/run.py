@@ -17,16 +17,19 @@ from mura_utils.data.augment import normalize
 from mura_utils.data.imaging import letterbox, read_grayscale
 from mura_utils.evaluation.bootstrap import DEFAULT_RESAMPLES, ClusterBootstrap
 from mura_utils.explain.boxes import COCO_FILE, AnnotationSizeError, FractureAnnotation, read_coco
-from mura_utils.explain.cam import DEFAULT_CAM_METHOD, cam_heatmaps
+from mura_utils.explain.cam import cam_heatmaps
 from mura_utils.explain.frames import to_image_frame
-from mura_utils.explain.localization import BASELINES, SCORES, baseline_scores, image_scores, summarize
-from mura_utils.explain.methods import (
-    DEFAULT_METHODS,
-    DEFAULT_ROAD_PERCENTILES,
-    ROAD_SCORES,
-    check_methods,
-    road_scores,
+from mura_utils.explain.localization import (
+    BASELINES,
+    POINTING_TOLERANCE,
+    SCORES,
+    baseline_scores,
+    image_scores,
+    near_mask,
+    summarize,
 )
+from mura_utils.explain.methods import ROAD_SCORES, check_methods, road_scores
+from mura_utils.explain.names import DEFAULT_CAM_METHOD, DEFAULT_METHODS, DEFAULT_ROAD_PERCENTILES
 from mura_utils.utils.formatting import plain_json
 from mura_utils.utils.io import atomic_write_text
 
@@ -101,7 +104,9 @@ def explain_cases(
                 skipped.append({"image": image, "reason": str(error)})
                 continue
             grays.append((image, str(path), gray))
-            masks.append((annotation.box_mask(), annotation.polygon_mask()))
+            boxes = annotation.box_mask()
+            near_boxes = near_mask(boxes, POINTING_TOLERANCE, annotation.pixel_size)  # in original pixels
+            masks.append((boxes, annotation.polygon_mask(), near_boxes))
         if not grays:
             continue
         images = explainer.letterboxed([gray for _, _, gray in grays])
@@ -110,8 +115,8 @@ def explain_cases(
         if not road_percentiles:
             road_count = 0
         road_done += road_count
-        for (image, path, _), (boxes, polygons), probability in zip(grays, masks, probabilities):
-            for name, scores in baseline_scores(boxes, polygons).items():
+        for (image, path, _), (boxes, polygons, near_boxes), probability in zip(grays, masks, probabilities):
+            for name, scores in baseline_scores(boxes, polygons, near_boxes).items():
                 rows.append({"image": image, "path": path, "method": name, "probability": probability, **scores})
         for method in methods:
             heatmaps = explainer.heatmaps(images, method)
@@ -121,8 +126,8 @@ def explain_cases(
                 road = road_scores(
                     explainer.model, inputs, heatmaps[:road_count], percentiles=road_percentiles, seed=seed
                 )
-            for position, ((image, path, gray), (boxes, polygons)) in enumerate(zip(grays, masks)):
-                scores = image_scores(to_image_frame(heatmaps[position], *gray.shape), boxes, polygons)
+            for position, ((image, path, gray), (boxes, polygons, near_boxes)) in enumerate(zip(grays, masks)):
+                scores = image_scores(to_image_frame(heatmaps[position], *gray.shape), boxes, polygons, near_boxes)
                 faithfulness = {
                     name: float(values[position]) if position < road_count else float("nan")
                     for name, values in road.items()
@@ -211,7 +216,7 @@ def run_explain(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "per_image.csv", per_image.to_csv(index=False))
-    table = methods_table(summary, [*methods, *BASELINES], reference)
+    table = methods_table(summary, [*methods, *BASELINES], (reference, "centre"))
     atomic_write_text(out / "methods.csv", table.to_csv(index=False))
     result = {
         "checkpoint": str(checkpoint),
@@ -226,6 +231,13 @@ def run_explain(
         "methods": methods,
         "baselines": list(BASELINES),
         "reference": reference,
+        "pointing": {
+            "tolerance_px": POINTING_TOLERANCE,
+            "frame": "maps brought back through the letterbox onto the image files, boxes scaled from the listed "
+            "COCO size to the files; the tolerance in pixels of the listed (original) size",
+            "strict": "pointing: the map's maximum inside a box",
+            "tolerant": f"pointing_tol{POINTING_TOLERANCE}: the maximum closer than {POINTING_TOLERANCE} px to a box",
+        },
         "bootstrap": {"unit": "image", "resamples": bootstrap.n_resamples, "seed": seed, "level": bootstrap.level},
         "road": {
             "percentiles": list(road_percentiles or []),

@@ -1,5 +1,6 @@
 """``mura predict``: abnormality (or fracture) probabilities for radiographs (PNG, JPEG or DICOM)
-outside any dataset layout, scored per study like MURA, with optional Grad-CAM overlays.
+outside any dataset layout, scored per study like MURA, with optional Grad-CAM overlays (the map
+drawn back through the letterbox onto the image at its own size, beside the plain image).
 
 A folder given on the command line is one study (its direct image children); a file given on
 its own is a study of one image. Each image goes through exactly the pixels path training used
@@ -15,16 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from mura_utils.data.imaging import letterbox
-from mura_utils.inference.predict_inputs import (
-    PredictInputError,
-    collect_inputs,
-    read_dicom,
-    read_image,
-    study_predictions,
-)
+from mura_utils.inference.predict_inputs import collect_inputs, read_image, study_predictions
 from mura_utils.utils.formatting import plain_json
 
 FORMATS = ("table", "json", "csv")
@@ -61,11 +56,45 @@ def _cam_names(paths: list[str]) -> list[str]:
     return names
 
 
-def _resized(heatmap: np.ndarray, size: int) -> np.ndarray:
-    """A float heatmap resized (bilinear) to size x size; grad-cam gives it at the member's input size."""
-    if heatmap.shape == (size, size):
-        return heatmap
-    return np.asarray(Image.fromarray(heatmap.astype(np.float32)).resize((size, size), Image.BILINEAR))
+def cam_caption(probability: float, threshold: float, positive_label: str, negative_label: str) -> str:
+    """The overlay's caption: the image's probability of the positive class, the checkpoint's threshold
+    and the call they give, e.g. "p(fractured) = 0.83, threshold 0.41 -> fractured" (more decimals
+    when two decimals would show the two numbers equal)."""
+    call = positive_label if probability >= threshold else negative_label
+    digits = 2
+    while digits < 4 and f"{probability:.{digits}f}" == f"{threshold:.{digits}f}":
+        digits += 1
+    return f"p({positive_label}) = {probability:.{digits}f}, threshold {threshold:.{digits}f} -> {call}"
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size)
+    except TypeError:  # Pillow < 10.1: one bitmap size only
+        return ImageFont.load_default()
+
+
+def cam_panels(gray: np.ndarray, heatmap: np.ndarray, caption: str) -> np.ndarray:
+    """One RGB picture: the radiograph as it is (left) and with ``heatmap`` over it (right), both at
+    the image's own size (``heatmap`` is on the image's pixels), and ``caption`` on a strip below
+    (the picture widens when a small image leaves the caption too little room)."""
+    from mura_utils.explain.cam import overlay
+
+    height, width = gray.shape
+    if heatmap.shape != gray.shape:
+        raise ValueError(f"heatmap {heatmap.shape} is not on the image's pixels {gray.shape}")
+    gap = max(2, width // 100)
+    panels_width = 2 * width + gap
+    font_size = max(10, round(panels_width / 45))
+    margin = font_size // 2
+    text_width = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(caption, font=_font(font_size))
+    picture = Image.new(
+        "RGB", (max(panels_width, int(np.ceil(text_width)) + 2 * margin), height + 2 * font_size), "white"
+    )
+    picture.paste(Image.fromarray(gray).convert("RGB"), (0, 0))
+    picture.paste(Image.fromarray(overlay(gray, heatmap)), (width + gap, 0))
+    ImageDraw.Draw(picture).text((margin, height + font_size // 2), caption, fill="black", font=_font(font_size))
+    return np.asarray(picture)
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
@@ -90,11 +119,12 @@ def predict_paths(
     for FracAtlas), study_probability (mean over the study's images, as MURA scores studies),
     study_prediction (e.g. 'abnormal'/'normal', the names stored in the checkpoint, at the checkpoint's
     validation-chosen ``threshold``), threshold, predicted_body_part and body_part_probability
-    (None/NaN for a single-task model) and, with ``cam_dir``, cam_path: a Grad-CAM overlay PNG
-    of the abnormality logit on the letterboxed image.
+    (None/NaN for a single-task model) and, with ``cam_dir``, cam_path: a PNG of the image beside
+    its Grad-CAM map of the abnormality logit (made on the letterboxed input, drawn back onto the
+    image at its own size: ``cam_panels``), captioned with the image's probability and the threshold.
 
     ``checkpoint`` may be a ``mura ensemble`` file (probability: the members' mean; Grad-CAM: the
-    mean of the members' heatmaps, each resized to the largest member's letterboxed image) or an
+    mean of the members' heatmaps, each brought back onto the image's pixels) or an
     ONNX file from ``mura export`` (run with onnxruntime; no Grad-CAM). ``tta`` averages each
     image with its mirror image (see ``evaluate.predict_batches``).
     """
@@ -106,7 +136,8 @@ def predict_paths(
         return predict_onnx(paths, checkpoint, batch_size=batch_size, tta=tta)
     from mura_utils.evaluation.predictions import predict_batches
     from mura_utils.evaluation.tta import mirrored_letterbox
-    from mura_utils.explain.cam import gradcam_heatmaps, overlay
+    from mura_utils.explain.cam import cam_heatmaps
+    from mura_utils.explain.frames import to_image_frame
     from mura_utils.models.checkpoint import checkpoint_dataset
     from mura_utils.models.ensemble import mean_outputs, members_of
     from mura_utils.utils.runtime import resolve_device
@@ -116,15 +147,15 @@ def predict_paths(
     model, info = load_predictor(checkpoint, torch_device)
     members = members_of(model, info)
     threshold = float(info.get("threshold", 0.5))
+    dataset = checkpoint_dataset(info)
     cam_paths = [Path(cam_dir) / name for name in _cam_names(inputs["path"].tolist())] if cam_dir else None
-    cam_size = max(member.img_size for member in members)
 
     batches = []
     for start in range(0, len(inputs), batch_size):
         rows = inputs.iloc[start : start + batch_size]
         grays = [read_image(path, kind) for path, kind in zip(rows["path"], rows["kind"])]
         positions = torch.arange(start, start + len(rows))
-        member_outputs, heatmap_sum = [], None
+        member_outputs, member_heatmaps = [], []
         for member in members:
             images = torch.from_numpy(np.stack([letterbox(gray, member.img_size) for gray in grays]))[:, None]
             batch = {"image": images, "position": positions}  # (N,1,S,S) uint8
@@ -135,15 +166,20 @@ def predict_paths(
                 predict_batches(member.model, [batch], torch_device, member.mean, member.std, tta=tta)
             )
             if cam_paths is not None:
-                heatmaps = gradcam_heatmaps(member.model, member.model_name, images, mean=member.mean, std=member.std)
-                heatmaps = np.stack([_resized(heatmap, cam_size) for heatmap in heatmaps])
-                heatmap_sum = heatmaps if heatmap_sum is None else heatmap_sum + heatmaps
+                member_heatmaps.append(
+                    cam_heatmaps(member.model, member.model_name, images, mean=member.mean, std=member.std)
+                )
         batches.append(mean_outputs(member_outputs))
-        if cam_paths is not None:
-            for offset, (gray, heatmap) in enumerate(zip(grays, heatmap_sum / len(members))):
-                _write_png(cam_paths[start + offset], overlay(letterbox(gray, cam_size), heatmap))
+        if cam_paths is not None:  # one image at a time on its own pixels: a full-size map is large
+            probability_of = dict(zip(batches[-1]["position"].tolist(), batches[-1]["probability"].tolist()))
+            for offset, gray in enumerate(grays):
+                heatmap = np.mean([to_image_frame(maps[offset], *gray.shape) for maps in member_heatmaps], axis=0)
+                caption = cam_caption(
+                    probability_of[start + offset], threshold, dataset.positive_label, dataset.negative_label
+                )
+                _write_png(cam_paths[start + offset], cam_panels(gray, heatmap, caption))
     outputs = {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
-    return study_predictions(inputs, outputs, threshold, cam_paths, checkpoint_dataset(info))
+    return study_predictions(inputs, outputs, threshold, cam_paths, dataset)
 
 
 # --- output --------------------------------------------------------------------------------------
@@ -192,12 +228,4 @@ def format_predictions(table: pd.DataFrame, fmt: str = "table") -> str:
     return "\n".join(lines)
 
 
-__all__ = [
-    "PredictInputError",
-    "collect_inputs",
-    "format_predictions",
-    "load_predictor",
-    "predict_paths",
-    "read_dicom",
-    "read_image",
-]
+__all__ = ["cam_caption", "cam_panels", "format_predictions", "load_predictor", "predict_paths"]

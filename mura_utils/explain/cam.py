@@ -18,7 +18,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from mura_utils.data.augment import normalize
 from mura_utils.explain.names import CAM_METHOD_CLASSES, DEFAULT_CAM_METHOD
-from mura_utils.models.networks import HeadOutput, MuraNet, cam_target_layer
+from mura_utils.models.networks import HeadOutput, RadiographNet, cam_target_layer
 from mura_utils.models.registry import get_spec
 
 CAM_METHODS = {name: getattr(pytorch_grad_cam, class_name) for name, class_name in CAM_METHOD_CLASSES.items()}
@@ -32,7 +32,7 @@ def cam_class(method: str) -> type:
 
 
 def gradcam_heatmaps(
-    model: MuraNet,
+    model: RadiographNet,
     model_name: str,
     images: torch.Tensor,
     head: str = "abnormality",
@@ -45,7 +45,7 @@ def gradcam_heatmaps(
 
 
 def cam_heatmaps(
-    model: MuraNet,
+    model: RadiographNet,
     model_name: str,
     images: torch.Tensor,
     head: str = "abnormality",

@@ -27,7 +27,7 @@ from mura_utils.models.checkpoint import (
     package_version,
     read_checkpoint,
 )
-from mura_utils.models.networks import MuraNet, build_model
+from mura_utils.models.networks import RadiographNet, build_model
 from mura_utils.models.registry import get_spec
 from mura_utils.utils.io import atomic_torch_save
 
@@ -38,7 +38,7 @@ ENSEMBLE_KIND = "ensemble"
 class Member:
     """One model and its input contract: letterbox to ``img_size``, then ``(x/255 - mean) / std``."""
 
-    model: MuraNet
+    model: RadiographNet
     model_name: str
     img_size: int
     mean: float

@@ -57,7 +57,7 @@ class CustomCNN(nn.Module):
         return self.pool(self.blocks(images)).flatten(1)
 
 
-class MuraNet(nn.Module):
+class RadiographNet(nn.Module):
     """Backbone -> pooled features -> {"abnormality": (N,) logit, "body_part": (N, parts) logits}; the
     body-part vocabulary (MURA's seven by default) is the dataset's, stored in the checkpoint."""
 
@@ -88,9 +88,9 @@ class MuraNet(nn.Module):
 
 
 class HeadOutput(nn.Module):
-    """Wraps MuraNet so it returns one head's logits as a tensor (grad-cam cannot take a dict)."""
+    """Wraps RadiographNet so it returns one head's logits as a tensor (grad-cam cannot take a dict)."""
 
-    def __init__(self, model: MuraNet, head: str = "abnormality"):
+    def __init__(self, model: RadiographNet, head: str = "abnormality"):
         super().__init__()
         self.model, self.head = model, head
 
@@ -156,7 +156,7 @@ def find_cam_layer(backbone: nn.Module, probe_size: int = 128) -> str:
     return spatial[-1]
 
 
-def cam_target_layer(model: MuraNet, name: str, img_size: int | None = None) -> nn.Module:
+def cam_target_layer(model: RadiographNet, name: str, img_size: int | None = None) -> nn.Module:
     """The Grad-CAM layer of a built model: the registry's, or found automatically. With ``img_size``
     (the size the model sees) a layer that is 1x1 at that size is replaced by the last larger one."""
     layer = get_spec(name).cam_layer
@@ -244,7 +244,7 @@ def build_model(
     weights_path: str | None = None,
     dropout: float = 0.2,
     num_body_parts: int = len(BODY_PARTS),
-) -> MuraNet:
+) -> RadiographNet:
     """Create a one-channel model by registry name (custom_cnn, resnet50, densenet169,
     efficientnet_b0) or any timm model name (the stem's RGB kernels are summed to one channel).
     ``pretrained`` loads ImageNet weights through timm (or the local file ``weights_path``);
@@ -257,7 +257,7 @@ def build_model(
         backbone = _create_backbone(spec, pretrained, weights_path)
         # pooled width; ConvNeXt-style heads with a hidden layer report it as head_hidden_size
         num_features = getattr(backbone, "head_hidden_size", None) or backbone.num_features
-    return MuraNet(backbone, num_features, multitask=multitask, dropout=dropout, num_body_parts=num_body_parts)
+    return RadiographNet(backbone, num_features, multitask=multitask, dropout=dropout, num_body_parts=num_body_parts)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -23,7 +23,7 @@ class ModelSpec:
     default_img_size: int
     mean: float
     std: float
-    cam_layer: str | None  # Grad-CAM target inside ``MuraNet.backbone``; None: found by ``find_cam_layer``
+    cam_layer: str | None  # Grad-CAM target inside ``RadiographNet.backbone``; None: found by ``find_cam_layer``
     fixed_input_size: bool = False  # True: only default_img_size (ViT, Swin, ...; timm's pretrained_cfg)
     label: str = ""  # how reports name it; "" for a plain timm name (shown as the name itself)
 

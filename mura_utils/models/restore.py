@@ -12,10 +12,10 @@ import torch
 
 from mura_utils.models.checkpoint import CheckpointError, checkpoint_dataset, read_checkpoint
 from mura_utils.models.ensemble import is_ensemble, load_ensemble
-from mura_utils.models.networks import MuraNet, build_model
+from mura_utils.models.networks import RadiographNet, build_model
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[MuraNet, dict]:
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[RadiographNet, dict]:
     """Rebuild the model a checkpoint was trained as and load its weights (no download needed);
     an ensemble file gives an ``ensemble.EnsembleNet`` of its members."""
     checkpoint = read_checkpoint(path)

@@ -104,15 +104,15 @@ def test_cli_ensemble_and_bad_members_are_named(members, tmp_path, capsys):
 
 
 def test_gradcam_of_a_loaded_ensemble_is_the_mean_of_its_members(members, tmp_path):
-    from mura_utils.explain.cam import gradcam_heatmaps
+    from mura_utils.explain.cam import cam_heatmaps
 
     make_ensemble(members, tmp_path / "e.pt")
     model, checkpoint = load_model(tmp_path / "e.pt")
     images = torch.randint(0, 256, (2, 1, 48, 48), dtype=torch.uint8)
-    heatmaps = gradcam_heatmaps(model, checkpoint["model_name"], images)
+    heatmaps = cam_heatmaps(model, checkpoint["model_name"], images)
     assert heatmaps.shape == (2, 48, 48) and np.isfinite(heatmaps).all()
     second = model.members[1]  # custom_cnn runs at 48 px: its heatmap enters unchanged
-    alone = gradcam_heatmaps(second.model, second.model_name, images)
+    alone = cam_heatmaps(second.model, second.model_name, images)
     assert not np.allclose(heatmaps, alone)  # the other member counts too
 
 

@@ -116,7 +116,7 @@ def test_missing_weights_file_is_named(tmp_path):
 
 @pytest.mark.parametrize("name", ["resnet18", "convnext_atto", "efficientnet_b3"])
 def test_any_timm_model_by_name_has_one_channel_both_heads_and_a_spatial_cam_layer(name):
-    from mura_utils.explain.cam import gradcam_heatmaps
+    from mura_utils.explain.cam import cam_heatmaps
 
     model = build_model(name, pretrained=False).eval()
     with torch.no_grad():
@@ -130,7 +130,7 @@ def test_any_timm_model_by_name_has_one_channel_both_heads_and_a_spatial_cam_lay
     handle.remove()
     assert maps[0].ndim == 4 and min(maps[0].shape[-2:]) > 1  # a feature map, not pooled features
     images = torch.randint(0, 256, (2, 1, 64, 64), dtype=torch.uint8)
-    heatmaps = gradcam_heatmaps(model, name, images)
+    heatmaps = cam_heatmaps(model, name, images)
     assert heatmaps.shape == (2, 64, 64) and np.isfinite(heatmaps).all()
 
 
@@ -182,7 +182,7 @@ def test_fixed_input_size_model_with_another_img_size_is_refused_at_construction
 
 
 def test_convnext_grad_cam_at_a_small_input_uses_a_layer_larger_than_1x1():
-    from mura_utils.explain.cam import gradcam_heatmaps
+    from mura_utils.explain.cam import cam_heatmaps
 
     torch.manual_seed(0)
     model = build_model("convnext_atto", pretrained=False).eval()
@@ -195,7 +195,7 @@ def test_convnext_grad_cam_at_a_small_input_uses_a_layer_larger_than_1x1():
     handle.remove()
     assert min(maps[0].shape[-2:]) > 1
     images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 1, 32, 32), dtype=np.uint8))
-    heatmaps = gradcam_heatmaps(model, "convnext_atto", images)
+    heatmaps = cam_heatmaps(model, "convnext_atto", images)
     assert heatmaps.shape == (2, 32, 32) and all(heatmap.max() > heatmap.min() for heatmap in heatmaps)
     assert cam_target_layer(model, "convnext_atto") is model.backbone.get_submodule("stages")  # old call: 128 px
 

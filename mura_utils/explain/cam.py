@@ -31,19 +31,6 @@ def cam_class(method: str) -> type:
     return CAM_METHODS[method]
 
 
-def gradcam_heatmaps(
-    model: RadiographNet,
-    model_name: str,
-    images: torch.Tensor,
-    head: str = "abnormality",
-    class_index: int = 0,
-    mean: float | None = None,
-    std: float | None = None,
-) -> np.ndarray:
-    """Grad-CAM heatmaps: ``cam_heatmaps`` with method "gradcam"."""
-    return cam_heatmaps(model, model_name, images, head, class_index, mean, std, method="gradcam")
-
-
 def cam_heatmaps(
     model: RadiographNet,
     model_name: str,

@@ -102,7 +102,7 @@ def case_overlays(run, cases: pd.DataFrame, img_size: int | None = None) -> list
     import torch
 
     from mura_utils.data.imaging import load_letterboxed
-    from mura_utils.explain.cam import gradcam_heatmaps, overlay
+    from mura_utils.explain.cam import cam_heatmaps, overlay
     from mura_utils.models.ensemble import checkpoint_normalization
     from mura_utils.models.restore import load_model
 
@@ -112,9 +112,7 @@ def case_overlays(run, cases: pd.DataFrame, img_size: int | None = None) -> list
     size = img_size or int(checkpoint["img_size"])
     grays = np.stack([load_letterboxed(_image_file(p, run.info.get("data_root")), size) for p in cases["path"]])
     mean, std = checkpoint_normalization(checkpoint)
-    heatmaps = gradcam_heatmaps(
-        model, checkpoint["model_name"], torch.from_numpy(grays).unsqueeze(1), mean=mean, std=std
-    )
+    heatmaps = cam_heatmaps(model, checkpoint["model_name"], torch.from_numpy(grays).unsqueeze(1), mean=mean, std=std)
     return [overlay(gray, heatmap) for gray, heatmap in zip(grays, heatmaps)]
 
 

@@ -112,7 +112,7 @@ def _draw_gallery(run: Run, path: Path, per_group: int, img_size: int | None) ->
     import torch
 
     from mura_utils.data.imaging import load_letterboxed
-    from mura_utils.explain.cam import gradcam_heatmaps, overlay
+    from mura_utils.explain.cam import cam_heatmaps, overlay
     from mura_utils.models.ensemble import checkpoint_normalization
     from mura_utils.models.registry import get_spec
     from mura_utils.models.restore import load_model
@@ -126,7 +126,7 @@ def _draw_gallery(run: Run, path: Path, per_group: int, img_size: int | None) ->
     if len(cases):
         grays = np.stack([load_letterboxed(_image_path(p, run), size) for p in cases["path"]])
         mean, std = checkpoint_normalization(checkpoint)
-        heatmaps = gradcam_heatmaps(model, model_name, torch.from_numpy(grays).unsqueeze(1), mean=mean, std=std)
+        heatmaps = cam_heatmaps(model, model_name, torch.from_numpy(grays).unsqueeze(1), mean=mean, std=std)
 
     dataset = run.dataset
     positive, negative = dataset["positive_label"], dataset["negative_label"]

@@ -1,5 +1,6 @@
-"""Planning before anything runs: parameters checked against the notebooks, every training run
-listed as train / resume / reuse / conflict, conflicts refused with nothing changed on disk."""
+"""Planning before anything runs: what each notebook receives (the profile, its configs/ files, -p overrides),
+checked against the notebooks' parameters cells, and every training run listed as train / resume / reuse /
+conflict (runs_folder refuses the conflicts), with nothing changed on disk."""
 
 from __future__ import annotations
 

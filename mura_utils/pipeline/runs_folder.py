@@ -68,7 +68,7 @@ def _runs_dir_for(data_root: str, runs_dir: Path, own_runs_dir: Path | None) -> 
         return Path(own_runs_dir)
     try:
         name = data_slug(data_root)
-    except Exception:  # unreadable data: the digest still tells two folders apart
+    except (ValueError, OSError):  # data gone or unreadable: the digest still tells two folders apart
         name = ""
     if not name or runs_dir.name.endswith(name):
         name = hashlib.sha1(str(Path(data_root).resolve()).encode()).hexdigest()[:6]
@@ -93,8 +93,8 @@ def _headline(conflicts: list[tuple], names: str, own_runs_dir: Path | None) -> 
             return f"{config.out_dir} is not a run folder of mura_utils: pass another --runs-dir"
     for _, differences in conflicts:
         if not damaged_files(differences):
-            listed = ", ".join(f"{name} {saved!r}, not {wanted!r}" for name, (saved, wanted) in differences.items())
-            listed = listed if len(differences) <= 3 else listed.split(", ")[0] + f" and {len(differences) - 1} more"
+            items = [f"{name} {saved!r}, not {wanted!r}" for name, (saved, wanted) in differences.items()]
+            listed = "; ".join(items[:3]) + (f"; and {len(items) - 3} more" if len(items) > 3 else "")
             return (
                 f"these runs were trained with other settings ({listed}): pass another --runs-dir for these "
                 "settings, or the earlier settings to continue them"

@@ -42,7 +42,7 @@ demo: $(STAMP) sample
 	echo && cat reports/comparison.md && echo && \
 	echo "make demo: every notebook ran in $$(( $$(date +%s) - start )) s. SYNTHETIC sample: the numbers show the" && \
 	echo "pipeline learns; they say nothing about real radiographs. Report: reports/index.md; executed notebooks:" && \
-	echo "reports/runs/*.ipynb (06_error_analysis: the most confident mistakes, with Grad-CAM); trained runs: runs/demo-mura."
+	echo "reports/runs/*.ipynb (06_error_analysis: the most confident mistakes, with Grad-CAM); trained runs: runs/demo-mura-sample."
 
 # what a rerun rebuilds without training: the reports, the sample and its image cache. Trained runs live in
 # runs/ (mura reproduce --runs-dir); a folder under reports/ that holds trained runs (versions before --runs-dir

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from mura_utils.pipeline import NOTEBOOK_DIR, NOTEBOOKS, ReproduceError, reproduce
+from mura_utils.pipeline.colab import BRANCH, COLAB_SETUP, REPOSITORY_URL, colab_badge, colab_url
 
 NOTEBOOK_FILES = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
@@ -23,13 +24,93 @@ def test_every_pipeline_notebook_exists():
 def test_notebook_is_thin_and_has_no_outputs(path):
     notebook = nbformat.read(path, as_version=4)
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
-    assert "parameters" in code[0].metadata.get("tags", []), "first code cell must be tagged parameters"
-    first = code[0].source.splitlines()
+    assert "parameters" in code[1].metadata.get("tags", []), "the code cell after Colab's must be tagged parameters"
+    assert [cell for cell in code if "parameters" in cell.metadata.get("tags", [])] == [code[1]]
+    first = code[1].source.splitlines()
     assert all(line.strip() == "" or "=" in line for line in first), "parameters are plain assignments"
     for cell in code:
         assert not cell.get("outputs") and cell.get("execution_count") is None, "outputs must be stripped"
         assert not any(line.lstrip().startswith(("def ", "class ", "lambda")) for line in cell.source.splitlines())
-    assert sum(len(cell.source.splitlines()) for cell in code[1:]) < 40, "logic belongs in mura_utils"
+    assert sum(len(cell.source.splitlines()) for cell in code[2:]) < 40, "logic belongs in mura_utils"
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.stem)
+def test_notebook_opens_in_colab_with_one_click(path):
+    """The badge is the first cell and the Colab install cell the first code cell, both exactly as
+    mura_utils.pipeline.colab writes them (the repository's address is written once, there)."""
+    notebook = nbformat.read(path, as_version=4)
+    assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source == colab_badge(path.name)
+    assert colab_url(path.name).endswith(f"/blob/{BRANCH}/notebooks/{path.name}")
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code[0].source == COLAB_SETUP and REPOSITORY_URL in COLAB_SETUP
+    assert sum("colab.research.google.com" in cell.source for cell in notebook.cells) == 1  # one badge
+    assert sum("google.colab" in cell.source for cell in notebook.cells) == 1  # one install cell
+
+
+def test_colab_cell_does_nothing_outside_colab(monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("installed outside Colab"))
+    monkeypatch.setattr("builtins.input", lambda *a: pytest.fail("asked outside Colab"))
+    exec(compile(COLAB_SETUP, "colab-setup", "exec"), {})
+
+
+def test_colab_cell_installs_and_offers_drive_inside_colab(monkeypatch):
+    import subprocess
+    import sys
+    import types
+
+    calls, mounted = [], []
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=mounted.append)
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setattr(subprocess, "run", lambda command, **kwargs: calls.append(command))
+    for answer, mounts in (("n", []), ("y", ["/content/drive"])):
+        mounted.clear()
+        monkeypatch.setattr("builtins.input", lambda prompt, answer=answer: answer)
+        exec(compile(COLAB_SETUP, "colab-setup", "exec"), {})
+        assert calls[-1][1:4] == ["-m", "pip", "install"] and calls[-1][-1] == f"git+{REPOSITORY_URL}.git@{BRANCH}"
+        assert mounted == mounts
+
+
+def test_default_sample_is_written_when_missing_and_only_then(tmp_path, monkeypatch, capsys):
+    from mura_utils.synthetic import default_sample, ensure_default_sample
+
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    assert f"DEMO_PATIENTS ?= {default_sample.DEFAULT_SAMPLE_PATIENTS}\n" in makefile  # as `make sample` writes it
+    monkeypatch.setattr(default_sample, "DEFAULT_SAMPLE_PATIENTS", 1)  # quicker, same code path
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    assert ensure_default_sample("../data/sample") == Path("../data/sample")
+    assert (tmp_path / "data" / "sample" / "MURA-v1.1" / "train_image_paths.csv").is_file()
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 1 and "wrote the synthetic MURA-v1.1 sample" in printed[0]
+    ensure_default_sample("../data/sample")  # there now: nothing written, nothing said
+    assert capsys.readouterr().out == ""
+    ensure_default_sample(tmp_path / "elsewhere" / "sample")  # not the default path: left alone
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_data_overview_opened_alone_writes_the_sample_and_runs(tmp_path):
+    """Notebook 00 opened first, with its defaults and no `make sample`: the sample is written, then it runs."""
+    import papermill
+
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(NOTEBOOK_DIR / "00_data_overview.ipynb", tmp_path / "notebooks")
+    executed = tmp_path / "executed.ipynb"
+    papermill.execute_notebook(str(tmp_path / "notebooks" / "00_data_overview.ipynb"), str(executed),
+                               cwd=str(tmp_path / "notebooks"), progress_bar=False)  # fmt: skip
+    assert (tmp_path / "data" / "sample" / "MURA-v1.1" / "SYNTHETIC_SAMPLE.txt").is_file()
+    assert (tmp_path / "reports" / "figures" / "sample_images.png").is_file()
+    outputs = [
+        output.get("text", "")
+        for cell in nbformat.read(executed, as_version=4).cells
+        for output in cell.get("outputs", [])
+    ]
+    assert sum("wrote the synthetic MURA-v1.1 sample" in text for text in outputs) == 1
 
 
 @pytest.fixture(scope="module")

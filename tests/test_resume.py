@@ -21,8 +21,9 @@ import pytest
 from mura_utils.cli import _parse_value
 from mura_utils.cli import main as cli_main
 from mura_utils.config import TrainConfig
-from mura_utils.pipeline import NOTEBOOK_DIR, ReproduceError, notebook_settings, plan_runs, reproduce
-from mura_utils.pipeline.plan import _refuse_conflicts
+from mura_utils.pipeline import NOTEBOOK_DIR, ReproduceError, plan_reproduce, profile_config_dir, reproduce
+from mura_utils.pipeline.runs_folder import refuse_conflicts
+from mura_utils.training import experiment
 
 # 2 epochs, so the kill lands after notebook 02's first last.pt and the rerun resumes mid-run
 SETTINGS = {"epochs": 2, "img_size": 32, "batch_size": 16, "variants": ["multitask"], "cam_per_group": 1}
@@ -121,16 +122,16 @@ def test_restart_deletes_only_planned_run_folders(tmp_path, tiny_mura):
     for folder in (planned, own):
         TrainConfig(epochs=7, out_dir=str(folder)).save(folder / "config.json")
         (folder / "last.pt").write_bytes(b"")  # trained: a folder holding only config.json would be trained afresh
-    plan = plan_runs(
+    plan = plan_reproduce(
         tiny_mura, tmp_path / "reports", "demo", {"variants": ["multitask"]}, notebooks=NOTEBOOKS[:1], runs_dir=runs_dir
     )
     [(config, status, differences)] = plan["01_custom_cnn"]
-    requested = notebook_settings("demo", "01_custom_cnn")["epochs"]  # the demo's per-notebook setting
+    requested = experiment.settings_file(profile_config_dir("demo"), "custom_cnn")["epochs"]  # configs/demo
     assert status == "conflict" and differences["epochs"] == (7, requested)
     with pytest.raises(ReproduceError, match=rf"custom_cnn_multitask_seed0: .*epochs: saved 7, requested {requested}"):
-        _refuse_conflicts(plan, restart=False)
+        refuse_conflicts(plan, restart=False)
     assert planned.is_dir()
-    _refuse_conflicts(plan, restart=True)
+    refuse_conflicts(plan, restart=True)
     assert not planned.exists() and (own / "config.json").is_file()  # a folder the plan does not train stays
 
 
@@ -147,11 +148,11 @@ def test_parameter_values_parse_like_python_and_papermill():
 )
 def test_parameter_of_the_wrong_type_is_refused(tiny_mura, tmp_path, overrides, named):
     with pytest.raises(ReproduceError, match=f"{named}=.*declares {named}"):
-        plan_runs(tiny_mura, tmp_path, "full", overrides)
+        plan_reproduce(tiny_mura, tmp_path, "full", overrides)
 
 
 def test_int_is_accepted_for_a_float_parameter(tiny_mura, tmp_path):
-    plan = plan_runs(
+    plan = plan_reproduce(
         tiny_mura, tmp_path, "full", {"lr": 1, "seeds": [3]}, notebooks=NOTEBOOKS, runs_dir=tmp_path / "runs"
     )
     assert {config.lr for runs in plan.values() for config, _, _ in runs} == {1}
@@ -163,30 +164,32 @@ def test_int_is_accepted_for_a_float_parameter(tiny_mura, tmp_path):
 
 @pytest.mark.parametrize("name", ["01_custom_cnn", "02_resnet50", "03_efficientnet_densenet"])
 def test_training_notebook_passes_every_declared_train_setting(name):
-    """The pipeline plans a notebook's runs from its parameters cell: the notebook's one training
-    call must pass exactly the parameters that are TrainConfig fields, or the plan would drift."""
+    """The pipeline plans a notebook's runs by calling ``experiment.model_run_configs`` with the notebook's
+    parameters: the notebook's one training call (``run_models``, which calls it too) must pass exactly its
+    parameters that are TrainConfig fields or run arguments, each under its own name, or the plan would drift."""
     notebook = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
     code = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
-    declared = {node.targets[0].id for node in ast.parse(code[0]).body if isinstance(node, ast.Assign)}
+    [parameters] = [cell.source for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
+    declared = {node.targets[0].id for node in ast.parse(parameters).body if isinstance(node, ast.Assign)}
     calls = [
         node
-        for source in code[1:]
+        for source in code
         for node in ast.walk(ast.parse(source))
         if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "run_models"
     ]
     assert len(calls) == 1
-    # the first argument is ``models`` (notebook 03: ``models + list(extra_models)``, as plan_notebook_runs mirrors)
-    assert ast.unparse(calls[0].args[0]) in ("models", "models + list(extra_models)")
-    assert [argument.id for argument in calls[0].args[1:]] == ["runs_dir", "variants", "seeds"]
-    train_fields = {field.name for field in fields(TrainConfig)} | {"model_settings"}  # notebook 03: per model
-    assert {keyword.arg for keyword in calls[0].keywords} == declared & train_fields
+    positional = ["models", "runs_dir", "variants", "seeds"]
+    assert [argument.id for argument in calls[0].args] == positional
+    assert all(isinstance(keyword.value, ast.Name) and keyword.value.id == keyword.arg for keyword in calls[0].keywords)
+    accepted = {field.name for field in fields(TrainConfig)} | set(experiment.NOTEBOOK_ARGUMENTS)
+    assert {keyword.arg for keyword in calls[0].keywords} == (declared & accepted) - set(positional)
 
 
 def test_per_model_settings_apply_to_their_model_only(tiny_mura, tmp_path):
     """Notebook 03 trains two backbones: ``model_settings`` gives one of them other settings, and the
     plan (what ``mura reproduce`` compares with run folders) agrees with what the notebook trains."""
     overrides = {"model_settings": {"densenet169": {"img_size": 48, "epochs": 2}}, "img_size": 64, "epochs": 3}
-    plan = plan_runs(tiny_mura, tmp_path, "demo", overrides, notebooks=("03_efficientnet_densenet",),
+    plan = plan_reproduce(tiny_mura, tmp_path, "demo", overrides, notebooks=("03_efficientnet_densenet",),
                      runs_dir=tmp_path / "runs")  # fmt: skip
     sizes = {
         Path(config.out_dir).name: (config.img_size, config.epochs) for config, _, _ in plan["03_efficientnet_densenet"]
@@ -197,20 +200,24 @@ def test_per_model_settings_apply_to_their_model_only(tiny_mura, tmp_path):
         "densenet169_multitask_seed0": (48, 2),
         "densenet169_single_task_seed0": (48, 2),
     }
-    demo = plan_runs(tiny_mura, tmp_path, "demo", {"epochs": 2}, notebooks=("03_efficientnet_densenet",),
-                     runs_dir=tmp_path / "runs")["03_efficientnet_densenet"]  # fmt: skip
-    notebook = notebook_settings("demo", "03_efficientnet_densenet")
+    demo = plan_reproduce(tiny_mura, tmp_path, "demo", {"epochs": 2}, notebooks=("03_efficientnet_densenet",),
+                          runs_dir=tmp_path / "runs")["03_efficientnet_densenet"]  # fmt: skip
+    files = {
+        model: experiment.settings_file(profile_config_dir("demo"), model)
+        for model in ("efficientnet_b0", "densenet169")
+    }
+    assert files["densenet169"]["img_size"] != files["efficientnet_b0"]["img_size"]  # the demo's own per-model sizes
     assert {(config.model, config.img_size, config.epochs) for config, _, _ in demo} == {
-        ("efficientnet_b0", notebook["img_size"], 2),
-        ("densenet169", notebook["model_settings"]["densenet169"]["img_size"], 2),  # -p wins; the rest stays
+        ("efficientnet_b0", files["efficientnet_b0"]["img_size"], 2),
+        ("densenet169", files["densenet169"]["img_size"], 2),  # -p wins for every model; the rest stays
     }
     with pytest.raises(
         ReproduceError, match=r"model_settings name model\(s\) \['resnet50'\] that are not trained here"
     ):
-        plan_runs(tiny_mura, tmp_path, "demo", {"model_settings": {"resnet50": {"epochs": 2}}},
+        plan_reproduce(tiny_mura, tmp_path, "demo", {"model_settings": {"resnet50": {"epochs": 2}}},
                   notebooks=("03_efficientnet_densenet",), runs_dir=tmp_path / "runs")  # fmt: skip
     with pytest.raises(ReproduceError, match=r"model_settings\['densenet169'\]: \['seed'\] are not per-model"):
-        plan_runs(tiny_mura, tmp_path, "demo", {"model_settings": {"densenet169": {"seed": 2}}},
+        plan_reproduce(tiny_mura, tmp_path, "demo", {"model_settings": {"densenet169": {"seed": 2}}},
                   notebooks=("03_efficientnet_densenet",), runs_dir=tmp_path / "runs")  # fmt: skip
 
 

@@ -18,9 +18,10 @@ from conftest import interrupt_in_epoch, save_untrained_checkpoint
 
 from mura_utils.cli import main as cli_main
 from mura_utils.config import ConfigMismatchError, TrainConfig
-from mura_utils.pipeline import ReproduceError, default_runs_dir, plan_runs, reproduce
-from mura_utils.pipeline.plan import _refuse_conflicts
-from mura_utils.synthetic import make_fracatlas_sample
+from mura_utils.pipeline import ReproduceError, default_runs_dir, plan_reproduce, reproduce
+from mura_utils.pipeline import estimate as step_estimate
+from mura_utils.pipeline.runs_folder import refuse_conflicts
+from mura_utils.synthetic import make_fracatlas_sample, make_sample
 from mura_utils.training import experiment
 from mura_utils.training.fit import fit
 from mura_utils.training.run_folder import RunFolderInUseError, run_records
@@ -159,7 +160,7 @@ def test_settings_are_compared_before_anything_else_and_last_pt_is_optional_once
 
 def test_reproduce_refuses_a_run_whose_checkpoints_were_deleted_and_changes_nothing(tiny_mura, tmp_path, capsys):
     runs_dir, settings = tmp_path / "runs", {"variants": ["multitask"], "epochs": 1, "img_size": 32}
-    [(config, status, _)] = plan_runs(tiny_mura, tmp_path / "reports", "demo", settings, ("01_custom_cnn",), None,
+    [(config, status, _)] = plan_reproduce(tiny_mura, tmp_path / "reports", "demo", settings, ("01_custom_cnn",), None,
                                       runs_dir=runs_dir)["01_custom_cnn"]  # fmt: skip
     assert status == "train"
     folder = finished_run(config)
@@ -184,7 +185,7 @@ def test_restart_deletes_only_the_named_or_planned_folders_and_says_which(tiny_m
     runs_dir, settings = tmp_path / "runs", {"epochs": 1, "img_size": 32}
 
     def plan():
-        return plan_runs(tiny_mura, tmp_path / "reports", "demo", settings, ("01_custom_cnn",), runs_dir=runs_dir)
+        return plan_reproduce(tiny_mura, tmp_path / "reports", "demo", settings, ("01_custom_cnn",), runs_dir=runs_dir)
 
     configs = [config for config, _, _ in plan()["01_custom_cnn"]]
     damaged, finished = (finished_run(config) for config in configs)  # multitask, single_task
@@ -192,12 +193,12 @@ def test_restart_deletes_only_the_named_or_planned_folders_and_says_which(tiny_m
     own = finished_run(replace(configs[0], out_dir=str(runs_dir / "effb0")))  # not planned by this command
     kept = folder_bytes(finished)
     with pytest.raises(ReproduceError, match="does not plan: effb0; planned: custom_cnn_multitask_seed0"):
-        _refuse_conflicts(plan(), ["effb0"])
+        refuse_conflicts(plan(), ["effb0"])
     capsys.readouterr()
-    assert _refuse_conflicts(plan(), ["custom_cnn_multitask_seed0"]) == ["custom_cnn_multitask_seed0"]
+    assert refuse_conflicts(plan(), ["custom_cnn_multitask_seed0"]) == ["custom_cnn_multitask_seed0"]
     assert capsys.readouterr().out == f"[mura reproduce] --restart: deleting {damaged}\n"
     assert not damaged.exists() and folder_bytes(finished) == kept and (own / "run.json").is_file()
-    _refuse_conflicts(plan(), True)  # --restart alone: every planned folder that exists
+    refuse_conflicts(plan(), True)  # --restart alone: every planned folder that exists
     assert capsys.readouterr().out == f"[mura reproduce] --restart: deleting {finished}\n"
     assert not finished.exists() and (own / "best.pt").is_file()
 
@@ -216,13 +217,20 @@ def test_cli_passes_runs_dir_and_restart_names(monkeypatch, tmp_path):
 # 3. trained runs live apart from the reports, and make clean never deletes them
 
 
-def test_reproduce_trains_into_runs_of_the_profile_and_dataset_by_default(tiny_mura, tmp_path, monkeypatch):
+def test_reproduce_trains_into_runs_of_the_profile_and_data_by_default(tiny_mura, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    plan = plan_runs(tiny_mura, "reports", "demo", {"variants": ["multitask"]}, ("01_custom_cnn",))
+    plan = plan_reproduce(tiny_mura, "reports", "demo", {"variants": ["multitask"]}, ("01_custom_cnn",))
     [(config, _, _)] = plan["01_custom_cnn"]
+    # the MURA-v1.1 folder itself: the dataset's own name, left out of the folder name
     assert Path(config.out_dir) == tmp_path / "runs" / "demo-mura" / "custom_cnn_multitask_seed0"
+    sample = make_sample(tmp_path / "data" / "sample", patients_per_part=1).parent
+    assert default_runs_dir("demo", sample) == Path("runs") / "demo-mura-sample"  # make demo's
+    odd_tree = make_sample(tmp_path / "My MURA (v2)", patients_per_part=1).parent
+    assert default_runs_dir("demo", odd_tree) == Path("runs") / "demo-mura-my_mura_v2_"
     fracatlas = make_fracatlas_sample(tmp_path / "FracAtlas", n_images=10, long_side=64)
     assert default_runs_dir("cpu", fracatlas) == Path("runs") / "cpu-fracatlas"
+    elsewhere = make_fracatlas_sample(tmp_path / "fractures_2024", n_images=10, long_side=64)
+    assert default_runs_dir("cpu", elsewhere) == Path("runs") / "cpu-fracatlas-fractures_2024"
     manifest = tmp_path / "my_wrists.csv"
     manifest.write_text("path,label\n")
     assert default_runs_dir("cpu", manifest) == Path("runs") / "cpu-manifest-my_wrists"
@@ -231,35 +239,98 @@ def test_reproduce_trains_into_runs_of_the_profile_and_dataset_by_default(tiny_m
     assert default_runs_dir("cpu", odd) == Path("runs") / "cpu-manifest-my_wrists_v2_"
 
 
+def test_a_second_data_folder_of_one_kind_plans_fresh_runs_and_each_reuses_its_own(tmp_path, monkeypatch):
+    """After `make demo` (data/sample), `mura reproduce --data-root other/MURA-tree --profile demo` trains
+    afresh beside it, and repeating either command reuses its own runs."""
+    monkeypatch.chdir(tmp_path)
+    make_sample(tmp_path / "data" / "sample", patients_per_part=1)
+    make_sample(tmp_path / "other" / "MURA-tree", patients_per_part=1, seed=1)
+
+    def planned(data_root):
+        plan = plan_reproduce(data_root, "reports", "demo", None, ("01_custom_cnn",))["01_custom_cnn"]
+        return {Path(config.out_dir).relative_to(tmp_path).as_posix(): status for config, status, _ in plan}, plan
+
+    for data_root in ("data/sample", "other/MURA-tree"):  # in turn: the first trains, then the second beside it
+        statuses, plan = planned(data_root)
+        assert set(statuses.values()) == {"train"}, statuses
+        for config, _, _ in plan:
+            finished_run(config)
+    for data_root, folder in (("data/sample", "demo-mura-sample"), ("other/MURA-tree", "demo-mura-mura-tree")):
+        statuses, _ = planned(data_root)
+        assert statuses == {
+            f"runs/{folder}/custom_cnn_multitask_seed0": "reuse",
+            f"runs/{folder}/custom_cnn_single_task_seed0": "reuse",
+        }
+
+
+def test_a_conflict_says_first_what_differs_and_the_safe_way_out(tiny_mura, tmp_path, capsys):
+    runs_dir, settings = tmp_path / "runs", {"variants": ["multitask"], "epochs": 1, "img_size": 32}
+    arguments = ["reproduce", "--data-root", str(tiny_mura), "--out", str(tmp_path / "reports")]
+    arguments += ["--runs-dir", str(runs_dir)]
+    for name, value in settings.items():
+        arguments += ["-p", name, json.dumps(value)]
+    [(config, _, _)] = plan_reproduce(tiny_mura, tmp_path / "reports", "demo", settings, ("01_custom_cnn",),
+                                      runs_dir=runs_dir)["01_custom_cnn"]  # fmt: skip
+    other = make_sample(tmp_path / "other" / "MURA-tree", patients_per_part=1).parent
+    folder = finished_run(replace(config, data_root=str(other)))  # a run of another MURA tree
+    capsys.readouterr()
+    assert cli_main(arguments) == 2
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first == (
+        f"mura reproduce: error: these runs were trained on another data folder ({other}, not {tiny_mura}): "
+        "pass --runs-dir runs/demo-mura for this data"  # this data's default runs folder
+    )
+    shutil.rmtree(folder)
+    folder = finished_run(replace(config, epochs=7))
+    assert cli_main(arguments) == 2
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("mura reproduce: error: these runs were trained with other settings (epochs 7, not 1)")
+    assert first.endswith("pass another --runs-dir for these settings, or the earlier settings to continue them")
+    (folder / "config.json").unlink()
+    config.save(folder / "config.json")
+    (folder / "best.pt").unlink()
+    assert cli_main(arguments) == 2
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first == (
+        "mura reproduce: error: these runs are damaged (missing best.pt): restore those files, "
+        "or add --restart custom_cnn_multitask_seed0"
+    )
+
+
 def test_runs_of_other_data_in_the_runs_dir_point_to_another_runs_dir_first(tiny_mura, tmp_path):
     runs_dir, settings = tmp_path / "runs", {"variants": ["multitask"], "epochs": 1, "img_size": 32}
-    [(config, _, _)] = plan_runs(tiny_mura, tmp_path / "reports", "demo", settings, ("01_custom_cnn",),
+    [(config, _, _)] = plan_reproduce(tiny_mura, tmp_path / "reports", "demo", settings, ("01_custom_cnn",),
                                  runs_dir=runs_dir)["01_custom_cnn"]  # fmt: skip
     fracatlas = make_fracatlas_sample(tmp_path / "FracAtlas", n_images=10, long_side=64)
     folder = finished_run(replace(config, data_root=str(fracatlas)))  # another dataset's run
     before = folder_bytes(folder)
-    plan = plan_runs(tiny_mura, tmp_path / "reports", "demo", settings, ("01_custom_cnn",), runs_dir=runs_dir)
+    plan = plan_reproduce(tiny_mura, tmp_path / "reports", "demo", settings, ("01_custom_cnn",), runs_dir=runs_dir)
     with pytest.raises(ReproduceError) as refused:
-        _refuse_conflicts(plan)
+        refuse_conflicts(plan)
     ways = " ".join(str(refused.value).split()).split("Either ", 1)[1]
     assert ways.startswith(f"choose another --runs-dir for this data (e.g. --runs-dir {runs_dir}-mura)")
     assert ways.index("--runs-dir") < ways.index("--restart")  # the runs of other data are not restarted first
     with pytest.raises(ReproduceError, match=r"for this data \(e\.g\. --runs-dir runs/demo-mura\)"):
-        _refuse_conflicts(plan, False, Path("runs/demo-mura"))  # what mura reproduce passes: this data's default
+        refuse_conflicts(plan, False, Path("runs/demo-mura"))  # what mura reproduce passes: this data's default
     assert folder_bytes(folder) == before
 
-    moved = tmp_path / "copy" / "MURA-v1.1"  # the same dataset at another path is no other data
+    moved = tmp_path / "copy" / "MURA-v1.1"  # another folder of one dataset (a copy cannot be told apart)
     shutil.copytree(tiny_mura, moved)
     (folder / "config.json").unlink()
     replace(config, data_root=str(moved)).save(folder / "config.json")
     with pytest.raises(ReproduceError) as refused:
-        _refuse_conflicts(plan_runs(tiny_mura, tmp_path / "reports", "demo", settings, ("01_custom_cnn",),
-                                    runs_dir=runs_dir))  # fmt: skip
-    message = " ".join(str(refused.value).split())
-    assert "data_root" in message and "for this data" not in message and "choose another --runs-dir." in message
+        refuse_conflicts(plan_reproduce(tiny_mura, tmp_path / "reports", "demo", settings, ("01_custom_cnn",),
+                                        runs_dir=runs_dir))  # fmt: skip
+    first, message = str(refused.value).splitlines()[0], " ".join(str(refused.value).split())
+    assert first == (
+        f"these runs were trained on another data folder ({moved}, not {tiny_mura}): "
+        f"pass --runs-dir {runs_dir}-mura for this data"
+    )
+    assert "run the same command as before (the saved settings) to continue them" in message  # its own data_root
+    assert (folder / "best.pt").is_file()
 
 
-def test_plan_names_runs_left_in_the_old_default_runs_folder(tiny_mura, tmp_path, monkeypatch, capsys):
+def test_plan_names_runs_left_in_the_old_default_runs_folders(tiny_mura, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     finished_run(tiny_config(tiny_mura, tmp_path / "runs" / "demo" / "custom_cnn_multitask_seed0"))
     reproduce(tiny_mura, "reports", "demo", {"variants": ["multitask"]}, ("01_custom_cnn",), dry_run=True)
@@ -269,6 +340,14 @@ def test_plan_names_runs_left_in_the_old_default_runs_folder(tiny_mura, tmp_path
         f"--runs-dir {tmp_path / 'runs' / 'demo'} to reuse them, or move them into {tmp_path / 'runs' / 'demo-mura'}"
         in printed
     )
+    # the default before the data folder's name joined it: runs/<profile>-<dataset>
+    sample = make_sample(tmp_path / "data" / "sample", patients_per_part=1).parent
+    finished_run(tiny_config(sample, tmp_path / "runs" / "demo-mura" / "custom_cnn_multitask_seed0"))
+    reproduce(sample, "reports", "demo", {"variants": ["multitask"]}, ("01_custom_cnn",), dry_run=True)
+    printed = " ".join(capsys.readouterr().out.split())
+    earlier, current = tmp_path / "runs" / "demo-mura", tmp_path / "runs" / "demo-mura-sample"
+    assert f"note: {earlier} holds 1 trained run(s)" in printed
+    assert f"--runs-dir {earlier} to reuse them, or move them into {current}" in printed
 
 
 def test_plan_names_runs_left_in_the_reports_folder_by_earlier_versions(tiny_mura, tmp_path, capsys):
@@ -316,11 +395,11 @@ def test_full_profile_dry_run_times_reduced_steps_only(tiny_mura, tmp_path, monk
         timed.append((config.model, config.img_size, config.batch_size))
         return 2.0, 0.5  # forward + backward, optimizer
 
-    monkeypatch.setattr(experiment, "step_seconds", fake_step_seconds)
-    monkeypatch.setattr(experiment, "seconds_per_step", lambda *a, **k: pytest.fail("a full-size step was timed"))
+    monkeypatch.setattr(step_estimate, "step_seconds", fake_step_seconds)
+    monkeypatch.setattr(step_estimate, "seconds_per_step", lambda *a, **k: pytest.fail("a full-size step was timed"))
     reproduce(tiny_mura, tmp_path / "reports", "full", {"device": "cpu"}, dry_run=True, runs_dir=tmp_path / "runs")
     assert sorted(timed) == [
-        (model, experiment.ESTIMATE_IMG_SIZE, experiment.ESTIMATE_BATCH_SIZE)
+        (model, step_estimate.ESTIMATE_IMG_SIZE, step_estimate.ESTIMATE_BATCH_SIZE)
         for model in sorted(("custom_cnn", "resnet50", "efficientnet_b0", "densenet169"))
     ]  # once per model, at 96 px and 4 images instead of 320 px and 64
     printed = " ".join(capsys.readouterr().out.split())
@@ -328,15 +407,15 @@ def test_full_profile_dry_run_times_reduced_steps_only(tiny_mura, tmp_path, monk
     assert not (tmp_path / "reports").exists() and not (tmp_path / "runs").exists()
 
     full = TrainConfig(model="resnet50", img_size=320, batch_size=64, device="cpu")
-    scale = 64 * 320**2 / (experiment.ESTIMATE_BATCH_SIZE * experiment.ESTIMATE_IMG_SIZE**2)
+    scale = 64 * 320**2 / (step_estimate.ESTIMATE_BATCH_SIZE * step_estimate.ESTIMATE_IMG_SIZE**2)
     threads = torch.get_num_threads()  # timed on one thread, trained on these
-    assert experiment.estimate_seconds_per_step(full) == pytest.approx((2.0 * scale + 0.5) / threads)
+    assert step_estimate.estimate_seconds_per_step(full) == pytest.approx((2.0 * scale + 0.5) / threads)
     assert torch.get_num_threads() == threads
 
 
 def test_estimate_of_a_real_step_is_positive():
     config = TrainConfig(model="custom_cnn", img_size=320, batch_size=64, device="cpu")
-    assert experiment.estimate_seconds_per_step(config) > 0
+    assert step_estimate.estimate_seconds_per_step(config) > 0
 
 
 def test_the_estimate_times_a_reduced_step_on_one_thread_and_scales_it(monkeypatch):
@@ -348,12 +427,12 @@ def test_the_estimate_times_a_reduced_step_on_one_thread_and_scales_it(monkeypat
         timed.append((config.img_size, config.batch_size, torch.get_num_threads()))
         return 0.01, 0.002  # (forward + backward, optimizer) of the reduced step
 
-    monkeypatch.setattr(experiment, "step_seconds", fake_step_seconds)
+    monkeypatch.setattr(step_estimate, "step_seconds", fake_step_seconds)
     threads = torch.get_num_threads()
     config = TrainConfig(model="custom_cnn", img_size=192, batch_size=32, device="cpu")
-    estimate = experiment.estimate_seconds_per_step(config, img_size=96, batch_size=4)
+    estimate = step_estimate.estimate_seconds_per_step(config, img_size=96, batch_size=4)
     assert timed == [(96, 4, 1)] and torch.get_num_threads() == threads  # one thread while timing, restored after
     assert estimate == pytest.approx((0.01 * (32 * 192**2) / (4 * 96**2) + 0.002) / threads)
     small = TrainConfig(model="custom_cnn", img_size=64, batch_size=2, device="cpu")  # smaller than the reduced step
-    assert experiment.estimate_seconds_per_step(small, img_size=96, batch_size=4) == pytest.approx(0.012 / threads)
+    assert step_estimate.estimate_seconds_per_step(small, img_size=96, batch_size=4) == pytest.approx(0.012 / threads)
     assert timed[-1][:2] == (64, 2)

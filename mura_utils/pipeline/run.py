@@ -15,23 +15,16 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-from mura_utils.pipeline.plan import (
-    _refuse_conflicts,
-    default_runs_dir,
-    describe_plan,
-    estimate_training_seconds,
-    notebook_parameters,
-    plan_runs,
-)
+from mura_utils.pipeline.estimate import estimate_training_seconds
+from mura_utils.pipeline.plan import declared_defaults, describe_plan, notebook_parameters, plan_reproduce
 from mura_utils.pipeline.profiles import (
-    FIXED_PARAMETERS,
     NOTEBOOK_DIR,
     NOTEBOOKS,
-    PROFILE_NOTEBOOK_OVERRIDES,
     PROFILES,
     ReproduceError,
-    notebook_settings,
+    profile_config_dir,
 )
+from mura_utils.pipeline.runs_folder import default_runs_dir, earlier_default_runs_dirs, refuse_conflicts
 from mura_utils.utils.io import atomic_write_text
 from mura_utils.utils.progress import PROGRESS_FILE_VARIABLE
 
@@ -117,13 +110,15 @@ def reproduce(
 ) -> Path:
     """Execute ``notebooks`` in order with ``profile`` (+ ``overrides``); returns the reports folder
     ``out`` (tables, figures, and under runs/ the executed notebooks and reproduce.json). Trained
-    runs go to ``runs_dir`` (default ``runs/<profile>-<dataset>``), apart from the reports. Finished runs are
+    runs go to ``runs_dir`` (default ``runs/<profile>-<dataset>-<data folder>``, see ``default_runs_dir``), apart
+    from the reports. Finished runs are
     reused, interrupted ones resumed; ``restart`` (True, or run folder names) deletes and retrains
     planned runs; ``dry_run`` only prints the plan."""
-    # runs trained under the default of earlier versions (runs/<profile>) are named, never silently retrained
-    earlier_dirs = [default_runs_dir(profile).resolve()] if runs_dir is None else []
+    # runs trained under the defaults of earlier versions (runs/<profile>, runs/<profile>-<dataset>) are named,
+    # never silently retrained
+    earlier_dirs = earlier_default_runs_dirs(profile, data_root) if runs_dir is None else []
     runs_dir = Path(runs_dir if runs_dir is not None else default_runs_dir(profile, data_root)).resolve()
-    plan = plan_runs(data_root, out, profile, overrides, notebooks, external_root, notebook_dir, runs_dir)
+    plan = plan_reproduce(data_root, out, profile, overrides, notebooks, external_root, notebook_dir, runs_dir)
     data_root, out = Path(data_root).resolve(), Path(out).resolve()
     records_dir = out / "runs"  # executed notebooks and reproduce.json: part of the reports
     estimates = estimate_training_seconds(plan, data_root) if dry_run else None
@@ -133,7 +128,7 @@ def reproduce(
     )
     if dry_run:
         return out
-    restarted = _refuse_conflicts(plan, restart, default_runs_dir(profile, data_root))
+    restarted = refuse_conflicts(plan, restart, default_runs_dir(profile, data_root))
     plan = {
         notebook: [
             (config, "restart" if Path(config.out_dir).name in restarted else status, differences)
@@ -159,18 +154,25 @@ def reproduce(
         "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
         "notebooks": list(notebooks),
-        "notebook_overrides": {name: PROFILE_NOTEBOOK_OVERRIDES.get(profile, {}).get(name, {}) for name in notebooks},
+        "config_dir": str(profile_config_dir(profile)),
+        # the training settings files as they were read: configs/ may change after this run
+        "train_configs": {
+            path.stem: json.loads(path.read_text()) for path in sorted(profile_config_dir(profile).glob("*.json"))
+        },
         "runs": {Path(config.out_dir).name: status for runs in plan.values() for config, status, _ in runs},
         "notebook_seconds": {},
     }
     atomic_write_text(records_dir / "reproduce.json", json.dumps(provenance, indent=2))
+    external = Path(external_root) if external_root else None
     offered_by_notebook = {
         name: notebook_parameters(
+            profile,
+            declared_defaults(Path(notebook_dir) / f"{name}.ipynb"),
+            overrides,
             data_root,
             out,
             runs_dir,
-            notebook_settings(profile, name, overrides),
-            Path(external_root) if external_root else None,
+            external,
         )
         for name in notebooks
     }
@@ -206,8 +208,6 @@ def _execute_notebooks(
         source = Path(notebook_dir) / f"{name}.ipynb"
         executed = records_dir / f"{name}.ipynb"
         print(f"[mura reproduce] running {source.name} ...", flush=True)
-        declared = set(papermill.inspect_notebook(str(source))) - set(FIXED_PARAMETERS)
-        offered = offered_by_notebook[name]
         started = time.perf_counter()
         try:
             _with_live_progress(
@@ -217,7 +217,7 @@ def _execute_notebooks(
                     str(executed),
                     kernel_name=kernel,
                     cwd=str(source.parent),
-                    parameters={k: v for k, v in offered.items() if k in declared},
+                    parameters=offered_by_notebook[name],  # the names it declares
                     progress_bar=False,
                 ),
                 progress_file,

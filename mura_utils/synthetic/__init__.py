@@ -22,6 +22,7 @@ abnormalities), ``render`` (pixels and file bytes), ``mura`` (the MURA-v1.1 tree
 ``external``, ``fracatlas`` and ``manifest`` (the other layouts). The public names are re-exported here.
 """
 
+from mura_utils.synthetic.default_sample import ensure_default_sample
 from mura_utils.synthetic.external import make_external_sample
 from mura_utils.synthetic.fracatlas import FRACATLAS_BOXES, make_fracatlas_sample
 from mura_utils.synthetic.manifest import MANIFEST_NAME, make_manifest_sample
@@ -29,6 +30,7 @@ from mura_utils.synthetic.mura import EXTERNAL_DIRNAME, EXTERNAL_MANIFEST, MURA_
 from mura_utils.synthetic.render import render_radiograph
 
 __all__ = [
+    "ensure_default_sample",
     "make_sample",
     "make_external_sample",
     "make_fracatlas_sample",

@@ -5,7 +5,7 @@ split (MURA valid, FracAtlas's fixed 20%) and leave a self-describing run folder
                                          test_predictions.csv test_metrics.json run.json
 
 run.json is written last (and removed first when a folder is trained again): it marks a finished
-run. Asked for a run whose folder exists, ``run_variants`` reuses a finished one as it is, resumes
+run. Asked for a run whose folder exists, ``run_models`` reuses a finished one as it is, resumes
 an interrupted one from last.pt, and refuses one trained with other settings or a damaged one (a
 finished run without its best.pt, an interrupted one without its last.pt): results are never
 overwritten by accident.
@@ -111,22 +111,47 @@ def run_folder_name(model: str, variant: str, seed: int) -> str:
     return f"{model}_{variant}_seed{seed}"
 
 
-def plan_runs(
+# What a training notebook passes to ``run_models`` besides its TrainConfig fields, each under its own name
+# (``mura reproduce`` plans a notebook's runs by calling ``model_run_configs`` with the same parameters)
+NOTEBOOK_ARGUMENTS = ("models", "runs_dir", "variants", "seeds", "extra_models", "model_settings", "config_dir")
+# A run's identity, set by the notebook (folder, variant, seed, data), never by a settings file or model_settings
+_RUN_IDENTITY = ("model", "multitask", "seed", "out_dir")
+
+
+def settings_file(config_dir: str | Path, model: str) -> dict:
+    """A profile's training settings for ``model``: the TrainConfig fields of ``config_dir/<model>.json``
+    (``configs/<profile>/``, which ``mura train --config`` reads too), without ``model``."""
+    path = Path(config_dir) / f"{model}.json"
+    named = TrainConfig.load(path).model  # refuses an unreadable file or unknown fields, naming the file
+    values = json.loads(path.read_text())
+    if named != model:
+        raise ValueError(f"{path}: names model {named!r}; a settings file <model>.json holds that model's settings")
+    misplaced = sorted(set(values) & {"data_root", "out_dir", "multitask", "seed"})
+    if misplaced:
+        raise ValueError(f"{path}: {misplaced} belong to each run (data, folder, variant, seed), not to a profile")
+    return {name: value for name, value in values.items() if name != "model"}
+
+
+def model_run_configs(
     models: Sequence[str],
     runs_dir: str | Path,
     variants: Sequence[str] = ("multitask", "single_task"),
     seeds: Sequence[int] = (0,),
     model_settings: dict[str, dict] | None = None,
-    **overrides,
+    extra_models: Sequence[str] = (),
+    config_dir: str | Path = "",
+    **settings,
 ) -> list[TrainConfig]:
-    """The TrainConfig of every run (model x variant x seed) with its folder under ``runs_dir``;
-    ``overrides`` are TrainConfig fields (epochs, img_size, ...) for every model, ``model_settings``
-    ({model: {field: value}}) those of one model on top (a notebook that trains two backbones can
-    give each what it needs). Invalid settings fail here."""
+    """The TrainConfig of every run (model x variant x seed, ``models`` then ``extra_models``) with its
+    folder under ``runs_dir``. A model's settings: ``settings`` (TrainConfig fields: epochs, img_size, ...),
+    then, with ``config_dir`` (a profile's ``configs/<profile>``), its ``<model>.json`` there (a model
+    without one, e.g. an extra backbone, takes the first model's), then ``model_settings[model]``. Both
+    the notebooks (through ``run_models``) and ``mura reproduce``'s plan call this. Invalid settings fail here."""
+    models = [*models, *extra_models]
     unknown = [variant for variant in variants if variant not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; choose from {sorted(VARIANTS)}")
-    if "seed" in overrides:
+    if "seed" in settings:
         raise ValueError("pass seeds=[...] (a list), not seed=")
     if isinstance(seeds, (int, str)) or not seeds or not all(isinstance(seed, int) for seed in seeds):
         raise ValueError(f"seeds must be a non-empty list of whole numbers, got {seeds!r}")
@@ -134,18 +159,23 @@ def plan_runs(
     strangers = sorted(set(model_settings) - set(models))
     if strangers:
         raise ValueError(f"model_settings name model(s) {strangers} that are not trained here ({list(models)})")
-    known = {field.name for field in fields(TrainConfig)} - {"model", "multitask", "seed", "out_dir"}
-    for model, settings in model_settings.items():
-        wrong = sorted(set(settings) - known) if isinstance(settings, dict) else [repr(settings)]
+    known = {field.name for field in fields(TrainConfig)} - set(_RUN_IDENTITY)
+    for model, values in model_settings.items():
+        wrong = sorted(set(values) - known) if isinstance(values, dict) else [repr(values)]
         if wrong:
             raise ValueError(f"model_settings[{model!r}]: {wrong} are not per-model training settings")
+    per_model = {}
+    for model in models:
+        own = Path(config_dir) / f"{model}.json"
+        profile = settings_file(config_dir, model if own.is_file() else models[0]) if config_dir else {}
+        per_model[model] = {**settings, **profile, **model_settings.get(model, {})}
     return [
         TrainConfig(
             model=model,
             multitask=VARIANTS[variant],
             seed=seed,
             out_dir=str(Path(runs_dir) / run_folder_name(model, variant, seed)),
-            **{**overrides, **model_settings.get(model, {})},
+            **per_model[model],
         )
         for seed in seeds  # every model and variant of seed 0 first: an early stop still compares them
         for model in models
@@ -240,117 +270,19 @@ def run_models(
     variants: Sequence[str] = ("multitask", "single_task"),
     seeds: Sequence[int] = (0,),
     model_settings: dict[str, dict] | None = None,
-    **overrides,
+    extra_models: Sequence[str] = (),
+    config_dir: str | Path = "",
+    **settings,
 ) -> list[Path]:
     """Train and evaluate every model as multi-task and single-task runs, per seed, so the
-    multi-task claim is measured, not assumed. ``overrides`` are TrainConfig fields (epochs,
-    img_size, ...), ``model_settings`` per-model ones on top (see ``plan_runs``). Finished runs are
-    reused and interrupted ones resumed (see ``run_or_reuse``); every folder is checked before
-    anything trains."""
-    configs = plan_runs(models, runs_dir, variants, seeds, model_settings, **overrides)
+    multi-task claim is measured, not assumed; the runs and their settings are ``model_run_configs``'s
+    (the same arguments). Finished runs are reused and interrupted ones resumed (see ``run_or_reuse``);
+    every folder is checked before anything trains."""
+    configs = model_run_configs(models, runs_dir, variants, seeds, model_settings, extra_models, config_dir, **settings)
     for config in configs:  # refuse before any training, not after the first run
         if run_status(config)[0] == "conflict":
             run_or_reuse(config)
     return [run_or_reuse(config) for config in configs]
-
-
-def run_variants(
-    model: str,
-    runs_dir: str | Path,
-    variants: Sequence[str] = ("multitask", "single_task"),
-    seeds: Sequence[int] | None = None,
-    **overrides,
-) -> list[Path]:
-    """``run_models`` for one model (``seed=k`` is read as ``seeds=[k]``)."""
-    if seeds is None:
-        seeds = (overrides.pop("seed", 0),)
-    return run_models([model], runs_dir, variants, seeds, **overrides)
-
-
-def step_seconds(config: TrainConfig, steps: int = 2) -> tuple[float, float]:
-    """Wall time of one training step of ``config``'s model at its size and batch on its device, on
-    random images after one warm-up step, as (forward + backward, optimizer step) seconds (the
-    fastest of ``steps``); data reads and validation are not included."""
-    import time
-
-    import torch
-    import torch.nn.functional as F
-
-    from mura_utils.models.registry import get_spec
-    from mura_utils.utils.runtime import amp_dtype_for, resolve_device
-
-    device = resolve_device(config.device)
-    model = build_model(config.model, pretrained=False, multitask=config.multitask)
-    model = model.to(device).to(memory_format=torch.channels_last).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
-    amp_dtype = amp_dtype_for(device, config.amp)
-    size = config.img_size or get_spec(config.model).default_img_size
-    images = torch.randn(config.batch_size, 1, size, size, device=device).contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, 2, (config.batch_size,), device=device).float()
-
-    def synchronize() -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter()
-
-    timings = []
-    for _ in range(steps + 1):
-        started = synchronize()
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            outputs = model(images)
-        loss = F.binary_cross_entropy_with_logits(outputs["abnormality"].float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        computed = synchronize()
-        optimizer.step()
-        timings.append((computed - started, synchronize() - computed))
-    return min(timings[1:], key=sum)
-
-
-def seconds_per_step(config: TrainConfig, steps: int = 2) -> float:
-    """Wall time of one training step (forward, backward, optimizer) of ``config``'s model at its
-    size and batch on its device (see ``step_seconds``)."""
-    return sum(step_seconds(config, steps))
-
-
-# the reduced step a dry run times on a CPU: 1/178 of the pixels of a 320 px batch of 64
-ESTIMATE_IMG_SIZE, ESTIMATE_BATCH_SIZE = 96, 4
-
-
-def estimate_seconds_per_step(
-    config: TrainConfig, img_size: int = ESTIMATE_IMG_SIZE, batch_size: int = ESTIMATE_BATCH_SIZE
-) -> float:
-    """Seconds of one training step of ``config``, cheaply. On a CPU one step is timed at ``img_size``
-    px and ``batch_size`` images on one thread (other processes on a shared machine then slow it
-    down far less than they slow threads waiting for each other); its forward and backward are scaled
-    by the pixels of a batch, and the whole by the threads training uses. A GPU, fast at full size
-    and badly used by a small batch, times the real step. Rough: per-layer fixed costs are scaled
-    too (too high), perfect use of every thread is assumed (too low)."""
-    from dataclasses import replace
-
-    import torch
-
-    from mura_utils.models.registry import get_spec
-    from mura_utils.utils.runtime import resolve_device
-
-    if resolve_device(config.device).type == "cuda":
-        return seconds_per_step(config, steps=1)
-    full_size = config.img_size or get_spec(config.model).default_img_size
-    small = replace(config, img_size=min(img_size, full_size), batch_size=min(batch_size, config.batch_size))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        compute, optimizer = step_seconds(small, steps=1)
-    finally:
-        torch.set_num_threads(threads)
-    pixels = (config.batch_size * full_size**2) / (small.batch_size * small.img_size**2)
-    return (compute * pixels + optimizer) / threads
-
-
-def remaining_epochs(config: TrainConfig) -> int:
-    """Epochs an interrupted (or new) run still has to train, from its last.pt."""
-    last = Path(config.out_dir) / "last.pt"
-    return config.epochs - (int(read_checkpoint(last)["epoch"]) if last.is_file() else 0)
 
 
 def run_summary(run_dirs: list[str | Path]) -> pd.DataFrame:

@@ -242,3 +242,10 @@ def test_error_analysis_notebook_writes_static_figures_under_papermill(demo_repo
     cases = pd.read_csv(table)
     assert set(cases["error"]) <= {"FN", "FP"}
     assert cases.empty or cases.groupby(["body_part", "error"]).size().max() <= 2
+
+
+def test_readme_badges_open_the_notebooks_at_the_one_repository_address():
+    """The README's Colab links are the ones mura_utils.pipeline.colab gives each notebook."""
+    readme = (NOTEBOOK_DIR.parent / "README.md").read_text()
+    for path in sorted(NOTEBOOK_DIR.glob("*.ipynb")):
+        assert colab_url(path.name) in readme, path.name

@@ -221,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--runs-dir",
         default=None,
-        help="trained runs (checkpoints, predictions), kept apart from the reports (default: runs/<profile>-<dataset>, e.g. runs/cpu-fracatlas)",
+        help="trained runs (checkpoints, predictions), kept apart from the reports (default: runs/<profile>-<dataset>-<data folder>, "
+        "e.g. runs/demo-mura-sample; the folder's name is left out when it is the dataset's own: runs/cpu-fracatlas, runs/full-mura)",
     )
     reproduce.add_argument(
         "--external-root",

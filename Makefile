@@ -7,9 +7,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SAMPLE := data/sample
-# train patients per body part in the demo sample (~450 train / ~200 valid images): enough for every model to
-# learn within `make demo`'s 10-minute budget on 2 CPU cores
-DEMO_PATIENTS ?= 20
 export HF_HUB_OFFLINE ?= 1
 
 .PHONY: install test lint lab demo sample clean clean-runs
@@ -34,7 +31,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
 sample: $(STAMP)
-	test -f $(SAMPLE)/MURA-v1.1/train_image_paths.csv || $(BIN)/mura sample $(SAMPLE) --patients-per-part $(DEMO_PATIENTS)
+	test -f $(SAMPLE)/MURA-v1.1/train_image_paths.csv || $(BIN)/mura sample $(SAMPLE)
 
 demo: $(STAMP) sample
 	@start=$$(date +%s); \

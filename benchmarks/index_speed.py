@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, if mura_utils is not installed
-from mura_utils.data.dataset import load_mura_index
+from mura_utils.data.mura import load_mura_index
 
 
 def write_tree(root: Path, rows: int) -> None:

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mura_utils.data.dataset import MuraIndexError, RadiographDataset, class_weights, load_mura_index, patient_split
+from mura_utils.data.dataset import RadiographDataset, class_weights, patient_split
+from mura_utils.data.mura import MuraIndexError, load_mura_index
 from mura_utils.models.registry import get_spec
 
 # (split, part, patient, study, label, number of images)

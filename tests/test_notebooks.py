@@ -80,7 +80,7 @@ def test_default_sample_is_written_when_missing_and_only_then(tmp_path, monkeypa
     from mura_utils.synthetic import default_sample, ensure_default_sample
 
     makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
-    assert f"DEMO_PATIENTS ?= {default_sample.DEFAULT_SAMPLE_PATIENTS}\n" in makefile  # as `make sample` writes it
+    assert "$(BIN)/mura sample $(SAMPLE)\n" in makefile  # `make sample` writes the sample's default size too
     monkeypatch.setattr(default_sample, "DEFAULT_SAMPLE_PATIENTS", 1)  # quicker, same code path
     (tmp_path / "notebooks").mkdir()
     monkeypatch.chdir(tmp_path / "notebooks")

@@ -401,7 +401,7 @@ def test_tta_probability_is_unchanged_by_mirroring_the_input(tmp_path):
 def test_evaluate_tta_is_unchanged_by_mirroring_every_image(tiny_mura, tmp_path):
     import shutil
 
-    from mura_utils.data.dataset import load_mura_index
+    from mura_utils.data.mura import load_mura_index
     from mura_utils.evaluation.predictions import evaluate_checkpoint
 
     trained = make_checkpoint(tmp_path / "best.pt")

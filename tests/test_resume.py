@@ -18,8 +18,8 @@ import pandas as pd
 import psutil
 import pytest
 
-from mura_utils.cli.commands import _parse_value
 from mura_utils.cli import main as cli_main
+from mura_utils.cli.commands import _parse_value
 from mura_utils.config import TrainConfig
 from mura_utils.pipeline import NOTEBOOK_DIR, ReproduceError, plan_reproduce, profile_config_dir, reproduce
 from mura_utils.pipeline.runs_folder import refuse_conflicts

@@ -17,7 +17,8 @@ from conftest import interrupt_in_epoch
 
 from mura_utils.cli import main as cli_main
 from mura_utils.config import TrainConfig
-from mura_utils.data.dataset import load_mura_index, patient_split
+from mura_utils.data.dataset import patient_split
+from mura_utils.data.mura import load_mura_index
 from mura_utils.models import checkpoint as checkpoint_module
 from mura_utils.models.checkpoint import read_checkpoint
 from mura_utils.training import fit as train_module

@@ -1,10 +1,6 @@
-"""MURA-v1.1 as a pandas table (one row per image), a patient-level split, and a thin Dataset over
-any dataset's index (see ``mura_utils.data.registry`` for FracAtlas and CSV manifests).
-
-The official CSVs are the source of truth: the index is built from them without opening a
-single image, and every inconsistency (missing file, label that disagrees with its folder name,
-image without a labeled study) is an error that names the file, never a silent drop.
-"""
+"""From any dataset's index table (``data.registry``) to what training reads: the patient-level
+validation split, the split file a run keeps, class weights, the default cache folder, and
+``RadiographDataset``, a thin Dataset of letterboxed uint8 images with their labels and body parts."""
 
 from __future__ import annotations
 
@@ -20,9 +16,6 @@ from torch.utils.data import Dataset
 from mura_utils.data.augment import AugmentConfig, batch_augment, normalize
 from mura_utils.data.constants import BODY_PART_TO_INDEX, BODY_PARTS
 from mura_utils.data.imaging import load_letterboxed
-
-# the MURA reader moved to datasets/mura.py (one module per collection); these names stay importable here
-from mura_utils.data.mura import SPLITS, MuraIndexError, load_mura_index, resolve_mura_root  # noqa: F401
 
 
 def patient_split(index: pd.DataFrame, val_fraction: float = 0.1, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:

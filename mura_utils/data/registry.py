@@ -16,9 +16,9 @@ import pandas as pd
 
 from mura_utils.data.base import DatasetInfo, DatasetLayoutError, DatasetType
 
-# Detection order (a manifest is a .csv file; folder layouts after it). A bare name is a module of
+# Detection order (only a manifest matches a .csv path, so the order decides nothing). A bare name is a module of
 # mura_utils.data; a dotted one ("mypackage.my_dataset") any importable module that defines DATASET.
-DATASET_MODULES: tuple[str, ...] = ("manifest", "mura", "fracatlas")
+DATASET_MODULES: tuple[str, ...] = ("mura", "fracatlas", "manifest")
 
 
 def datasets() -> dict[str, DatasetType]:

@@ -21,6 +21,7 @@ import pandas as pd
 from scipy.ndimage import distance_transform_edt
 
 from mura_utils.evaluation.bootstrap import ClusterBootstrap, bootstrap_p_value
+from mura_utils.explain.names import DEFAULT_CAM_METHOD
 
 BASELINES = ("centre", "flat")  # maps that know nothing of the image: its centre, and no location at all
 POINTING_TOLERANCE = 15  # original pixels: the pointing game's tolerance (Zhang et al. 2016)
@@ -118,7 +119,7 @@ def summarize(
     per_image: pd.DataFrame,
     bootstrap: ClusterBootstrap,
     scores: Sequence[str] = SCORES,
-    references: Sequence[str] = ("gradcam", *BASELINES),
+    references: Sequence[str] = (DEFAULT_CAM_METHOD, *BASELINES),
 ) -> dict[str, dict]:
     """{method: {score: {"mean", "ci", "n", "minus_<reference>": {"delta", "ci", "p"}}}} from a long
     table (columns image, method and the scores), every method on the same resamples of images, so

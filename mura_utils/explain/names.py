@@ -1,5 +1,6 @@
 """The CAM methods of ``mura explain`` and ``mura predict``, without torch, so ``mura --help`` stays light:
-each CLI name with the name of its class in the grad-cam package (``explain.cam`` looks the classes up)."""
+each CLI name with the name of its class in the grad-cam package (``explain.cam`` looks the classes up) and
+its display label. Adding a method is one entry in each table here."""
 
 from __future__ import annotations
 
@@ -14,6 +15,17 @@ CAM_METHOD_CLASSES = {
     "xgradcam": "XGradCAM",
     "eigengradcam": "EigenGradCAM",
     "scorecam": "ScoreCAM",
+}
+# CLI name -> how tables and figures name it
+CAM_METHOD_LABELS = {
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "hirescam": "HiResCAM",
+    "eigencam": "EigenCAM",
+    "layercam": "LayerCAM",
+    "xgradcam": "XGrad-CAM",
+    "eigengradcam": "EigenGrad-CAM",
+    "scorecam": "Score-CAM",
 }
 CAM_METHOD_NAMES = tuple(CAM_METHOD_CLASSES)
 DEFAULT_CAM_METHOD = "gradcam"

@@ -13,21 +13,11 @@ import pandas as pd
 
 from mura_utils.explain.boxes import FractureAnnotation
 from mura_utils.explain.localization import BASELINES, POINTING_TOLERANCE
+from mura_utils.explain.names import CAM_METHOD_LABELS
 from mura_utils.report.figures import _figure, _save, _styled
 from mura_utils.utils.formatting import markdown_table
 
-LABELS = {
-    "gradcam": "Grad-CAM",
-    "gradcam++": "Grad-CAM++",
-    "hirescam": "HiResCAM",
-    "eigencam": "EigenCAM",
-    "layercam": "LayerCAM",
-    "xgradcam": "XGrad-CAM",
-    "eigengradcam": "EigenGrad-CAM",
-    "scorecam": "Score-CAM",
-    "centre": "baseline: image centre",
-    "flat": "baseline: flat map",
-}
+LABELS = {**CAM_METHOD_LABELS, "centre": "baseline: image centre", "flat": "baseline: flat map"}
 COLUMNS = {  # score -> (column title of the markdown table, decimals)
     "pointing": ("Pointing game", 2),
     "pointing_tol15": ("Pointing game (15 px)", 2),

@@ -210,7 +210,7 @@ def run_explain(
     if per_image.empty:
         raise ValueError(f"{data_root}: every chosen image was left out: {skipped[:3]}")
     bootstrap = ClusterBootstrap(per_image["image"].unique(), n_resamples, seed, unit="image")
-    reference = "gradcam" if "gradcam" in methods else methods[0]
+    reference = DEFAULT_CAM_METHOD if DEFAULT_CAM_METHOD in methods else methods[0]
     scores = (*SCORES, *ROAD_SCORES) if road_percentiles else SCORES
     summary = summarize(per_image, bootstrap, scores, references=(reference, *BASELINES))
     out = Path(out)

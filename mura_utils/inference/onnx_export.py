@@ -33,7 +33,7 @@ LETTERBOX = (
 )
 
 
-def _require(module: str):
+def _import_optional(module: str):
     """Import onnx/onnxruntime, or say how to install them (they are the optional ``export`` extra)."""
     import importlib
 
@@ -62,7 +62,7 @@ class _TupleOutputs(nn.Module):
 def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = OPSET) -> dict:
     """Write ``checkpoint`` (single model or ensemble) as an ONNX file; returns the contract stored
     in its metadata (also readable with ``read_contract``)."""
-    onnx = _require("onnx")
+    onnx = _import_optional("onnx")
 
     from mura_utils.models.checkpoint import checkpoint_dataset
     from mura_utils.models.ensemble import EnsembleNet, is_ensemble, members_of
@@ -127,7 +127,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = OPSET) -> 
 
 
 def _session(path: str | Path):
-    onnxruntime = _require("onnxruntime")
+    onnxruntime = _import_optional("onnxruntime")
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: ONNX file not found")
     try:

@@ -135,7 +135,7 @@ def tta_table(runs: Sequence[Run], bootstrap: ClusterBootstrap) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
 
-def _model_label(row: pd.Series) -> str:
+def _paired_row_label(row: pd.Series) -> str:
     """'Custom CNN · multi-task' where the row is about one variant (TTA), 'Custom CNN' where it
     compares the variants (ablation), then the experiment's settings ('· img_size 128') if any."""
     model = report_model_label(row["model"])
@@ -159,7 +159,7 @@ def paired_markdown(table: pd.DataFrame, level: float = 0.95, resamples: int | N
     for _, row in table.iterrows():
         rows.append(
             [
-                _model_label(row),
+                _paired_row_label(row),
                 METRIC_LABELS.get(row["metric"], row["metric"]),
                 f"{row['pairs']} ({row['seeds']})",
                 f"{row['a']:.3f}",
@@ -170,13 +170,13 @@ def paired_markdown(table: pd.DataFrame, level: float = 0.95, resamples: int | N
             ]
         )
     words = [
-        f"- {_model_label(row)}, {METRIC_LABELS.get(row['metric'], row['metric'])} ({_pairs_text(row)}): "
+        f"- {_paired_row_label(row)}, {METRIC_LABELS.get(row['metric'], row['metric'])} ({_pairs_text(row)}): "
         f"{row['verdict']}."
         for _, row in table.iterrows()
     ]
     if resamples and "dropped_resamples" in table:
         labels = [
-            f"{_model_label(row)} {METRIC_LABELS.get(row['metric'], row['metric'])}" for _, row in table.iterrows()
+            f"{_paired_row_label(row)} {METRIC_LABELS.get(row['metric'], row['metric'])}" for _, row in table.iterrows()
         ]
         dropped = dropped_note(dict(zip(labels, table["dropped_resamples"])), resamples)
         words += [f"- Dropped resamples: {dropped}."] if dropped else []
@@ -214,7 +214,7 @@ def ablation_markdown(table: pd.DataFrame, resamples: int, level: float = 0.95, 
         )
     caveat = "".join(caveats)
     experiments = table.drop_duplicates(["model", "settings"])
-    used = ", ".join(f"{_model_label(row)}: {_pairs_text(row)}" for _, row in experiments.iterrows())
+    used = ", ".join(f"{_paired_row_label(row)}: {_pairs_text(row)}" for _, row in experiments.iterrows())
     return (
         "A = multi-task (with the body-part head), B = single-task, same model, seed and other settings, "
         f"threshold 0.5. Pairs used: {used}. "

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mura_utils.synthetic.mura import DEFAULT_PATIENTS_PER_PART
+
 # The sample's folder as the notebooks (run from notebooks/) and the CLI (run from the repository) name it
 DEFAULT_SAMPLE_PATHS = ("../data/sample", "data/sample")
-# Train patients per body part of ``make sample`` (the Makefile's DEMO_PATIENTS)
-DEFAULT_SAMPLE_PATIENTS = 20
+# Train patients per body part: the sample's own default, as `make sample` writes it
+DEFAULT_SAMPLE_PATIENTS = DEFAULT_PATIENTS_PER_PART
 
 
 def ensure_default_sample(data_root: str | Path) -> Path:
     """``data_root`` as a Path; when it is a default sample path (``DEFAULT_SAMPLE_PATHS``, as written, not
     resolved) and holds no sample yet, first write the synthetic MURA-v1.1 sample there (``mura sample
-    data/sample --patients-per-part 20``) and say so in one line. Any other path is left alone."""
+    data/sample``) and say so in one line. Any other path is left alone."""
     from mura_utils.synthetic.mura import MURA_DIRNAME, make_sample
 
     path = Path(data_root)

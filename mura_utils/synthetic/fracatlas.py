@@ -258,7 +258,7 @@ def _framing(rng: np.random.Generator, anatomy: Anatomy, width: int, height: int
     return None
 
 
-def _draw(seed: int, row: _Row) -> tuple[np.ndarray, list[_Panel], list[np.ndarray]]:
+def _draw_film(seed: int, row: _Row) -> tuple[np.ndarray, list[_Panel], list[np.ndarray]]:
     """Render one film: the image (H x W uint8), its panels, and a pixel polygon per visible break
     (one per broken bone and view), each wholly inside the exposed field of its panel. Breaks too far
     apart to frame together (two bones broken at opposite ends) are planted again."""
@@ -304,7 +304,7 @@ def make_fracatlas_sample(
     lines = [",".join(FRACATLAS_COLUMNS)]
     coco = {"info": {"description": "my-project-name"}, "images": [], "annotations": [], "categories": []}
     for row in _plan(n_images, seed, long_side):
-        image, _, outlines = _draw(seed, row)
+        image, _, outlines = _draw_film(seed, row)
         (root / row.relative).write_bytes(_jpeg_bytes(image, row.quality, rgb=row.rgb))
         flags = [int(region in row.regions) for region in REGIONS] + [int(len(row.regions) > 1)]
         flags += [int(row.hardware), int(row.multiscan), int(row.fractured), len(outlines)]

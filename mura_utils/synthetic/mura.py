@@ -126,9 +126,14 @@ def _write_study(root: Path, study: _Study, seed: int, index: int) -> list[str]:
     return paths
 
 
+# train patients per body part of the embedded sample (`mura sample`, `make sample`, a notebook opened alone):
+# ~450 train / ~200 valid images, enough for every model to learn within `make demo`'s budget on 2 CPU cores
+DEFAULT_PATIENTS_PER_PART = 20
+
+
 def make_sample(
     out_dir: str | Path,
-    patients_per_part: int = 20,
+    patients_per_part: int = DEFAULT_PATIENTS_PER_PART,
     seed: int = 0,
     valid_patients_per_part: int | None = None,
     *,

@@ -23,7 +23,7 @@ from mura_utils.synthetic import (
     make_fracatlas_sample,
     make_manifest_sample,
 )
-from mura_utils.synthetic.fracatlas import FRACATLAS_COLUMNS, _draw, _plan
+from mura_utils.synthetic.fracatlas import FRACATLAS_COLUMNS, _draw_film, _plan
 from mura_utils.synthetic.render import _fracture_gap, render_radiograph
 
 N_IMAGES, SEED = 60, 0
@@ -177,7 +177,7 @@ def test_boxes_enclose_the_renderers_own_fracture_gaps(fracatlas):
     rows = [row for row in _plan(N_IMAGES, SEED, 256) if row.fractured]
     assert sorted(boxes) == sorted(row.name for row in rows)
     for row in rows:
-        image, panels, _ = _draw(SEED, row)
+        image, panels, _ = _draw_film(SEED, row)
         with Image.open(fracatlas / row.relative) as written:
             assert written.size == row.size == (image.shape[1], image.shape[0])
             assert np.abs(np.asarray(written.convert("L"), float) - image).mean() < 4  # JPEG of this very image

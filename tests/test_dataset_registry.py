@@ -77,7 +77,7 @@ def toy_dataset(tmp_path, monkeypatch):
     (package / "toy.py").write_text(TOY_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     # the one line: its module's name in the registry
-    monkeypatch.setattr(registry, "DATASET_MODULES", (*registry.DATASET_MODULES, "toy_datasets.toy"))
+    monkeypatch.setattr(registry, "DATASET_MODULES", {**registry.DATASET_MODULES, "toy": "toy_datasets.toy"})
     monkeypatch.setenv("MURA_CACHE_DIR", str(tmp_path / "cache"))
     return write_toy_tree(tmp_path / "toy_data")
 

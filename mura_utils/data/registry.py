@@ -11,32 +11,41 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # the readers (pandas) load on first use, so `mura --help` lists the names without them
+    import pandas as pd
 
-from mura_utils.data.base import DatasetInfo, DatasetLayoutError, DatasetType
+    from mura_utils.data.base import DatasetInfo, DatasetType
 
-# Detection order (only a manifest matches a .csv path, so the order decides nothing). A bare name is a module of
-# mura_utils.data; a dotted one ("mypackage.my_dataset") any importable module that defines DATASET.
-DATASET_MODULES: tuple[str, ...] = ("mura", "fracatlas", "manifest")
+# name -> module that declares its DATASET, in detection order (only a manifest matches a .csv path, so the
+# order decides nothing). A bare module name is one of mura_utils.data; a dotted one any importable module.
+DATASET_MODULES: dict[str, str] = {"mura": "mura", "fracatlas": "fracatlas", "manifest": "manifest"}
 
 
 def datasets() -> dict[str, DatasetType]:
     """{name: DatasetType} of every registered dataset, in detection order."""
     found = {}
-    for module_name in DATASET_MODULES:
+    for name, module_name in DATASET_MODULES.items():
         module = importlib.import_module(module_name if "." in module_name else f"mura_utils.data.{module_name}")
-        found[module.DATASET.name] = module.DATASET
+        if module.DATASET.name != name:
+            raise ValueError(
+                f"data.registry: {module_name} declares dataset {module.DATASET.name!r}, listed as {name!r}"
+            )
+        found[name] = module.DATASET
     return found
 
 
 def dataset_names() -> tuple[str, ...]:
-    return tuple(datasets())
+    """The registered names (no reader is imported)."""
+    return tuple(DATASET_MODULES)
 
 
 def detect_dataset(root: str | Path) -> str:
     """The name of the dataset whose layout ``root`` holds; a path that is none of them is an error that
     says what was looked for."""
+    from mura_utils.data.base import DatasetLayoutError
+
     path = Path(root).expanduser()
     registered = datasets()
     for name, kind in registered.items():
@@ -80,6 +89,7 @@ def dataset_info(root: str | Path, dataset: str = "auto") -> DatasetInfo:
 def info_from_record(record: dict | None) -> DatasetInfo:
     """The DatasetInfo saved in a checkpoint, run.json or ONNX contract; MURA for files written before
     datasets were recorded."""
+    from mura_utils.data.base import DatasetInfo
     from mura_utils.data.mura import INFO as MURA_INFO
 
     if record is None:
